@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine with Python 3.11+:
+#   make run   - the default analysis (config/config.yaml) into results/
+#   make test  - the test suite
+# Both create .venv from the pinned dependency tree (requirements.lock) when it is
+# missing or older than the pins.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: run test lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-pin the whole tree after changing a version in pyproject.toml (and environment.yml).
+lock:
+	rm -rf /tmp/glmm-lock-venv && $(PYTHON) -m venv /tmp/glmm-lock-venv
+	/tmp/glmm-lock-venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	/tmp/glmm-lock-venv/bin/pip freeze --exclude-editable | grep -v '^glmm-steps' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .snakemake

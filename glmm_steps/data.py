@@ -1,0 +1,71 @@
+"""Read data files and prepare the columns a formula needs.
+
+Grouping columns become pandas categoricals whose levels keep their natural order
+(numeric ids sort as numbers, 2 before 10, as R's ``factor()`` does), so tables of
+random effects list hospitals 1..10, not 1, 10, 2, ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from glmm_steps.errors import DataError, GlmmError
+from glmm_steps.formula import Formula
+
+
+def read_header(path: str | Path, key: str = "path") -> list[str]:
+    """Column names of a CSV file, reading only its first line.
+
+    ``key`` names the config key for the message when the file is missing."""
+    p = Path(path)
+    if not p.is_file():
+        raise GlmmError(f"config error: {key}: no such file '{path}'")
+    try:
+        return list(pd.read_csv(p, nrows=0).columns)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+
+
+def read_data(path: str | Path) -> pd.DataFrame:
+    """Read a data file (CSV) into a DataFrame; raises DataError on an unreadable file."""
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+
+
+def as_factor(values: pd.Series) -> pd.Categorical:
+    """A grouping column as a categorical with levels in natural (sorted) order."""
+    levels = sorted(pd.unique(values.dropna()))
+    return pd.Categorical(values, categories=levels)
+
+
+def model_frame(data: pd.DataFrame, formula: Formula, where: str) -> pd.DataFrame:
+    """The columns ``formula`` reads, typed for fitting, rows with a missing value removed.
+
+    Grouping columns become ordered-level categoricals; a ``cbind(s, f)`` response
+    adds the proportion column ``formula.response`` (trials are ``s + f``).
+    ``where`` names the data in error messages. Raises DataError."""
+    missing = [c for c in formula.columns if c not in data.columns]
+    if missing:
+        raise DataError(f"{where}: formula {formula.text!r} needs column '{missing[0]}', which is missing")
+    # Keep the file's column order so predictions.csv reads like the input.
+    frame = data.loc[:, [c for c in data.columns if c in formula.columns]].dropna()
+    if frame.empty:
+        raise DataError(f"{where}: no complete rows for the columns {', '.join(formula.columns)}")
+    for g in formula.grouping_factors:
+        frame[g] = as_factor(frame[g])
+    # Fixed-effect covariates may be text (factors with treatment contrasts, as in R);
+    # the response, trials and offset must be numbers.
+    numeric = list(formula.trials or (formula.response,)) + ([formula.offset] if formula.offset else [])
+    for c in numeric:
+        if not pd.api.types.is_numeric_dtype(frame[c]):
+            raise DataError(f"{where}: column '{c}' must be numeric, found text such as {frame[c].iloc[0]!r}")
+    if formula.trials:
+        s, f = formula.trials
+        frame[formula.response] = frame[s] / (frame[s] + frame[f])
+    return frame.reset_index(drop=True)

@@ -1,0 +1,29 @@
+"""Fitting engines behind one small interface.
+
+An engine is a function ``fit(frame, spec) -> FitResult`` registered in ``ENGINES``;
+the rest of the workflow only sees :class:`~glmm_steps.engines.base.FitResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from glmm_steps.engines.base import FitResult, ModelSpec
+
+Engine = Callable[..., FitResult]
+
+
+def get_engine(name: str) -> Engine:
+    """The fit function of engine ``name`` (imported on first use: engines are heavy)."""
+    if name == "mixedlm":
+        from glmm_steps.engines.mixedlm_engine import fit
+
+        return fit
+    raise ValueError(f"unknown engine {name!r}")
+
+
+def engine_version(name: str) -> str:
+    """The installed version of engine ``name``'s package."""
+    from importlib.metadata import version
+
+    return version({"mixedlm": "mixedlm"}[name])

@@ -1,0 +1,91 @@
+"""The engine-neutral description of a model to fit and of a fitted model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to fit: the model's config entry, as plain values."""
+
+    name: str
+    dataset: str
+    formula: str
+    family: str = "gaussian"
+    reml: bool = True
+    engine: str = "mixedlm"
+    nagq: int = 1
+
+    @classmethod
+    def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
+        """Build from a model's (schema-checked, defaults filled) config mapping."""
+        return cls(
+            name=name,
+            dataset=entry["dataset"],
+            formula=entry["formula"],
+            family=entry.get("family", "gaussian"),
+            reml=bool(entry.get("reml", True)),
+            engine=entry.get("engine", "mixedlm"),
+            nagq=int(entry.get("nagq", 1)),
+        )
+
+    @property
+    def link(self) -> str:
+        """The family's canonical link."""
+        return {"gaussian": "identity", "binomial": "logit", "poisson": "log"}[self.family]
+
+    @property
+    def method(self) -> str:
+        """Estimation method as lme4 reports it (REML, ML, Laplace, AGQ)."""
+        if self.family == "gaussian":
+            return "REML" if self.reml else "ML"
+        return "Laplace" if self.nagq == 1 else f"AGQ({self.nagq})"
+
+
+@dataclass
+class FitResult:
+    """A fitted model in engine-neutral form: everything the tables and plots need.
+
+    ``fixef``: columns term, estimate, std_error. ``varcorr``: group, term,
+    variance, sd, correlation (correlation rows have term ``cor(a,b)``, the
+    covariance in ``variance``). ``ranef``: group, level, term, estimate, cond_sd.
+    ``frame``: the rows fitted (formula columns), aligned with ``fitted``,
+    ``fitted_marginal`` (fixed effects only) and ``observed``, all on the response
+    scale. A failed fit has ``error`` set and empty tables."""
+
+    spec: ModelSpec
+    engine_version: str
+    fixef: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["term", "estimate", "std_error"]))
+    varcorr: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["group", "term", "variance", "sd", "correlation"])
+    )
+    ranef: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["group", "level", "term", "estimate", "cond_sd"])
+    )
+    frame: pd.DataFrame | None = None
+    observed: np.ndarray | None = None
+    fitted: np.ndarray | None = None
+    fitted_marginal: np.ndarray | None = None
+    nobs: int = 0
+    ngroups: dict[str, int] = field(default_factory=dict)
+    loglik: float = float("nan")
+    aic: float = float("nan")
+    bic: float = float("nan")
+    deviance: float = float("nan")
+    npar: int = 0
+    converged: bool = False
+    singular: bool = False
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    optimizer: str = ""
+    wall_time_s: float = float("nan")
+
+    @property
+    def ok(self) -> bool:
+        """True when the engine returned estimates (they may still carry warnings)."""
+        return self.error is None

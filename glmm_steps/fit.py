@@ -1,0 +1,65 @@
+"""The fit step: read a data file, fit one model with its engine, record failures.
+
+A fit that raises or does not converge never stops the workflow: the returned
+FitResult carries ``error``/``converged=False`` and the warning text, and the
+extract step writes them into ``fit_stats.json``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from glmm_steps import data as data_mod
+from glmm_steps import formula as formula_mod
+from glmm_steps.engines import engine_version, get_engine
+from glmm_steps.engines.base import FitResult, ModelSpec
+from glmm_steps.errors import GlmmError
+
+
+def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data") -> FitResult:
+    """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
+
+    Returns a FitResult. Data problems (missing column, text response) raise
+    DataError; anything the engine raises is caught and recorded in the result."""
+    formula = formula_mod.parse(spec.formula)
+    model_frame = data_mod.model_frame(frame, formula, where)
+    start = time.perf_counter()
+    try:
+        result = get_engine(spec.engine)(model_frame, spec, formula)
+    except GlmmError:
+        raise
+    except Exception as e:  # an engine failure is a result to record, not a crash
+        result = FitResult(
+            spec=spec,
+            engine_version=engine_version(spec.engine),
+            frame=model_frame,
+            nobs=len(model_frame),
+            error=f"{type(e).__name__}: {e}",
+            warnings=[f"fit failed: {type(e).__name__}: {e}"],
+        )
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
+def fit_file(data_path: str | Path, spec: ModelSpec) -> FitResult:
+    """Read ``data_path`` and fit ``spec`` to it (see :func:`fit_model`)."""
+    frame = data_mod.read_data(data_path)
+    return fit_model(frame, spec, where=str(data_path))
+
+
+def save_fit(result: FitResult, path: str | Path) -> None:
+    """Write a FitResult for the extract step (a pickle of plain pandas/numpy values,
+    no engine objects, so it loads without the engine)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(result, fh, protocol=5)
+
+
+def load_fit(path: str | Path) -> FitResult:
+    """Read a FitResult written by :func:`save_fit`."""
+    with open(path, "rb") as fh:
+        return pickle.load(fh)

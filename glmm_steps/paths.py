@@ -1,0 +1,45 @@
+"""Where every output lives. All paths are built here so the layout changes in one place.
+
+``output_path(kind, **keys)`` fills a template; passing ``"{model}"``-style strings as
+keys gives the Snakemake wildcard pattern for the same file.
+"""
+
+from __future__ import annotations
+
+_DATA = "{results}/data/{dataset}/{replicate}"
+_MODEL = "{results}/models/{model}/{replicate}"
+
+TEMPLATES = {
+    "data": _DATA + "/data.csv",
+    "truth": _DATA + "/truth.json",
+    "fit": _MODEL + "/fit.pkl",
+    "fixed_effects": _MODEL + "/fixed_effects.csv",
+    "variance_components": _MODEL + "/variance_components.csv",
+    "random_effects": _MODEL + "/random_effects.csv",
+    "predictions": _MODEL + "/predictions.csv",
+    "fit_stats": _MODEL + "/fit_stats.json",
+    "plot": _MODEL + "/plots/{plot}.png",
+    "summary": "{results}/summary.csv",
+    "log": "{results}/logs/{rule}/{name}.log",
+}
+
+# The tidy tables the extract step writes, in order.
+TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
+PLOTS = ("trajectories", "caterpillar", "diagnostics")
+
+
+def replicate_id(seed: int | None) -> str:
+    """Folder name of one replicate: ``seed-123`` for simulated data, ``file`` for a data file."""
+    return "file" if seed is None else f"seed-{int(seed)}"
+
+
+def output_path(kind: str, results: str = "results", **keys: str) -> str:
+    """Path of output ``kind`` (a key of TEMPLATES) under folder ``results``.
+
+    ``keys`` fill the template (dataset, model, replicate, plot, rule, name); pass
+    ``"{model}"`` etc. to get a Snakemake wildcard pattern instead of a concrete path."""
+    try:
+        template = TEMPLATES[kind]
+    except KeyError:
+        raise ValueError(f"unknown output kind {kind!r}; known: {', '.join(TEMPLATES)}") from None
+    return template.format(results=results, **keys)

@@ -1,0 +1,172 @@
+"""Simulate hierarchical (nested) designs with gaussian, binomial and Poisson outcomes.
+
+A design is levels nested outermost first (10 hospitals, then 10 patients in each),
+a repeated-measures covariate observed on every innermost unit (visits 1..5), and
+one or more outcomes, each with its own fixed effects, random-intercept SDs per
+level and family. Every draw comes from ``numpy.random.default_rng`` seeded with
+``(seed, crc32(outcome name))``, so an outcome's values depend only on the seed and
+its own spec: adding a second outcome never changes the first.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+LINKS = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
+
+
+@dataclass(frozen=True)
+class Level:
+    """A grouping level: ``n`` units inside each unit of the level above."""
+
+    name: str
+    n: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One simulated response: ``intercept + sum(coef * covariate) + random
+    intercepts`` on the link scale, then the family's noise."""
+
+    name: str
+    family: str
+    intercept: float
+    coefficients: dict[str, float]
+    random_sd: dict[str, float]
+    residual_sd: float | None = None
+    trials: int = 1
+
+    @property
+    def link(self) -> str:
+        """The canonical link of the family (identity, logit, log)."""
+        return LINKS[self.family]
+
+
+@dataclass(frozen=True)
+class Design:
+    """A nested design with a repeated covariate and its outcomes."""
+
+    levels: tuple[Level, ...]
+    repeated_name: str
+    repeated_values: tuple[float, ...]
+    outcomes: tuple[Outcome, ...] = field(default_factory=tuple)
+
+    @property
+    def nrows(self) -> int:
+        """Rows the design produces: product of level counts times visits."""
+        return int(np.prod([lv.n for lv in self.levels])) * len(self.repeated_values)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns of the simulated data frame, in order."""
+        return (
+            tuple(lv.name for lv in self.levels)
+            + (self.repeated_name,)
+            + tuple(o.name for o in self.outcomes)
+        )
+
+
+def design_from_config(spec: dict[str, Any]) -> Design:
+    """Build a :class:`Design` from a dataset's ``simulate:`` mapping (already
+    schema-checked): ``levels``, ``repeated`` and ``outcomes``."""
+    outcomes = tuple(
+        Outcome(
+            name=name,
+            family=o["family"],
+            intercept=float(o["intercept"]),
+            coefficients={k: float(v) for k, v in (o.get("coefficients") or {}).items()},
+            random_sd={k: float(v) for k, v in (o.get("random_sd") or {}).items()},
+            residual_sd=float(o["residual_sd"]) if o.get("residual_sd") is not None else None,
+            trials=int(o.get("trials", 1)),
+        )
+        for name, o in spec["outcomes"].items()
+    )
+    return Design(
+        levels=tuple(Level(lv["name"], int(lv["n"])) for lv in spec["levels"]),
+        repeated_name=spec["repeated"]["name"],
+        repeated_values=tuple(spec["repeated"]["values"]),
+        outcomes=outcomes,
+    )
+
+
+def _skeleton(design: Design) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Rows of the design and, per level, the unit index of each row (0-based)."""
+    counts = [lv.n for lv in design.levels]
+    n_inner = int(np.prod(counts))
+    # Integer visits stay integers in the CSV (1, not 1.0).
+    visits = np.asarray(design.repeated_values)
+    inner = np.repeat(np.arange(n_inner), len(visits))
+    index: dict[str, np.ndarray] = {}
+    cols: dict[str, Any] = {}
+    # Unit ids are numbered 1..N within each level across the whole design (patient 1..100,
+    # not 1..10 per hospital), so an id alone identifies the unit, as in the lme4 tutorial.
+    for depth, lv in enumerate(design.levels):
+        below = int(np.prod(counts[depth + 1 :])) if depth + 1 < len(counts) else 1
+        unit = inner // below
+        index[lv.name] = unit
+        cols[lv.name] = unit + 1
+    cols[design.repeated_name] = np.tile(visits, n_inner)
+    return pd.DataFrame(cols), index
+
+
+def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
+                  index: dict[str, np.ndarray], seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, zlib.crc32(outcome.name.encode())])
+    eta = np.full(len(data), outcome.intercept)
+    for cov, beta in outcome.coefficients.items():
+        eta += beta * data[cov].to_numpy(dtype=float)
+    for lv in design.levels:
+        n_units = int(index[lv.name].max()) + 1
+        effects = rng.normal(0.0, outcome.random_sd.get(lv.name, 0.0), size=n_units)
+        eta += effects[index[lv.name]]
+    if outcome.family == "gaussian":
+        return eta + rng.normal(0.0, outcome.residual_sd or 0.0, size=len(eta))
+    if outcome.family == "binomial":
+        p = 1.0 / (1.0 + np.exp(-eta))
+        return rng.binomial(outcome.trials, p).astype(np.int64)
+    if outcome.family == "poisson":
+        return rng.poisson(np.exp(eta)).astype(np.int64)
+    raise ValueError(f"unknown family {outcome.family!r}")
+
+
+def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate one replicate of ``design`` from ``seed``.
+
+    Returns ``(data, truth)``: the data frame (one row per unit and visit; grouping
+    columns are integer ids) and a JSON-ready dict of the true parameters per
+    outcome (fixed effects, random-effect SDs and variances, residual SD)."""
+    data, index = _skeleton(design)
+    truth: dict[str, Any] = {"seed": int(seed), "nrows": len(data), "outcomes": {}}
+    for outcome in design.outcomes:
+        data[outcome.name] = _draw_outcome(design, outcome, data, index, seed)
+        if outcome.family == "binomial" and outcome.trials > 1:
+            data[f"{outcome.name}_trials"] = outcome.trials
+        truth["outcomes"][outcome.name] = {
+            "family": outcome.family,
+            "link": outcome.link,
+            "fixed_effects": {"(Intercept)": outcome.intercept, **outcome.coefficients},
+            "random_sd": dict(outcome.random_sd),
+            "random_variance": {k: v * v for k, v in outcome.random_sd.items()},
+            "residual_sd": outcome.residual_sd,
+            "trials": outcome.trials if outcome.family == "binomial" else None,
+        }
+    truth["levels"] = {lv.name: int(index[lv.name].max()) + 1 for lv in design.levels}
+    return data, truth
+
+
+def simulate_to_files(spec: dict[str, Any], seed: int, data_path: str, truth_path: str) -> None:
+    """The simulate step: simulate one replicate of the ``simulate:`` mapping ``spec``
+    and write the data (CSV, floats in shortest round-trip form, so the same seed
+    gives the same bytes) and the true parameters (JSON) to the given paths."""
+    import json
+    from pathlib import Path
+
+    data, truth = simulate(design_from_config(spec), seed)
+    Path(data_path).parent.mkdir(parents=True, exist_ok=True)
+    data.to_csv(data_path, index=False, lineterminator="\n")
+    Path(truth_path).write_text(json.dumps(truth, indent=2) + "\n")

@@ -1,0 +1,237 @@
+"""Compare glmm_steps fits (mixedlm engine) with stored lme4 fits.
+
+The fixtures were made by ``Rscript tests/reference/lme4_reference.R`` (see
+tests/reference/README.md); this test does not need R. It is data-driven: one
+case per row of tests/reference/lme4_cases.csv, each checked for fixed effects,
+standard errors, variance components, correlations, residual sd, logLik,
+deviance, AIC/BIC, nobs and levels per grouping factor.
+
+Group names: lme4 and glmm_steps name grouping factors identically (the column
+name, e.g. ``Subject``, ``hospital_id``), so no mapping is needed. Only the
+order differs: lme4 sorts random-effect terms by decreasing number of levels
+(``patient_id`` before ``hospital_id``), glmm_steps keeps formula order. Rows
+are matched by (group, term), never by position.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glmm_steps.engines.base import FitResult, ModelSpec
+from glmm_steps.fit import fit_model
+
+REF = Path(__file__).parent / "reference"
+CASES = pd.read_csv(REF / "lme4_cases.csv", keep_default_na=False)
+FIXTURES = pd.read_csv(REF / "lme4_fixtures.csv", keep_default_na=False)
+
+# ---- tolerances -------------------------------------------------------------
+# Two optimizers stopped at their own convergence criteria agree to roughly the
+# square root of the objective's tolerance, so estimates are compared at 1e-4
+# relative; a combined rule |py - r| <= rtol * |r| + atol keeps values near 0
+# from demanding impossible relative precision.
+FIXEF_RTOL, FIXEF_ATOL = 1e-4, 1e-6
+# Standard errors are second derivatives at the optimum and move more with small
+# differences in the estimates: 1e-3 relative.
+SE_RTOL, SE_ATOL = 1e-3, 1e-8
+# Variance components (diagonal of VarCorr): 1e-4 relative. The absolute part
+# only matters for a variance that is (near) zero, e.g. a singular fit, where a
+# relative comparison is meaningless; 1e-6 is negligible next to every nonzero
+# variance in these cases (the smallest is ~0.1).
+VAR_RTOL, VAR_ATOL = 1e-4, 1e-6
+# Correlations are bounded in [-1, 1]: absolute 1e-3.
+COR_ATOL = 1e-3
+# Residual sd (gaussian): sqrt of a variance, so 1e-4 relative is generous.
+SIGMA_RTOL = 1e-4
+# logLik is a sum over observations: |logLik_py - logLik_r| / nobs <= 1e-6.
+LOGLIK_PER_OBS = 1e-6
+# Deviance / REMLcrit / AIC / BIC are -2 logLik plus constants: twice that.
+CRIT_PER_OBS = 2e-6
+
+# ---- known, explained disagreements -----------------------------------------
+# Each entry is a (case, check) that fails against lme4 at the tolerances above
+# for a reason measured and documented in tests/reference/README.md. They are
+# strict xfails: if the engine (or the fixtures) change so that they pass, the
+# suite says so.
+_GLMM_DEFAULT = ("cbpp_laplace", "bp_hypertension_laplace", "bp_adverse_laplace")
+_GLMM_ALL = _GLMM_DEFAULT + tuple(f"{c}_tolpwrss" for c in _GLMM_DEFAULT)
+_STALE_LDL2 = (
+    "lme4's default glmerControl(tolPwrss=1e-7) stops PIRLS with a log-determinant "
+    "(ldL2) that is ~7e-4 too large, so lme4 optimizes a slightly different Laplace "
+    "objective; refit with tolPwrss=1e-10 (case *_tolpwrss) lme4 agrees with the engine"
+)
+_HESSIAN_SE = (
+    "lme4's GLMM vcov() inverts the finite-difference Hessian over (theta, beta); the "
+    "engine reports the RX-based vcov (lme4's vcov(use.hessian=FALSE)), checked as se_rx"
+)
+_GLMM_DEVIANCE = (
+    "definition: lme4's deviance() for glmer is the sum of squared conditional deviance "
+    "residuals; FitResult.deviance for a GLMM is mixedlm's Laplace criterion "
+    "(that sum + u'u + log det L^2), which is -2 logLik only for 0/1 responses"
+)
+KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
+    **{(c, "fixef"): _STALE_LDL2 for c in _GLMM_DEFAULT},
+    **{(c, "variance"): _STALE_LDL2 for c in _GLMM_DEFAULT},
+    # cbpp has only 56 rows, so the ~2.8e-4 logLik shift exceeds 1e-6 per row.
+    ("cbpp_laplace", "loglik"): _STALE_LDL2,
+    ("cbpp_laplace", "aic_bic"): _STALE_LDL2,
+    **{(c, "se"): _HESSIAN_SE for c in _GLMM_ALL},
+    **{(c, "deviance"): _GLMM_DEVIANCE for c in _GLMM_ALL},
+}
+
+CHECKS = ("fit_ok", "fixef", "se", "se_rx", "variance", "correlation", "sigma",
+          "loglik", "deviance", "aic_bic", "nobs", "ngroups")
+
+
+def _close(py: float, r: float, rtol: float, atol: float) -> bool:
+    return math.isfinite(py) and abs(py - r) <= rtol * abs(r) + atol
+
+
+def _rel(py: float, r: float) -> float:
+    return abs(py - r) / abs(r) if r != 0 else abs(py - r)
+
+
+def _case(name: str) -> pd.Series:
+    return CASES.set_index("case").loc[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _fit(name: str) -> FitResult:
+    row = _case(name)
+    frame = pd.read_csv(REF / "data" / f"{row['data']}.csv")
+    # Columns that are factors in R but look numeric in the CSV (cbpp's period).
+    for col in filter(None, str(row["factors"]).split(";")):
+        frame[col] = frame[col].astype(str)
+    spec = ModelSpec(
+        name=name,
+        dataset=str(row["data"]),
+        formula=str(row["formula"]),
+        family=str(row["family"]),
+        reml=str(row["reml"]).upper() == "TRUE",
+        nagq=int(row["nagq"]),
+    )
+    return fit_model(frame, spec)
+
+
+def _ref(name: str, quantity: str) -> pd.DataFrame:
+    sub = FIXTURES[(FIXTURES["case"] == name) & (FIXTURES["quantity"] == quantity)]
+    return sub.assign(value=sub["value"].astype(float))
+
+
+def _ref_scalar(name: str, quantity: str) -> float:
+    sub = _ref(name, quantity)
+    assert len(sub) == 1, f"{name}: expected one {quantity} fixture, found {len(sub)}"
+    return float(sub["value"].iloc[0])
+
+
+def _compare_terms(name: str, quantity: str, py: pd.Series, rtol: float, atol: float) -> None:
+    """Compare lme4's per-term ``quantity`` with ``py`` (indexed by term)."""
+    ref = _ref(name, quantity)
+    assert len(ref), f"{name}: no {quantity} fixtures"
+    assert sorted(py.index) == sorted(ref["term"]), f"{name}: terms {list(py.index)} vs lme4 {list(ref['term'])}"
+    bad = []
+    for term, r in zip(ref["term"], ref["value"]):
+        p = float(py[term])
+        if not _close(p, r, rtol, atol):
+            bad.append(f"{term}: py={p:.10g} lme4={r:.10g} rel={_rel(p, r):.3g}")
+    assert not bad, f"{name} {quantity} (rtol={rtol}, atol={atol}): " + "; ".join(bad)
+
+
+def _params():
+    for name, family in zip(CASES["case"], CASES["family"]):
+        for check in CHECKS:
+            if check == "se_rx" and family == "gaussian":
+                continue
+            reason = KNOWN_DISAGREEMENTS.get((name, check))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(name, check, marks=marks, id=f"{name}-{check}")
+
+
+@pytest.mark.parametrize(("name", "check"), list(_params()))
+def test_lme4_reference(name: str, check: str) -> None:
+    res = _fit(name)
+    if check == "fit_ok":
+        assert res.ok, f"{name}: fit failed: {res.error}"
+        assert res.converged, f"{name}: not converged: {res.warnings}"
+        return
+    assert res.ok, f"{name}: fit failed: {res.error}"
+    fixef = res.fixef.set_index("term")
+    vc = res.varcorr
+    if check == "fixef":
+        _compare_terms(name, "fixef", fixef["estimate"], FIXEF_RTOL, FIXEF_ATOL)
+    elif check == "se":
+        _compare_terms(name, "se", fixef["std_error"], SE_RTOL, SE_ATOL)
+    elif check == "se_rx":
+        _compare_terms(name, "se_rx", fixef["std_error"], SE_RTOL, SE_ATOL)
+    elif check == "variance":
+        ref = _ref(name, "variance")
+        var_rows = vc[(vc["group"] != "Residual") & ~vc["term"].str.startswith("cor(")]
+        py = {(g, t): v for g, t, v in zip(var_rows["group"], var_rows["term"], var_rows["variance"])}
+        want = list(zip(ref["group"], ref["term"]))
+        assert sorted(py) == sorted(want), f"{name}: variance rows {sorted(py)} vs lme4 {sorted(want)}"
+        bad = [
+            f"{g}/{t}: py={py[(g, t)]:.10g} lme4={r:.10g} rel={_rel(py[(g, t)], r):.3g}"
+            for (g, t), r in zip(want, ref["value"])
+            if not _close(py[(g, t)], r, VAR_RTOL, VAR_ATOL)
+        ]
+        assert not bad, f"{name} variance (rtol={VAR_RTOL}, atol={VAR_ATOL}): " + "; ".join(bad)
+    elif check == "correlation":
+        ref = _ref(name, "correlation")
+        cor_rows = vc[vc["term"].str.startswith("cor(")]
+        py = {(g, t): c for g, t, c in zip(cor_rows["group"], cor_rows["term"], cor_rows["correlation"])}
+        want = list(zip(ref["group"], ref["term"]))
+        assert sorted(py) == sorted(want), f"{name}: correlation rows {sorted(py)} vs lme4 {sorted(want)}"
+        bad = [
+            f"{g}/{t}: py={py[(g, t)]:.10g} lme4={r:.10g}"
+            for (g, t), r in zip(want, ref["value"])
+            if not _close(py[(g, t)], r, 0.0, COR_ATOL)
+        ]
+        assert not bad, f"{name} correlation (atol={COR_ATOL}): " + "; ".join(bad)
+    elif check == "sigma":
+        resid = vc[vc["group"] == "Residual"]
+        if res.spec.family != "gaussian":
+            assert resid.empty, f"{name}: a {res.spec.family} fit has no residual variance"
+            return
+        assert len(resid) == 1, f"{name}: expected one Residual row"
+        p, r = float(resid["sd"].iloc[0]), _ref_scalar(name, "sigma")
+        assert _close(p, r, SIGMA_RTOL, 0.0), f"{name} sigma: py={p:.10g} lme4={r:.10g} rel={_rel(p, r):.3g}"
+    elif check == "loglik":
+        r = _ref_scalar(name, "logLik")
+        per_obs = abs(res.loglik - r) / res.nobs
+        assert per_obs <= LOGLIK_PER_OBS, (
+            f"{name} logLik: py={res.loglik:.12g} lme4={r:.12g} |diff|/nobs={per_obs:.3g}"
+        )
+    elif check == "deviance":
+        # lme4 reports REMLcrit for REML fits (deviance() is then not the criterion).
+        quantity = "REMLcrit" if res.spec.family == "gaussian" and res.spec.reml else "deviance"
+        r = _ref_scalar(name, quantity)
+        per_obs = abs(res.deviance - r) / res.nobs
+        assert per_obs <= CRIT_PER_OBS, (
+            f"{name} {quantity}: py={res.deviance:.12g} lme4={r:.12g} |diff|/nobs={per_obs:.3g}"
+        )
+    elif check == "aic_bic":
+        for quantity, p in (("AIC", res.aic), ("BIC", res.bic)):
+            r = _ref_scalar(name, quantity)
+            per_obs = abs(p - r) / res.nobs
+            assert per_obs <= CRIT_PER_OBS, f"{name} {quantity}: py={p:.12g} lme4={r:.12g} |diff|/nobs={per_obs:.3g}"
+    elif check == "nobs":
+        assert res.nobs == int(_ref_scalar(name, "nobs"))
+    elif check == "ngroups":
+        ref = _ref(name, "ngroups")
+        assert res.ngroups == {g: int(v) for g, v in zip(ref["group"], ref["value"])}
+    else:  # pragma: no cover
+        raise AssertionError(check)
+
+
+def test_every_fixture_quantity_is_checked() -> None:
+    """Guard against a fixture kind the test silently ignores."""
+    known = {"fixef", "se", "se_rx", "variance", "correlation", "sigma", "logLik",
+             "REMLcrit", "deviance", "AIC", "BIC", "nobs", "ngroups"}
+    assert set(FIXTURES["quantity"]) <= known
+    assert set(FIXTURES["case"]) == set(CASES["case"])
+    assert np.isfinite(FIXTURES["value"].astype(float)).all()
