@@ -60,6 +60,7 @@ rule fit:
     params:
         # The model's whole config entry: editing one model reruns that model alone.
         model=lambda w: PLAN.config["models"][w.model],
+        factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
     threads: 1
     resources:
         mem_mb=2000,

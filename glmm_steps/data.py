@@ -44,10 +44,12 @@ def as_factor(values: pd.Series) -> pd.Categorical:
     return pd.Categorical(values, categories=levels)
 
 
-def model_frame(data: pd.DataFrame, formula: Formula, where: str) -> pd.DataFrame:
+def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=()) -> pd.DataFrame:
     """The columns ``formula`` reads, typed for fitting, rows with a missing value removed.
 
-    Grouping columns become ordered-level categoricals; a ``cbind(s, f)`` response
+    Grouping columns and the columns named in ``factors`` become categoricals with
+    levels in natural order (a numeric-coded covariate in ``factors`` gets treatment
+    contrasts, one coefficient per level, as R's ``factor()``); a ``cbind(s, f)`` response
     adds the proportion column ``formula.response`` (trials are ``s + f``).
     ``where`` names the data in error messages. Raises DataError."""
     missing = [c for c in formula.columns if c not in data.columns]
@@ -57,7 +59,7 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str) -> pd.DataFram
     frame = data.loc[:, [c for c in data.columns if c in formula.columns]].dropna()
     if frame.empty:
         raise DataError(f"{where}: no complete rows for the columns {', '.join(formula.columns)}")
-    for g in formula.grouping_factors:
+    for g in dict.fromkeys(formula.grouping_factors + tuple(c for c in factors if c in frame)):
         frame[g] = as_factor(frame[g])
     # Fixed-effect covariates may be text (factors with treatment contrasts, as in R);
     # the response, trials and offset must be numbers.

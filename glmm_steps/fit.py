@@ -20,13 +20,14 @@ from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import GlmmError
 
 
-def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data") -> FitResult:
+def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=()) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
+    ``factors`` names numeric columns to treat as categorical.
 
     Returns a FitResult. Data problems (missing column, text response) raise
     DataError; anything the engine raises is caught and recorded in the result."""
     formula = formula_mod.parse(spec.formula)
-    model_frame = data_mod.model_frame(frame, formula, where)
+    model_frame = data_mod.model_frame(frame, formula, where, factors)
     start = time.perf_counter()
     try:
         result = get_engine(spec.engine)(model_frame, spec, formula)
@@ -45,10 +46,10 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data") -> FitR
     return result
 
 
-def fit_file(data_path: str | Path, spec: ModelSpec) -> FitResult:
+def fit_file(data_path: str | Path, spec: ModelSpec, factors=()) -> FitResult:
     """Read ``data_path`` and fit ``spec`` to it (see :func:`fit_model`)."""
     frame = data_mod.read_data(data_path)
-    return fit_model(frame, spec, where=str(data_path))
+    return fit_model(frame, spec, where=str(data_path), factors=factors)
 
 
 def save_fit(result: FitResult, path: str | Path) -> None:

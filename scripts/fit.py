@@ -7,7 +7,8 @@ from glmm_steps.logs import fail, to_log
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     try:
-        result = fit_file(sm.input.data, ModelSpec.from_config(sm.wildcards.model, sm.params.model))
+        result = fit_file(sm.input.data, ModelSpec.from_config(sm.wildcards.model, sm.params.model),
+                          factors=sm.params.factors)
     except GlmmError as e:
         fail(str(e))
     save_fit(result, sm.output.fit)

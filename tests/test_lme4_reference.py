@@ -52,6 +52,10 @@ SIGMA_RTOL = 1e-4
 LOGLIK_PER_OBS = 1e-6
 # Deviance / REMLcrit / AIC / BIC are -2 logLik plus constants: twice that.
 CRIT_PER_OBS = 2e-6
+# A GLMM's deviance() is the sum of squared conditional deviance residuals, a function
+# of the estimates that is not stationary at the optimum (unlike logLik), so it moves
+# at first order with them: compared like an estimate, 1e-4 relative.
+GLMM_DEVIANCE_RTOL = 1e-4
 
 # ---- known, explained disagreements -----------------------------------------
 # Each entry is a (case, check) that fails against lme4 at the tolerances above
@@ -61,18 +65,14 @@ CRIT_PER_OBS = 2e-6
 _GLMM_DEFAULT = ("cbpp_laplace", "bp_hypertension_laplace", "bp_adverse_laplace")
 _GLMM_ALL = _GLMM_DEFAULT + tuple(f"{c}_tolpwrss" for c in _GLMM_DEFAULT)
 _STALE_LDL2 = (
-    "lme4's default glmerControl(tolPwrss=1e-7) stops PIRLS with a log-determinant "
-    "(ldL2) that is ~7e-4 too large, so lme4 optimizes a slightly different Laplace "
-    "objective; refit with tolPwrss=1e-10 (case *_tolpwrss) lme4 agrees with the engine"
+    "with lme4's default glmerControl(tolPwrss=1e-7) its Laplace log-determinant (ldL2) "
+    "exceeds log det at the reported conditional modes by 6e-4..8e-4, so lme4 optimizes "
+    "a slightly different objective; refit with tolPwrss=1e-10 (case *_tolpwrss) lme4 "
+    "agrees with the engine"
 )
 _HESSIAN_SE = (
     "lme4's GLMM vcov() inverts the finite-difference Hessian over (theta, beta); the "
     "engine reports the RX-based vcov (lme4's vcov(use.hessian=FALSE)), checked as se_rx"
-)
-_GLMM_DEVIANCE = (
-    "definition: lme4's deviance() for glmer is the sum of squared conditional deviance "
-    "residuals; FitResult.deviance for a GLMM is mixedlm's Laplace criterion "
-    "(that sum + u'u + log det L^2), which is -2 logLik only for 0/1 responses"
 )
 KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
     **{(c, "fixef"): _STALE_LDL2 for c in _GLMM_DEFAULT},
@@ -81,7 +81,6 @@ KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
     ("cbpp_laplace", "loglik"): _STALE_LDL2,
     ("cbpp_laplace", "aic_bic"): _STALE_LDL2,
     **{(c, "se"): _HESSIAN_SE for c in _GLMM_ALL},
-    **{(c, "deviance"): _GLMM_DEVIANCE for c in _GLMM_ALL},
 }
 
 CHECKS = ("fit_ok", "fixef", "se", "se_rx", "variance", "correlation", "sigma",
@@ -104,9 +103,9 @@ def _case(name: str) -> pd.Series:
 def _fit(name: str) -> FitResult:
     row = _case(name)
     frame = pd.read_csv(REF / "data" / f"{row['data']}.csv")
-    # Columns that are factors in R but look numeric in the CSV (cbpp's period).
-    for col in filter(None, str(row["factors"]).split(";")):
-        frame[col] = frame[col].astype(str)
+    # Columns that are factors in R but look numeric in the CSV (cbpp's period): the
+    # same `factors` a dataset declares in the config.
+    factors = tuple(filter(None, str(row["factors"]).split(";")))
     spec = ModelSpec(
         name=name,
         dataset=str(row["data"]),
@@ -115,7 +114,7 @@ def _fit(name: str) -> FitResult:
         reml=str(row["reml"]).upper() == "TRUE",
         nagq=int(row["nagq"]),
     )
-    return fit_model(frame, spec)
+    return fit_model(frame, spec, factors=factors)
 
 
 def _ref(name: str, quantity: str) -> pd.DataFrame:
@@ -210,6 +209,11 @@ def test_lme4_reference(name: str, check: str) -> None:
         # lme4 reports REMLcrit for REML fits (deviance() is then not the criterion).
         quantity = "REMLcrit" if res.spec.family == "gaussian" and res.spec.reml else "deviance"
         r = _ref_scalar(name, quantity)
+        if res.spec.family != "gaussian":
+            assert _close(res.deviance, r, GLMM_DEVIANCE_RTOL, 0.0), (
+                f"{name} deviance: py={res.deviance:.12g} lme4={r:.12g} rel={_rel(res.deviance, r):.3g}"
+            )
+            return
         per_obs = abs(res.deviance - r) / res.nobs
         assert per_obs <= CRIT_PER_OBS, (
             f"{name} {quantity}: py={res.deviance:.12g} lme4={r:.12g} |diff|/nobs={per_obs:.3g}"

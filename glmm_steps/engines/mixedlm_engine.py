@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 
 import numpy as np
@@ -68,6 +70,15 @@ def _ranef(model) -> pd.DataFrame:
     })
 
 
+def _deviance(model, spec: ModelSpec) -> float:
+    """lme4's ``deviance()``: -2 logLik for ML fits, the REML criterion for REML fits,
+    and for GLMMs the sum of squared conditional deviance residuals (mixedlm's own
+    ``deviance`` attribute is its Laplace objective, a different number)."""
+    if spec.family == "gaussian":
+        return float(model.deviance)
+    return float(np.sum(np.asarray(model.residuals(type="deviance"), dtype=float) ** 2))
+
+
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm.
 
@@ -82,7 +93,10 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     if formula.offset:
         off = frame[formula.offset].to_numpy(dtype=float)
         kwargs["offset"] = np.log(off) if formula.offset_log else off
-    with warnings.catch_warnings(record=True) as caught:
+    printed = io.StringIO()
+    # mixedlm reports some checks (a rank-deficient design, dropped columns) by printing
+    # them: capture those with the warnings so they land in fit_stats.json.
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
         warnings.simplefilter("always")
         if spec.family == "gaussian":
             model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml, **kwargs)
@@ -98,7 +112,9 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     else:
         fitted = np.asarray(model.fitted(type="response"), dtype=float)
         marginal = np.asarray(model.predict(type="response", re_form="NA"), dtype=float)
-    messages = list(dict.fromkeys(str(w.message) for w in caught))
+    messages = list(dict.fromkeys(
+        [str(w.message) for w in caught] + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+    ))
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
@@ -114,7 +130,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
         loglik=float(model.logLik().value),
         aic=float(model.AIC()),
         bic=float(model.BIC()),
-        deviance=float(model.deviance if not callable(model.deviance) else model.deviance()),
+        deviance=_deviance(model, spec),
         npar=int(model.npar()),
         converged=bool(model.converged),
         singular=bool(model.isSingular()),

@@ -1,0 +1,96 @@
+import copy
+
+import pytest
+import yaml
+
+from glmm_steps.config import check_config, load_config, read_yaml
+from glmm_steps.errors import ConfigError
+
+
+@pytest.fixture()
+def cfg(root):
+    return yaml.safe_load((root / "config" / "config.yaml").read_text())
+
+
+def test_default_config_plan(root):
+    plan = load_config(root / "config" / "config.yaml")
+    assert [(f.model, f.replicate) for f in plan.fits] == [
+        ("bp_lmm", "seed-123"), ("hypertension_glmm", "seed-123"), ("adverse_events_glmm", "seed-123")]
+    assert {m["family"] for m in plan.config["models"].values()} == {"gaussian", "binomial", "poisson"}
+    # defaults from the schema are filled in
+    assert plan.config["models"]["hypertension_glmm"]["engine"] == "mixedlm"
+    assert plan.config["results_dir"] == "results"
+    assert plan.data_path("bp_study", "seed-123") == "results/data/bp_study/seed-123/data.csv"
+
+
+def _error(cfg) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_key_suggests(cfg):
+    cfg["models"]["bp_lmm"]["famly"] = "gaussian"
+    assert _error(cfg) == "config error: models.bp_lmm.famly: unknown key (did you mean 'family'?)"
+
+
+def test_wrong_type(cfg):
+    cfg["models"]["bp_lmm"]["reml"] = "yes"
+    assert _error(cfg) == "config error: models.bp_lmm.reml: expected boolean, got 'yes'"
+
+
+def test_unknown_family(cfg):
+    cfg["models"]["bp_lmm"]["family"] = "gamma"
+    assert "models.bp_lmm.family: expected one of gaussian, binomial, poisson, got 'gamma'" in _error(cfg)
+
+
+def test_missing_dataset(cfg):
+    cfg["models"]["bp_lmm"]["dataset"] = "bp_studdy"
+    assert _error(cfg) == "config error: models.bp_lmm.dataset: no dataset named 'bp_studdy' (did you mean 'bp_study'?)"
+
+
+def test_formula_missing_column(cfg):
+    cfg["models"]["bp_lmm"]["formula"] = "bp ~ age + (1 | hospital_id)"
+    assert "models.bp_lmm.formula" in (msg := _error(cfg)) and "'age'" in msg
+
+
+def test_negative_sd_and_seed_type(cfg):
+    bad = copy.deepcopy(cfg)
+    bad["datasets"]["bp_study"]["simulate"]["outcomes"]["bp"]["residual_sd"] = -1
+    assert "residual_sd: must be >= 0, got -1" in _error(bad)
+    bad = copy.deepcopy(cfg)
+    bad["datasets"]["bp_study"]["seeds"] = [1.5]
+    assert "datasets.bp_study.seeds.0: expected integer, got 1.5" in _error(bad)
+
+
+def test_family_must_match_simulated_outcome(cfg):
+    cfg["models"]["bp_lmm"]["family"] = "poisson"
+    assert "simulated as gaussian" in _error(cfg)
+
+
+def test_nagq_needs_one_scalar_term(cfg):
+    cfg["models"]["hypertension_glmm"]["nagq"] = 5
+    assert "models.hypertension_glmm.nagq" in _error(cfg)
+
+
+def test_data_file_dataset(cfg, tmp_path, bp_data):
+    path = tmp_path / "bp.csv"
+    bp_data.to_csv(path, index=False)
+    cfg["datasets"]["real"] = {"path": str(path)}
+    cfg["models"]["real_lmm"] = {"dataset": "real", "formula": "bp ~ time + (1 | hospital_id)"}
+    plan = check_config(cfg)
+    assert plan.data_path("real", "file") == str(path)
+    assert ("real_lmm", "file") in [(f.model, f.replicate) for f in plan.fits]
+    cfg["datasets"]["real"]["path"] = str(tmp_path / "nope.csv")
+    assert "datasets.real.path: no such file" in _error(cfg)
+
+
+def test_duplicate_model_names(tmp_path, root):
+    text = (root / "config" / "config.yaml").read_text()
+    text += "\n  bp_lmm:\n    dataset: bp_study\n    formula: bp ~ time + (1 | hospital_id)\n"
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="duplicate key 'bp_lmm'"):
+        read_yaml(path)

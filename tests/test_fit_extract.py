@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glmm_steps import extract
+from glmm_steps.engines.base import ModelSpec
+from glmm_steps.errors import DataError
+from glmm_steps.fit import fit_file, fit_model, load_fit, save_fit
+
+REF = ModelSpec("bp_lmm", "bp_study", "bp ~ time + (1 | hospital_id) + (1 | patient_id)")
+
+
+@pytest.fixture(scope="module")
+def bp_fit(bp_data):
+    return fit_model(bp_data, REF)
+
+
+def test_fit_result_shapes(bp_fit, bp_data):
+    assert bp_fit.ok and bp_fit.converged and not bp_fit.singular
+    assert bp_fit.nobs == 500 and bp_fit.ngroups == {"hospital_id": 10, "patient_id": 100}
+    assert list(bp_fit.fixef["term"]) == ["(Intercept)", "time"]
+    assert list(bp_fit.varcorr["group"]) == ["hospital_id", "patient_id", "Residual"]
+    assert len(bp_fit.ranef) == 110
+    np.testing.assert_allclose(bp_fit.observed, bp_data["bp"])
+
+
+def test_tidy_wald_columns(bp_fit):
+    t = extract.tidy(bp_fit)
+    assert list(t.columns) == extract.FIXED_COLUMNS
+    row = t.set_index("term").loc["time"]
+    assert row["statistic"] == pytest.approx(row["estimate"] / row["std_error"])
+    assert row["conf_low"] == pytest.approx(row["estimate"] - 1.959964 * row["std_error"], rel=1e-6)
+    assert 0 < row["p_value"] < 1e-4  # slope 0.5 over 500 rows is clearly detected
+
+
+def test_augment_consistent(bp_fit):
+    a = extract.augment(bp_fit)
+    np.testing.assert_allclose(a["residual"], a["observed"] - a["fitted"])
+    # the marginal prediction is the fixed part alone
+    fe = bp_fit.fixef.set_index("term")["estimate"]
+    np.testing.assert_allclose(a["fitted_marginal"], fe["(Intercept)"] + fe["time"] * a["time"])
+    # conditional = marginal + hospital BLUP + patient BLUP
+    re = bp_fit.ranef
+    h = re[re.group == "hospital_id"].set_index("level")["estimate"]
+    p = re[re.group == "patient_id"].set_index("level")["estimate"]
+    expected = a["fitted_marginal"] + a["hospital_id"].astype(str).map(h) + a["patient_id"].astype(str).map(p)
+    np.testing.assert_allclose(a["fitted"], expected, rtol=1e-9)
+
+
+def test_extract_writes_tables(bp_fit, tmp_path):
+    outputs = {k: tmp_path / f"{k}.{'json' if k == 'fit_stats' else 'csv'}" for k in
+               ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")}
+    record = extract.extract(bp_fit, outputs, seed=123, data_path="x.csv")
+    stats = json.loads(outputs["fit_stats"].read_text())
+    assert stats == record
+    for key in ("model", "dataset", "seed", "formula", "family", "reml", "engine", "engine_version", "data_path",
+                "nobs", "ngroups", "logLik", "AIC", "BIC", "deviance", "converged", "singular", "warnings",
+                "wall_time_s"):
+        assert key in stats
+    assert stats["AIC"] == pytest.approx(-2 * stats["logLik"] + 2 * 5)
+    assert list(pd.read_csv(outputs["variance_components"]).columns) == ["group", "term", "variance", "sd", "correlation"]
+    assert list(pd.read_csv(outputs["random_effects"]).columns) == ["group", "level", "term", "estimate", "cond_sd"]
+    assert len(pd.read_csv(outputs["predictions"])) == 500
+    # fixed float format: 10 significant digits
+    assert all(len(v.replace("-", "").replace(".", "").lstrip("0")) <= 10
+               for v in outputs["fixed_effects"].read_text().splitlines()[1].split(",")[1:])
+
+
+@pytest.mark.parametrize("formula, family", [
+    ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
+    ("adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)", "poisson"),
+])
+def test_glmm_fits_response_scale(bp_data, formula, family):
+    r = fit_model(bp_data, ModelSpec("m", "d", formula, family))
+    assert r.ok and r.converged
+    assert r.spec.method == "Laplace"
+    assert "Residual" not in set(r.varcorr["group"])
+    if family == "binomial":
+        assert ((r.fitted > 0) & (r.fitted < 1)).all()
+    else:
+        assert (r.fitted > 0).all()
+
+
+def test_failed_fit_is_recorded_not_raised(bp_data):
+    data = bp_data.assign(one=1)
+    r = fit_model(data, ModelSpec("m", "d", "bp ~ time + (1 | one)"))
+    assert not r.ok and not r.converged
+    assert "only 1 level" in r.error
+    stats = extract.glance(r)
+    assert stats["status"] == "failed" and stats["converged"] is False
+    assert extract.augment(r)["fitted"].isna().all()
+
+
+def test_text_response_is_a_data_error(bp_data):
+    with pytest.raises(DataError, match="column 'bp' must be numeric"):
+        fit_model(bp_data.assign(bp="high"), REF)
+
+
+def test_fit_file_and_pickle_roundtrip(tmp_path, bp_data, bp_fit):
+    path = tmp_path / "d.csv"
+    bp_data.to_csv(path, index=False)
+    r = fit_file(path, REF)
+    save_fit(r, tmp_path / "fit.pkl")
+    back = load_fit(tmp_path / "fit.pkl")
+    pd.testing.assert_frame_equal(back.fixef, bp_fit.fixef)
+    assert back.loglik == bp_fit.loglik

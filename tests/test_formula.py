@@ -1,0 +1,48 @@
+import pytest
+
+from glmm_steps.errors import GlmmError
+from glmm_steps.formula import check_columns, parse
+
+
+def test_reference_formula():
+    f = parse("bp ~ time + (1 | hospital_id) + (1 | patient_id)")
+    assert f.response == "bp"
+    assert f.fixed_variables == ("time",)
+    assert f.grouping_factors == ("hospital_id", "patient_id")
+    assert [t.intercept for t in f.random] == [True, True]
+    assert f.columns == ("bp", "time", "hospital_id", "patient_id")
+
+
+def test_slopes_nested_uncorrelated():
+    f = parse("y ~ x + (1 + x | g)")
+    assert f.random[0].slopes == ("x",) and f.random[0].correlated
+    f = parse("y ~ x + (1 + x || g)")
+    assert not f.random[0].correlated
+    f = parse("y ~ 1 + (1 | a/b)")
+    assert [t.group_name for t in f.random] == ["a", "a:b"]
+    assert f.grouping_factors == ("a", "b")
+
+
+def test_offset_and_cbind():
+    f = parse("cbind(s, fails) ~ x + offset(log(expo)) + (1 | g)")
+    assert f.trials == ("s", "fails")
+    assert f.offset == "expo" and f.offset_log
+    assert "offset" not in f.engine_text and "cbind" not in f.engine_text
+    assert set(f.columns) == {"s", "fails", "x", "g", "expo"}
+    assert f.response == "s_prop"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("y ~ x + (1 | g", "unbalanced parentheses"),
+    ("y ~ x + (1 | )", "formula"),
+    ("y x + (1|g)", "expected 'response ~"),
+    ("y ~ x", "no random-effect term"),
+])
+def test_malformed(text, needle):
+    with pytest.raises(GlmmError, match=needle):
+        parse(text)
+
+
+def test_missing_column_named():
+    with pytest.raises(GlmmError, match="names column 'age'"):
+        check_columns(parse("y ~ age + (1 | g)"), ["y", "g"], "dataset 'd'")

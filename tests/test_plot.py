@@ -1,0 +1,54 @@
+import hashlib
+
+import matplotlib.image as mpimg
+import pytest
+
+from glmm_steps import extract
+from glmm_steps.engines.base import ModelSpec
+from glmm_steps.fit import fit_model
+from glmm_steps.formula import parse
+from glmm_steps.plot import choose_axes, plot_fit
+
+PLOTS = ("trajectories", "caterpillar", "diagnostics")
+
+
+def _tables(fit, tmp_path):
+    outputs = {k: tmp_path / f"{k}.{'json' if k == 'fit_stats' else 'csv'}" for k in
+               ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")}
+    stats = extract.extract(fit, outputs, seed=123)
+    return outputs, stats
+
+
+@pytest.mark.parametrize("formula, family", [
+    ("bp ~ time + (1 | hospital_id) + (1 | patient_id)", "gaussian"),
+    ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
+])
+def test_plots_drawn_and_reproducible(bp_data, tmp_path, formula, family):
+    fit = fit_model(bp_data, ModelSpec("m", "bp_study", formula, family))
+    tables, stats = _tables(fit, tmp_path)
+    digests = []
+    for run in ("a", "b"):
+        outs = {p: tmp_path / run / f"{p}.png" for p in PLOTS}
+        plot_fit(tables["predictions"], tables["random_effects"], stats, outs)
+        for p in PLOTS:
+            img = mpimg.imread(outs[p])
+            assert img.shape[0] > 300 and img.shape[1] > 500
+            assert img[..., :3].std() > 0.05  # not a blank canvas
+        digests.append([hashlib.sha256(outs[p].read_bytes()).hexdigest() for p in PLOTS])
+    assert digests[0] == digests[1]
+
+
+def test_choose_axes_picks_visit_patient_hospital(bp_data):
+    f = parse("bp ~ time + (1 | hospital_id) + (1 | patient_id)")
+    assert choose_axes(f, bp_data) == ("time", "patient_id", "hospital_id")
+    # a covariate constant within every unit gives no trajectory
+    data = bp_data.assign(site_size=bp_data["hospital_id"] * 10)
+    assert choose_axes(parse("bp ~ site_size + (1 | hospital_id)"), data) is None
+
+
+def test_failed_fit_gets_explanatory_pngs(bp_data, tmp_path):
+    fit = fit_model(bp_data.assign(one=1), ModelSpec("m", "d", "bp ~ time + (1 | one)"))
+    tables, stats = _tables(fit, tmp_path)
+    outs = {p: tmp_path / f"{p}.png" for p in PLOTS}
+    plot_fit(tables["predictions"], tables["random_effects"], stats, outs)
+    assert all(outs[p].stat().st_size > 1000 for p in PLOTS)
