@@ -20,8 +20,11 @@ import yaml
 
 from glmm_steps import formula as formula_mod
 from glmm_steps import paths
+from glmm_steps.engines import engine_version
 from glmm_steps.errors import ConfigError, GlmmError
+from glmm_steps.provenance import sha256
 from glmm_steps.simulate import Design, design_from_config
+from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -155,11 +158,12 @@ def validate_schema(config: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Fit:
-    """One fit to run: a model on one replicate of its dataset."""
+    """One fit to run: a model (at its result version) on one replicate of its dataset."""
 
     model: str
     dataset: str
     replicate: str
+    version: str
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,7 @@ class Plan:
     config: dict[str, Any]
     designs: dict[str, Design]
     fits: tuple[Fit, ...]
+    versions: dict[str, str]
 
     @property
     def results(self) -> str:
@@ -185,6 +190,10 @@ class Plan:
         if "path" in spec:
             return spec["path"]
         return paths.output_path("data", self.results, dataset=dataset, replicate=replicate)
+
+    def fits_of(self, model: str) -> list[Fit]:
+        """The fits (one per replicate) of ``model``."""
+        return [f for f in self.fits if f.model == model]
 
     def simulated(self) -> list[tuple[str, str]]:
         """(dataset, replicate) pairs the simulate rule must produce."""
@@ -283,12 +292,18 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         elif "seeds" in spec:
             raise ConfigError(f"datasets.{name}.seeds", "seeds apply to simulated datasets only")
     fits = []
+    versions: dict[str, str] = {}
+    file_sums: dict[str, str] = {}
     for name, model in config["models"].items():
         _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
+        if "path" in spec and spec["path"] not in file_sums:
+            file_sums[spec["path"]] = sha256(spec["path"])
+        versions[name] = version_key(model, spec, engine_version=engine_version(model["engine"]),
+                                     data_sha256=file_sums.get(spec.get("path")))
         seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
-        fits += [Fit(name, model["dataset"], paths.replicate_id(s)) for s in seeds]
-    return Plan(config=config, designs=designs, fits=tuple(fits))
+        fits += [Fit(name, model["dataset"], paths.replicate_id(s), versions[name]) for s in seeds]
+    return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions)
 
 
 def load_config(path: str | Path) -> Plan:

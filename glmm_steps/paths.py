@@ -7,7 +7,8 @@ keys gives the Snakemake wildcard pattern for the same file.
 from __future__ import annotations
 
 _DATA = "{results}/data/{dataset}/{replicate}"
-_MODEL = "{results}/models/{model}/{replicate}"
+_VERSION = "{results}/models/{model}/{version}"
+_MODEL = _VERSION + "/{replicate}"
 
 TEMPLATES = {
     "data": _DATA + "/data.csv",
@@ -19,6 +20,10 @@ TEMPLATES = {
     "predictions": _MODEL + "/predictions.csv",
     "fit_stats": _MODEL + "/fit_stats.json",
     "plot": _MODEL + "/plots/{plot}.png",
+    "manifest": _VERSION + "/manifest.json",
+    "latest": "{results}/models/{model}/latest",
+    "catalog": "{results}/catalog.csv",
+    "comparison": "{results}/comparisons/{model}/{version_a}_vs_{version_b}/{replicate}.csv",
     "summary": "{results}/summary.csv",
     "log": "{results}/logs/{rule}/{name}.log",
 }
@@ -36,7 +41,7 @@ def replicate_id(seed: int | None) -> str:
 def output_path(kind: str, results: str = "results", **keys: str) -> str:
     """Path of output ``kind`` (a key of TEMPLATES) under folder ``results``.
 
-    ``keys`` fill the template (dataset, model, replicate, plot, rule, name); pass
+    ``keys`` fill the template (dataset, model, version, replicate, plot, rule, name); pass
     ``"{model}"`` etc. to get a Snakemake wildcard pattern instead of a concrete path."""
     try:
         template = TEMPLATES[kind]

@@ -68,7 +68,7 @@ def test_every_output_and_the_failure_recorded(tiny_run):
     for model, reps in {"y_lmm": ["seed-1", "seed-2"], "event_glmm": ["seed-1", "seed-2"],
                         "sleep_slopes": ["file"], "doomed": ["file"]}.items():
         for rep in reps:
-            folder = models / model / rep
+            folder = models / model / "latest" / rep
             for name in ("fixed_effects.csv", "variance_components.csv", "random_effects.csv",
                          "predictions.csv", "fit_stats.json", "plots/trajectories.png",
                          "plots/caterpillar.png", "plots/diagnostics.png"):
@@ -78,12 +78,13 @@ def test_every_output_and_the_failure_recorded(tiny_run):
     status = dict(zip(summary["model"] + "/" + summary["seed"].fillna(-1).astype(int).astype(str), summary["status"]))
     assert status["doomed/-1"] == "failed"
     assert status["y_lmm/1"] in ("ok", "singular") and status["sleep_slopes/-1"] == "ok"
-    doomed = json.loads((models / "doomed" / "file" / "fit_stats.json").read_text())
+    doomed = json.loads((models / "doomed" / "latest" / "file" / "fit_stats.json").read_text())
     assert doomed["converged"] is False and "only 1 level" in doomed["error"]
-    stats = json.loads((models / "sleep_slopes" / "file" / "fit_stats.json").read_text())
+    stats = json.loads((models / "sleep_slopes" / "latest" / "file" / "fit_stats.json").read_text())
     assert stats["data_path"] == "sleep.csv" and stats["ngroups"] == {"Subject": 18}
     # the log of every step exists
-    assert (workdir / "results" / "logs" / "fit" / "y_lmm_seed-1.log").is_file()
+    version = (models / "y_lmm" / "latest").readlink().name
+    assert (workdir / "results" / "logs" / "fit" / f"y_lmm_{version}_seed-1.log").is_file()
 
 
 def test_second_run_does_nothing(tiny_run):
@@ -106,18 +107,36 @@ def test_bad_config_stops_before_any_job(tiny_run):
     assert _snapshot(workdir / "results") == before
 
 
-def test_changing_one_model_reruns_only_that_model(tiny_run):
+def test_changing_one_model_adds_a_version_and_keeps_the_old(tiny_run):
     workdir, _, _ = tiny_run
     models = workdir / "results" / "models"
-    fits = {p: p.stat().st_mtime_ns for p in models.rglob("fit.pkl")}
+    old_version = (models / "y_lmm" / "latest").readlink().name
+    old_files = _snapshot(models / "y_lmm" / old_version)
+    others = {p: p.stat().st_mtime_ns for p in models.rglob("fit.pkl") if "y_lmm" not in str(p)}
     changed = json.loads(json.dumps(TINY))
     changed["models"]["y_lmm"]["formula"] = "y ~ visit + (1 | subject)"
     run_snakemake(workdir, "--configfile", str(_write_config(workdir, changed)))
-    for path, mtime in fits.items():
-        rerun = path.stat().st_mtime_ns != mtime
-        assert rerun == ("y_lmm" in str(path)), path
-    stats = json.loads((models / "y_lmm" / "seed-1" / "fit_stats.json").read_text())
+    # no other model reran, the old version is byte-for-byte intact
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+    assert _snapshot(models / "y_lmm" / old_version) == old_files
+    new_version = (models / "y_lmm" / "latest").readlink().name
+    assert new_version != old_version
+    stats = json.loads((models / "y_lmm" / new_version / "seed-1" / "fit_stats.json").read_text())
     assert stats["formula"] == "y ~ visit + (1 | subject)"
+    catalog = pd.read_csv(workdir / "results" / "catalog.csv")
+    rows = catalog[catalog["model"] == "y_lmm"].set_index("version")
+    assert set(rows.index) == {old_version, new_version}
+    assert bool(rows.loc[new_version, "current"]) and not bool(rows.loc[old_version, "current"])
+    assert "(1 | site)" in json.loads(rows.loc[old_version, "config"])["model"]["formula"]
+
+    # the documented comparison target: side by side, with differences
+    target = f"results/comparisons/y_lmm/{old_version}_vs_{new_version}/seed-1.csv"
+    run_snakemake(workdir, target, "--configfile", str(workdir / "config.yaml"))
+    table = pd.read_csv(workdir / target)
+    vc = table[table["table"] == "variance_components"].set_index("group")
+    assert pd.isna(vc.loc["site", "estimate_b"]) and vc.loc["site", "estimate_a"] >= 0
+    time_row = table[(table["table"] == "fixed_effects") & (table["term"] == "visit")].iloc[0]
+    assert time_row["difference"] == pytest.approx(time_row["estimate_b"] - time_row["estimate_a"])
 
 
 def test_default_config_matches_lme4(tmp_path, root):
@@ -128,14 +147,14 @@ def test_default_config_matches_lme4(tmp_path, root):
     assert data.read_bytes() == (REFERENCE / "data" / "bp_study_seed123.csv").read_bytes()
     fixtures = pd.read_csv(REFERENCE / "lme4_fixtures.csv")
     ref = fixtures[fixtures["case"] == "bp_lmm_reml"]
-    fe = pd.read_csv(tmp_path / "results" / "models" / "bp_lmm" / "seed-123" / "fixed_effects.csv").set_index("term")
+    fe = pd.read_csv(tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "fixed_effects.csv").set_index("term")
     for _, row in ref[ref["quantity"] == "fixef"].iterrows():
         assert fe.loc[row["term"], "estimate"] == pytest.approx(row["value"], rel=1e-6)
-    vc = pd.read_csv(tmp_path / "results" / "models" / "bp_lmm" / "seed-123" / "variance_components.csv")
+    vc = pd.read_csv(tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "variance_components.csv")
     for _, row in ref[ref["quantity"] == "variance"].iterrows():
         got = vc[(vc["group"] == row["group"]) & (vc["term"] == row["term"])]["variance"].item()
         assert got == pytest.approx(row["value"], rel=1e-4)
-    stats = json.loads((tmp_path / "results" / "models" / "bp_lmm" / "seed-123" / "fit_stats.json").read_text())
+    stats = json.loads((tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "fit_stats.json").read_text())
     loglik = ref[ref["quantity"] == "logLik"]["value"].item()
     assert abs(stats["logLik"] - loglik) / 500 < 1e-6
     summary = pd.read_csv(tmp_path / "results" / "summary.csv")
