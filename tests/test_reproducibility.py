@@ -156,3 +156,17 @@ def test_killed_run_resumes_to_the_same_numbers(clean_run, tmp_path):
     _run_clone(clone, "--unlock")
     _run_clone(clone, "--rerun-incomplete")
     assert _comparable(clone / "results") == _comparable(clean_run / "results")
+
+
+def test_report_and_nothing_written_outside_results(clean_run):
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    tracked = {Path(f).parts[0] for f in files} | {"study.yaml"}
+    _run_clone(clean_run, "--report", "results/report.html")
+    html = (clean_run / "results" / "report.html").read_text()
+    # captions, the provenance files and every model's plots are in the report
+    assert "Conditional modes (BLUPs) of each grouping factor of bp_lmm" in html
+    assert "manifest.json" in html and "catalog.csv" in html
+    assert html.count("trajectories.png") >= 2
+    # the workflow created nothing beside results/ (and Snakemake's own .snakemake/)
+    assert {p.name for p in clean_run.iterdir()} - tracked <= {"results", ".snakemake"}
