@@ -22,7 +22,7 @@ import yaml
 from glmm_steps import formula as formula_mod
 from glmm_steps import paths
 from glmm_steps.engines import SUPPORTED
-from glmm_steps.errors import ConfigError, GlmmError
+from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.simulate import Design, design_from_config
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -107,7 +107,7 @@ def _describe(error) -> tuple[str, str]:
         return where, f"must be <= {error.validator_value}, got {error.instance!r}"
     if v == "oneOf":
         return where, "a dataset needs either 'path' (a data file) or both 'simulate' and 'seeds'"
-    if v in ("minItems", "minProperties"):
+    if v in ("minItems", "minProperties", "minLength"):
         return where, "must not be empty"
     if v == "uniqueItems":
         return where, f"has repeated values {error.instance!r}"
@@ -246,7 +246,7 @@ def _check_design(name: str, design: Design) -> None:
                 raise ConfigError(f"{where}.outcomes.{o.name}",
                                   f"the log-mean reaches {eta:.3g} (intercept + coefficients x {design.repeated_name} "
                                   f"+ 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
-                                  f"keep it under {MAX_LOG_MEAN}")
+                                  f"keep it under {MAX_LOG_MEAN:g}")
     if design.nrows > MAX_SIMULATED_ROWS:
         sizes = " x ".join(str(lv.n) for lv in design.levels)
         raise ConfigError(f"{where}.levels", f"the design has {design.nrows:,} rows ({sizes} units x "
@@ -268,7 +268,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
         parsed = formula_mod.parse(model["formula"])
         columns, label = _columns_of(dataset, config["datasets"][dataset], designs.get(dataset))
         formula_mod.check_columns(parsed, columns, label)
-    except ConfigError:
+    except (ConfigError, DataError):
         raise
     except GlmmError as e:
         raise ConfigError(f"{where}.formula", str(e)) from None

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmm_steps.errors import DataError, GlmmError
+from glmm_steps.errors import ConfigError, DataError
 from glmm_steps.formula import Formula
 
 # First bytes of files people save with a .csv name by mistake.
@@ -75,26 +75,27 @@ def read_header(path: str | Path, key: str = "path") -> list[str]:
     """Column names of a CSV file, reading only its first bytes.
 
     ``key`` names the config key for the message when the file is missing.
-    Raises GlmmError (missing file) or DataError (not a usable CSV file)."""
+    Raises ConfigError (missing file) or DataError (not a usable CSV file)."""
     p = Path(path)
     if not p.is_file():
         what = "is a folder, not a file" if p.is_dir() else "no such file"
-        raise GlmmError(f"config error: {key}: {what} '{path}'")
+        raise ConfigError(key, f"{what} '{path}'")
     return [n.lstrip("\ufeff") for n in _sniff(p)]
 
 
 def read_data(path: str | Path, columns=None) -> pd.DataFrame:
-    """Read a data file (CSV) into a DataFrame, only ``columns`` when given (those
-    the file lacks are left out: :func:`model_frame` names them).
+    """Read a data file (CSV) into a DataFrame, keeping only ``columns`` when given
+    (those the file lacks are left out: :func:`model_frame` names them).
 
-    Raises DataError on a missing, empty or unreadable file, or one with no rows."""
+    Raises DataError on a missing, empty or unreadable file, or one with no rows.
+    Every column is parsed: with ``usecols`` pandas silently drops the extra field
+    of a row that has one too many, a row shifted by a stray comma."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: no such file")
-    header = _sniff(p)
-    usecols = None if columns is None else [c for c in header if c in set(columns)]
+    _sniff(p)
     try:
-        frame = pd.read_csv(p, usecols=usecols, encoding="utf-8-sig")
+        frame = pd.read_csv(p, encoding="utf-8-sig")
     except pd.errors.ParserError as e:
         m = _FIELDS.search(str(e))
         if m:
@@ -105,12 +106,18 @@ def read_data(path: str | Path, columns=None) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
     if frame.empty:
         raise DataError(f"{path}: no data rows below the header")
+    if columns is not None:
+        frame = frame.loc[:, [c for c in frame.columns if c in set(columns)]]
     return frame
 
 
 def as_factor(values: pd.Series) -> pd.Categorical:
     """A grouping column as a categorical with levels in natural (sorted) order."""
-    levels = sorted(pd.unique(values.dropna()))
+    try:
+        levels = sorted(pd.unique(values.dropna()))
+    except TypeError:  # numbers mixed with text: all text, as R's factor() would make them
+        values = values.map(lambda v: v if pd.isna(v) else str(v))
+        levels = sorted(pd.unique(values.dropna()))
     return pd.Categorical(values, categories=levels)
 
 
@@ -189,7 +196,7 @@ def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: s
         for col, role in ((s, "successes"), (f, "failures")):
             if (neg := frame[col].to_numpy(dtype=float) < 0).any():
                 extra = ": trials (successes + failures) are fewer than successes" if role == "failures" else ""
-                raise DataError(f"{where}: column '{col}' ({role} in cbind) is negative, {first_bad(col, neg)}{extra}")
+                raise DataError(f"{where}: column '{col}' ({role} in cbind) is negative ({first_bad(col, neg)}){extra}")
             if (frac := whole(col)).any():
                 raise DataError(f"{where}: column '{col}' ({role} in cbind) must hold whole counts, "
                                 f"found {first_bad(col, frac)}")
@@ -251,6 +258,8 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
         raise DataError(f"{where}: formula {formula.text!r} needs column '{missing[0]}', which is missing")
     # Keep the file's column order so predictions.csv reads like the input.
     frame = data.loc[:, [c for c in data.columns if c in formula.columns]].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{where}: no data rows")
     outcome = set(formula.trials or (formula.response,)) | {formula.offset}
     for c in factors:
         if c in outcome:

@@ -101,10 +101,11 @@ def _hessian(model) -> tuple[bool | None, str | None]:
     free = ~((lower == 0) & (np.abs(theta) < BOUNDARY_TOL))
     par = theta
     if getattr(model, "joint_fit", False):
-        par = np.r_[theta, np.asarray(model.beta, dtype=float)]
-        free = np.r_[free, np.ones(len(par) - len(theta), dtype=bool)]
-    problem = check_hessian(model.as_function("deviance"), par, free)
-    return problem is None, problem
+        beta = np.asarray(model.beta, dtype=float)
+        par = np.r_[theta, beta]
+        free = np.r_[free, np.ones(len(beta), dtype=bool)]
+        lower = np.r_[lower, np.full(len(beta), -np.inf)]
+    return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
 
 
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
@@ -145,7 +146,9 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     # the gradient there, and a Hessian that is not positive definite.
     gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
     converged = converged and not gradient
-    hessian_ok, hessian_msg = _hessian(model) if converged else (None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deviance evaluations next to the optimum may warn; the result says it
+        hessian_ok, hessian_msg = _hessian(model) if converged else (None, None)
     messages = list(dict.fromkeys(
         [str(w.message) for w in caught] + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
