@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,10 @@ from glmm_steps.fit import fit_model
 from glmm_steps.formula import parse
 from glmm_steps.simulate import simulate
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_N", 60)), deadline=None, derandomize=not __import__("os").environ.get("FUZZ_RANDOM"), database=None,
+# CI runs 60 fixed examples per test (~25 s in all); for a longer hunt run e.g.
+# FUZZ_EXAMPLES=400 FUZZ_RANDOM=1 pytest tests/test_fuzz.py --hypothesis-show-statistics
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None,
+                derandomize=not os.environ.get("FUZZ_RANDOM"), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 STATUSES = {"ok", "singular", "hessian_not_pd", "not_converged", "failed"}
 
