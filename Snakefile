@@ -7,16 +7,17 @@ import os
 import sys
 
 from glmm_steps import paths
-from glmm_steps.config import check_config
+from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.provenance import verify_outputs
-
-# `--configfile other.yaml` replaces the default config instead of being merged into it
-# (Snakemake's default), so a second analysis never drags the default models along.
-if not workflow.config_settings.configfiles:
-    configfile: "config/config.yaml"
+from glmm_steps.summary import status_line
 
 try:
+    # `--configfile other.yaml` replaces the default config instead of being merged into it
+    # (Snakemake's default), so a second analysis never drags the default models along.
+    if not workflow.config_settings.configfiles:
+        read_yaml("config/config.yaml")  # a YAML slip reported with its line, before Snakemake's loader
+        configfile: "config/config.yaml"
     PLAN = check_config(config, files=list(workflow.config_settings.configfiles) or ["config/config.yaml"])
 except GlmmError as error:
     # One line, no traceback, before any job: existing results stay as they are.
@@ -104,6 +105,7 @@ rule fit:
         # The model's whole config entry: editing one model reruns that model alone.
         model=lambda w: PLAN.config["models"][w.model],
         factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
+        drop_missing=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["drop_missing"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -212,3 +214,9 @@ rule compare_versions:
         out("log", rule="compare", name="{model}_{version_a}_vs_{version_b}_{replicate}"),
     script:
         "scripts/compare_versions.py"
+
+
+onsuccess:
+    # A failed fit never stops the run; say how many there were so none goes unnoticed.
+    if os.path.exists(out("summary")):
+        print(status_line(out("summary")), file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,19 @@ import yaml
 
 from glmm_steps import formula as formula_mod
 from glmm_steps import paths
-from glmm_steps.engines import engine_version
-from glmm_steps.errors import ConfigError, GlmmError
+from glmm_steps.engines import SUPPORTED, engine_version
+from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
 from glmm_steps.simulate import Design, design_from_config
 from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+# One simulated replicate larger than this is a typo (n: 100000 for n: 100), not a
+# design: it would exhaust memory in the simulate job instead of failing here.
+MAX_SIMULATED_ROWS = 20_000_000
+# exp(35) ~ 1.6e15 events per observation: beyond any real count, and near where
+# numpy's Poisson sampler gives up.
+MAX_LOG_MEAN = 35.0
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -102,7 +109,7 @@ def _describe(error) -> tuple[str, str]:
         return where, f"must be <= {error.validator_value}, got {error.instance!r}"
     if v == "oneOf":
         return where, "a dataset needs either 'path' (a data file) or both 'simulate' and 'seeds'"
-    if v in ("minItems", "minProperties"):
+    if v in ("minItems", "minProperties", "minLength"):
         return where, "must not be empty"
     if v == "uniqueItems":
         return where, f"has repeated values {error.instance!r}"
@@ -208,7 +215,8 @@ class Plan:
 def _columns_of(name: str, spec: dict[str, Any], design: Design | None) -> tuple[list[str], str]:
     if design is not None:
         cols = list(design.columns)
-        cols += [f"{o.name}_trials" for o in design.outcomes if o.family == "binomial" and o.trials > 1]
+        cols += [f"{o.name}_{k}" for o in design.outcomes if o.family == "binomial" and o.trials > 1
+                 for k in ("trials", "failures")]
         return cols, f"dataset '{name}'"
     from glmm_steps.data import read_header
 
@@ -239,10 +247,24 @@ def _check_design(name: str, design: Design) -> None:
             raise ConfigError(f"{where}.outcomes.{o.name}", "a gaussian outcome needs 'residual_sd'")
         if o.family != "gaussian" and o.residual_sd is not None:
             raise ConfigError(f"{where}.outcomes.{o.name}.residual_sd", f"only gaussian outcomes have one, not {o.family}")
+        if o.family == "poisson":
+            eta = o.intercept + max(o.coefficients.get(design.repeated_name, 0.0) * v for v in design.repeated_values)
+            eta += 6 * math.sqrt(sum(sd * sd for sd in o.random_sd.values()))
+            if eta > MAX_LOG_MEAN:
+                raise ConfigError(f"{where}.outcomes.{o.name}",
+                                  f"the log-mean reaches {eta:.3g} (intercept + coefficients x {design.repeated_name} "
+                                  f"+ 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
+                                  f"keep it under {MAX_LOG_MEAN:g}")
+    if design.nrows > MAX_SIMULATED_ROWS:
+        sizes = " x ".join(str(lv.n) for lv in design.levels)
+        raise ConfigError(f"{where}.levels", f"the design has {design.nrows:,} rows ({sizes} units x "
+                          f"{len(design.repeated_values)} values of {design.repeated_name}), more than the "
+                          f"{MAX_SIMULATED_ROWS:,} one replicate may have; check the counts")
 
 
 def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
-                 designs: dict[str, Design]) -> None:
+                 designs: dict[str, Design]) -> formula_mod.Formula:
+    """Check one model entry against the datasets; return its parsed formula."""
     where = f"models.{name}"
     dataset = model["dataset"]
     if dataset not in config["datasets"]:
@@ -254,7 +276,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
         parsed = formula_mod.parse(model["formula"])
         columns, label = _columns_of(dataset, config["datasets"][dataset], designs.get(dataset))
         formula_mod.check_columns(parsed, columns, label)
-    except ConfigError:
+    except (ConfigError, DataError):
         raise
     except GlmmError as e:
         raise ConfigError(f"{where}.formula", str(e)) from None
@@ -266,24 +288,94 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
             raise ConfigError(f"{where}.nagq", "adaptive quadrature applies to binomial and poisson models only")
         if len(parsed.random) != 1 or parsed.random[0].slopes:
             raise ConfigError(f"{where}.nagq", "nagq > 1 needs a single scalar random effect (1 | g), as in lme4")
-    design = designs.get(dataset)
-    if design is not None:
-        outcome = next((o for o in design.outcomes if o.name == parsed.response), None)
-        if outcome is not None and outcome.family != family:
-            raise ConfigError(
-                f"{where}.family",
-                f"'{parsed.response}' is simulated as {outcome.family}, but the model says {family}",
-            )
+    links = SUPPORTED[model["engine"]]
+    if family not in links:
+        raise ConfigError(f"{where}.family", f"engine {model['engine']} does not fit family {family} "
+                          f"(it fits {', '.join(links)})")
+    link = model.get("link", links[family][0])
+    if link not in links[family]:
+        raise ConfigError(f"{where}.link", f"engine {model['engine']} does not support link '{link}' for family "
+                          f"{family} (supported: {', '.join(links[family])})")
+    if dataset in designs:
+        _check_simulated_model(where, parsed, family, designs[dataset], dataset)
+    return parsed
+
+
+def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str, design: Design,
+                           dataset: str) -> None:
+    """What a model can only get wrong about a simulated dataset: its response must be
+    a simulated outcome of the model's family (successes out of trials as
+    ``cbind(y, y_failures)``), and each grouping factor must have 2 or more units."""
+    outcomes = {o.name: o for o in design.outcomes}
+    name = parsed.trials[0] if parsed.trials else parsed.response
+    outcome = outcomes.get(name)
+    if outcome is None:
+        raise ConfigError(f"{where}.formula", f"the response '{name}' is not a simulated outcome of dataset "
+                          f"'{dataset}' (outcomes: {', '.join(outcomes)})")
+    if outcome.family != family:
+        raise ConfigError(f"{where}.family", f"'{name}' is simulated as {outcome.family}, but the model says {family}")
+    if family == "binomial" and outcome.trials > 1 and parsed.trials != (name, f"{name}_failures"):
+        raise ConfigError(f"{where}.formula", f"'{name}' is simulated as successes out of {outcome.trials} trials "
+                          f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures)")
+    units, n = {}, 1
+    for lv in design.levels:
+        n *= lv.n
+        units[lv.name] = n  # ids are numbered across the design, so a level's units multiply down
+    units[design.repeated_name] = len(set(design.repeated_values))
+    for term in parsed.random:
+        levels = max(units.get(g, 2) for g in term.group)
+        if levels < 2:
+            raise ConfigError(f"{where}.formula", f"grouping factor '{term.group_name}' has only 1 level in "
+                              f"dataset '{dataset}'; a random effect needs at least 2")
+        if family == "gaussian" and levels >= design.nrows:
+            raise ConfigError(f"{where}.formula", f"grouping factor '{term.group_name}' has as many levels "
+                              f"({levels}) as dataset '{dataset}' has rows; its random effect cannot be told "
+                              "apart from the residual")
+
+
+def _check_finite(value: Any, where: str = "") -> None:
+    """Refuse NaN and infinity anywhere (YAML reads .nan and .inf as numbers, which the
+    schema's ``type: number`` accepts)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(where, f"must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}.{i}")
+
+
+def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[str, Any], Any]]) -> None:
+    """Read the columns the models need from a data file once, and check them as the
+    fit step will (missing values, text in numbers, one-level groups, a response
+    the family cannot model, ...), so bad data stops the run before any job."""
+    from glmm_steps.data import model_frame, read_data, read_header
+
+    header = read_header(spec["path"], f"datasets.{name}.path")
+    for i, col in enumerate(spec["factors"]):
+        if col not in header:
+            close = difflib.get_close_matches(col, header, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (columns: {', '.join(header)})"
+            raise ConfigError(f"datasets.{name}.factors.{i}", f"no column '{col}' in {spec['path']}{hint}")
+    needed = {c for _, parsed in models for c in parsed.columns} | set(spec["factors"])
+    frame = read_data(spec["path"], columns=needed)
+    for model, parsed in models:
+        model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
+                    drop_missing=spec["drop_missing"])
 
 
 def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     """Check a config (as Snakemake loaded it) and expand it into a :class:`Plan`.
 
     ``files`` are the YAML files it came from; they are re-read strictly to catch
-    duplicate keys, which a plain YAML load silently drops. Raises ConfigError."""
+    duplicate keys, which a plain YAML load silently drops. The data files the
+    models read are checked too (reading only the columns they use). Raises
+    ConfigError, or DataError for a data file that cannot be fitted as declared."""
     for f in files:
         read_yaml(f)
     config = validate_schema(dict(config))
+    _check_finite(config)
     designs: dict[str, Design] = {}
     for name, spec in config["datasets"].items():
         if "simulate" in spec:
@@ -294,8 +386,9 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     fits = []
     versions: dict[str, str] = {}
     file_sums: dict[str, str] = {}
+    on_file: dict[str, list] = {}
     for name, model in config["models"].items():
-        _check_model(name, model, config, designs)
+        parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
@@ -303,6 +396,10 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
                                      data_sha256=file_sums.get(spec.get("path")))
         seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
         fits += [Fit(name, model["dataset"], paths.replicate_id(s), versions[name]) for s in seeds]
+        if "path" in spec:
+            on_file.setdefault(model["dataset"], []).append((model, parsed))
+    for name, models in on_file.items():
+        _check_data_file(name, config["datasets"][name], models)
     return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions)
 
 

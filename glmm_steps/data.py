@@ -1,4 +1,11 @@
-"""Read data files and prepare the columns a formula needs.
+"""Read data files and prepare the columns a formula needs, refusing data that
+cannot be fitted as declared.
+
+Every problem is a one-line :class:`DataError` that starts with the file and names
+the column, the line and what was expected; what is done to the data instead of
+refusing it (rows with missing values dropped when the dataset allows it, numeric
+grouping columns treated as factors) is returned as notes for ``fit_stats.json``.
+Line numbers count the header as line 1, as an editor shows the file.
 
 Grouping columns become pandas categoricals whose levels keep their natural order
 (numeric ids sort as numbers, 2 before 10, as R's ``factor()`` does), so tables of
@@ -7,67 +14,274 @@ random effects list hospitals 1..10, not 1, 10, 2, ...
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from glmm_steps.errors import DataError, GlmmError
+from glmm_steps.errors import ConfigError, DataError
 from glmm_steps.formula import Formula
+
+# First bytes of files people save with a .csv name by mistake.
+_MAGIC = {
+    b"PK\x03\x04": "a zip archive (an Excel .xlsx file?)",
+    b"\xd0\xcf\x11\xe0": "an old Excel .xls file",
+    b"PAR1": "a Parquet file",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "gzip-compressed (name it .csv.gz)",
+}
+_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _sniff(path: Path) -> list[str]:
+    """Check that ``path`` looks like a CSV file and return its header's names.
+    Raises DataError (empty file, binary content, one column that holds a ';' or
+    tab-separated header, repeated column names)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    if not head.strip():
+        raise DataError(f"{path}: empty file")
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            raise DataError(f"{path}: not a CSV file, it is {kind}")
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a CSV file (binary content)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
+            raise DataError(f"{path}: not UTF-8 text (byte 0x{head[e.start]:02x} at offset {e.start}); "
+                            "save it as CSV with UTF-8 encoding") from None
+        text = head[:e.start].decode("utf-8")
+    first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
+    header = next(csv.reader([first]), [])
+    if len(header) == 1:
+        for sep, name in ((";", "';'"), ("\t", "tabs")):
+            if sep in header[0]:
+                raise DataError(f"{path}: not comma-separated: the header is one column {header[0]!r} "
+                                f"that holds {name}; save the file with ',' between columns")
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header")
+        seen.add(name)
+    return header
 
 
 def read_header(path: str | Path, key: str = "path") -> list[str]:
-    """Column names of a CSV file, reading only its first line.
+    """Column names of a CSV file, reading only its first bytes.
 
-    ``key`` names the config key for the message when the file is missing."""
+    ``key`` names the config key for the message when the file is missing.
+    Raises ConfigError (missing file) or DataError (not a usable CSV file)."""
     p = Path(path)
     if not p.is_file():
-        raise GlmmError(f"config error: {key}: no such file '{path}'")
-    try:
-        return list(pd.read_csv(p, nrows=0).columns)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+        what = "is a folder, not a file" if p.is_dir() else "no such file"
+        raise ConfigError(key, f"{what} '{path}'")
+    return [n.lstrip("\ufeff") for n in _sniff(p)]
 
 
-def read_data(path: str | Path) -> pd.DataFrame:
-    """Read a data file (CSV) into a DataFrame; raises DataError on an unreadable file."""
+def read_data(path: str | Path, columns=None) -> pd.DataFrame:
+    """Read a data file (CSV) into a DataFrame, keeping only ``columns`` when given
+    (those the file lacks are left out: :func:`model_frame` names them).
+
+    Raises DataError on a missing, empty or unreadable file, or one with no rows.
+    Every column is parsed: with ``usecols`` pandas silently drops the extra field
+    of a row that has one too many, a row shifted by a stray comma."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: no such file")
+    _sniff(p)
     try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        frame = pd.read_csv(p, encoding="utf-8-sig")
+    except pd.errors.ParserError as e:
+        m = _FIELDS.search(str(e))
+        if m:
+            raise DataError(f"{path}: line {m.group(2)} has {m.group(3)} fields, "
+                            f"the header has {m.group(1)}") from None
         raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+    except (pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+    if frame.empty:
+        raise DataError(f"{path}: no data rows below the header")
+    if columns is not None:
+        frame = frame.loc[:, [c for c in frame.columns if c in set(columns)]]
+    return frame
 
 
 def as_factor(values: pd.Series) -> pd.Categorical:
     """A grouping column as a categorical with levels in natural (sorted) order."""
-    levels = sorted(pd.unique(values.dropna()))
+    try:
+        levels = sorted(pd.unique(values.dropna()))
+    except TypeError:  # numbers mixed with text: all text, as R's factor() would make them
+        values = values.map(lambda v: v if pd.isna(v) else str(v))
+        levels = sorted(pd.unique(values.dropna()))
     return pd.Categorical(values, categories=levels)
 
 
-def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=()) -> pd.DataFrame:
-    """The columns ``formula`` reads, typed for fitting, rows with a missing value removed.
+def _show(value) -> str:
+    """A cell value as the user wrote it: ``1``, ``0.5``, ``'abc'`` (not ``np.int64(1)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _line(frame: pd.DataFrame, mask) -> int:
+    """File line of the first row where ``mask`` holds. The frame's index is the row's
+    position in the data as read (header is line 1, so row 0 is line 2)."""
+    return int(frame.index[np.flatnonzero(np.asarray(mask))[0]]) + 2
+
+
+def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> None:
+    """Refuse text where numbers are needed: in the response, trials and offset, and
+    in a covariate whose values are mostly numbers (one stray 'n/a' or '1,5' makes
+    pandas read the whole column as text, which would silently fit it as a factor)."""
+    numeric = list(formula.trials or (formula.response,)) + ([formula.offset] if formula.offset else [])
+    covariates = dict.fromkeys(formula.fixed_variables + tuple(s for t in formula.random for s in t.slopes))
+    for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
+        col = frame[c]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors:
+            continue
+        values = col.dropna()
+        parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+        bad = parsed.isna()
+        if c in numeric:
+            if bad.any():
+                raise DataError(f"{where}: column '{c}' must be numeric, found text "
+                                f"{_show(values[bad].iloc[0])} on line {values[bad].index[0] + 2}")
+        elif not bad.any() or bad.mean() > 0.5:
+            # All text, or all numbers stored as text: a categorical covariate by intent.
+            if not bad.any() and len(values):
+                raise DataError(f"{where}: column '{c}' holds numbers stored as text (e.g. {_show(values.iloc[0])}); "
+                                "store them as numbers, or list the column under the dataset's factors")
+            continue
+        else:
+            raise DataError(f"{where}: column '{c}' looks numeric but holds text {_show(values[bad].iloc[0])} "
+                            f"on line {values[bad].index[0] + 2}; fix the value, "
+                            "or leave the cell empty to mark it missing")
+        frame[c] = pd.to_numeric(col.astype(str).str.strip(), errors="coerce").where(col.notna())
+
+
+def _drop_missing(frame: pd.DataFrame, where: str, drop_missing: bool) -> tuple[pd.DataFrame, list[str]]:
+    """Rows with a missing value: an error unless the dataset allows dropping them,
+    then a note with the count per column."""
+    missing = frame.isna()
+    rows = missing.any(axis=1)
+    if not rows.any():
+        return frame, []
+    per_column = ", ".join(f"{c}: {int(n)}" for c, n in missing.sum().items() if n)
+    if not drop_missing:
+        first = frame.columns[missing.loc[_line(frame, rows) - 2].to_numpy()][0]
+        raise DataError(f"{where}: {int(rows.sum())} rows have missing values ({per_column}; first on line "
+                        f"{_line(frame, rows)}, column '{first}'); fill them in, or set drop_missing: true "
+                        "on the dataset to drop those rows")
+    kept = frame.loc[~rows]
+    if kept.empty:
+        raise DataError(f"{where}: no complete rows for the columns {', '.join(frame.columns)}")
+    return kept, [f"dropped {int(rows.sum())} of {len(frame)} rows with missing values ({per_column})"]
+
+
+def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: str | None) -> None:
+    """The response can be modelled: it varies, and its values fit the family
+    (binomial 0/1, or cbind counts with trials >= successes; Poisson counts)."""
+    def first_bad(col: str, bad) -> str:
+        return f"{_show(frame[col].to_numpy()[np.asarray(bad)][0])} on line {_line(frame, bad)}"
+
+    def whole(col: str):
+        v = frame[col].to_numpy(dtype=float)
+        return v != np.round(v)
+
+    if formula.trials:
+        s, f = formula.trials
+        for col, role in ((s, "successes"), (f, "failures")):
+            if (neg := frame[col].to_numpy(dtype=float) < 0).any():
+                extra = ": trials (successes + failures) are fewer than successes" if role == "failures" else ""
+                raise DataError(f"{where}: column '{col}' ({role} in cbind) is negative ({first_bad(col, neg)}){extra}")
+            if (frac := whole(col)).any():
+                raise DataError(f"{where}: column '{col}' ({role} in cbind) must hold whole counts, "
+                                f"found {first_bad(col, frac)}")
+        if (empty := (frame[s] + frame[f]).to_numpy(dtype=float) == 0).any():
+            raise DataError(f"{where}: cbind({s}, {f}) has no trials (both 0) on line {_line(frame, empty)}")
+    elif family == "binomial":
+        y = frame[formula.response]
+        if (bad := ~y.astype(float).isin([0.0, 1.0]).to_numpy()).any():
+            raise DataError(f"{where}: binomial response '{formula.response}' must be 0 or 1, found "
+                            f"{first_bad(formula.response, bad)}; for counts out of n trials write "
+                            "cbind(successes, failures)")
+    elif family == "poisson":
+        y = frame[formula.response].to_numpy(dtype=float)
+        if (bad := (y < 0) | (y != np.round(y))).any():
+            raise DataError(f"{where}: Poisson response '{formula.response}' must be a count (0, 1, 2, ...), "
+                            f"found {first_bad(formula.response, bad)}")
+    if formula.offset and formula.offset_log:
+        if (bad := frame[formula.offset].to_numpy(dtype=float) <= 0).any():
+            raise DataError(f"{where}: offset column '{formula.offset}' must be positive for log(), "
+                            f"found {first_bad(formula.offset, bad)}")
+    if formula.trials:
+        s, f = formula.trials
+        y, name = frame[s] / (frame[s] + frame[f]), f"cbind({s}, {f})"
+    else:
+        y, name = frame[formula.response], f"'{formula.response}'"
+    if y.nunique() < 2:
+        raise DataError(f"{where}: the response {name} has the same value ({_show(y.iloc[0])}) on every row; "
+                        "there is nothing to model")
+
+
+def _check_groups(frame: pd.DataFrame, formula: Formula, where: str, family: str | None) -> None:
+    """Each random term's grouping factor has at least 2 levels, and (for a linear
+    mixed model, as lme4's check.nobs.vs.nlev) fewer levels than rows."""
+    for term in formula.random:
+        n = len(frame[list(term.group)].drop_duplicates())
+        if n < 2:
+            level = _show(frame[term.group[0]].iloc[0])
+            raise DataError(f"{where}: grouping factor '{term.group_name}' has only 1 level ({level}); "
+                            "a random effect needs at least 2")
+        if family == "gaussian" and n >= len(frame):
+            raise DataError(f"{where}: grouping factor '{term.group_name}' has as many levels ({n}) as rows; "
+                            "its random effect cannot be told apart from the residual")
+
+
+def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
+                family: str | None = None, drop_missing: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """The columns ``formula`` reads, checked and typed for fitting, and notes on what
+    was done to them. Returns ``(frame, notes)``.
 
     Grouping columns and the columns named in ``factors`` become categoricals with
     levels in natural order (a numeric-coded covariate in ``factors`` gets treatment
     contrasts, one coefficient per level, as R's ``factor()``); a ``cbind(s, f)`` response
-    adds the proportion column ``formula.response`` (trials are ``s + f``).
-    ``where`` names the data in error messages. Raises DataError."""
+    adds the proportion column ``formula.response`` (trials are ``s + f``). Rows with
+    a missing value are an error unless ``drop_missing``. ``family`` (when given)
+    checks the response's values. ``where`` names the data in error messages.
+    Raises DataError."""
     missing = [c for c in formula.columns if c not in data.columns]
     if missing:
         raise DataError(f"{where}: formula {formula.text!r} needs column '{missing[0]}', which is missing")
     # Keep the file's column order so predictions.csv reads like the input.
-    frame = data.loc[:, [c for c in data.columns if c in formula.columns]].dropna()
+    frame = data.loc[:, [c for c in data.columns if c in formula.columns]].reset_index(drop=True)
     if frame.empty:
-        raise DataError(f"{where}: no complete rows for the columns {', '.join(formula.columns)}")
+        raise DataError(f"{where}: no data rows")
+    outcome = set(formula.trials or (formula.response,)) | {formula.offset}
+    for c in factors:
+        if c in outcome:
+            raise DataError(f"{where}: column '{c}' is listed under the dataset's factors, but the formula "
+                            f"{formula.text!r} uses it as a number (response, trials or offset)")
+    _check_text(frame, formula, where, factors)
+    for c in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]):
+            if (inf := np.isinf(frame[c].to_numpy(dtype=float))).any():
+                raise DataError(f"{where}: column '{c}' holds an infinite value on line {_line(frame, inf)}")
+    frame, notes = _drop_missing(frame, where, drop_missing)
+    numeric_groups = [g for g in formula.grouping_factors
+                      if pd.api.types.is_numeric_dtype(frame[g]) and g not in factors]
+    if numeric_groups:
+        plural = len(numeric_groups) > 1
+        notes.append(f"numeric grouping column{'s' if plural else ''} {', '.join(numeric_groups)} "
+                     f"treated as {'factors' if plural else 'a factor'} (one level per value)")
+    _check_groups(frame, formula, where, family)
     for g in dict.fromkeys(formula.grouping_factors + tuple(c for c in factors if c in frame)):
         frame[g] = as_factor(frame[g])
-    # Fixed-effect covariates may be text (factors with treatment contrasts, as in R);
-    # the response, trials and offset must be numbers.
-    numeric = list(formula.trials or (formula.response,)) + ([formula.offset] if formula.offset else [])
-    for c in numeric:
-        if not pd.api.types.is_numeric_dtype(frame[c]):
-            raise DataError(f"{where}: column '{c}' must be numeric, found text such as {frame[c].iloc[0]!r}")
+    _check_response(frame, formula, where, family)
     if formula.trials:
         s, f = formula.trials
         frame[formula.response] = frame[s] / (frame[s] + frame[f])
-    return frame.reset_index(drop=True)
+    return frame.reset_index(drop=True), notes

@@ -85,8 +85,8 @@ def _finite(x: Any) -> Any:
 
 def glance(result: FitResult, *, seed: int | None = None, data_path: str | None = None) -> dict[str, Any]:
     """One record describing the fit: model, data, engine, nobs, levels per
-    grouping factor, logLik, AIC, BIC, deviance, convergence, singularity,
-    warnings, error and wall time. JSON-ready (non-finite numbers become null)."""
+    grouping factor, logLik, AIC, BIC, deviance, convergence, singularity, Hessian
+    check, status, warnings, notes, error and wall time. JSON-ready (non-finite numbers become null)."""
     spec = result.spec
     record = {
         "model": spec.name,
@@ -110,8 +110,10 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
         "deviance": result.deviance,
         "converged": bool(result.converged),
         "singular": bool(result.singular),
+        "hessian_ok": result.hessian_ok,
         "status": status(result),
         "warnings": list(result.warnings),
+        "notes": list(result.notes),
         "error": result.error,
         "optimizer": result.optimizer,
         "wall_time_s": round(result.wall_time_s, 3) if math.isfinite(result.wall_time_s) else None,
@@ -120,11 +122,15 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
 
 
 def status(result: FitResult) -> str:
-    """One word for a fit: ``failed``, ``not_converged``, ``singular`` or ``ok``."""
+    """One word for a fit, the worst that applies: ``failed`` (no estimates),
+    ``not_converged``, ``hessian_not_pd`` (the optimum is not a proper minimum),
+    ``singular`` (a variance at zero) or ``ok``."""
     if result.error:
         return "failed"
     if not result.converged:
         return "not_converged"
+    if result.hessian_ok is False:
+        return "hessian_not_pd"
     if result.singular:
         return "singular"
     return "ok"

@@ -2,7 +2,7 @@
 
 A fit that raises or does not converge never stops the workflow: the returned
 FitResult carries ``error``/``converged=False`` and the warning text, and the
-extract step writes them into ``fit_stats.json``.
+extract step writes them into ``fit_stats.json`` and the run summary.
 """
 
 from __future__ import annotations
@@ -17,39 +17,58 @@ from glmm_steps import data as data_mod
 from glmm_steps import formula as formula_mod
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
-from glmm_steps.errors import GlmmError
+from glmm_steps.errors import DataError, GlmmError
 
 
-def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=()) -> FitResult:
+def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
+              drop_missing: bool = False) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
-    ``factors`` names numeric columns to treat as categorical.
+    ``factors`` names numeric columns to treat as categorical; ``drop_missing`` allows
+    dropping rows with a missing value (else they are an error).
 
-    Returns a FitResult. Data problems (missing column, text response) raise
+    Returns a FitResult whose ``notes`` say what was done to the data. Data problems
+    (missing column, text response, a response the family cannot model, ...) raise
     DataError; anything the engine raises is caught and recorded in the result."""
     formula = formula_mod.parse(spec.formula)
-    model_frame = data_mod.model_frame(frame, formula, where, factors)
+    model_frame, notes = data_mod.model_frame(frame, formula, where, factors, family=spec.family,
+                                              drop_missing=drop_missing)
     start = time.perf_counter()
     try:
         result = get_engine(spec.engine)(model_frame, spec, formula)
     except GlmmError:
         raise
     except Exception as e:  # an engine failure is a result to record, not a crash
-        result = FitResult(
-            spec=spec,
-            engine_version=engine_version(spec.engine),
-            frame=model_frame,
-            nobs=len(model_frame),
-            error=f"{type(e).__name__}: {e}",
-            warnings=[f"fit failed: {type(e).__name__}: {e}"],
-        )
+        result = _failed(spec, f"{type(e).__name__}: {e}", model_frame)
+    result.notes = notes + result.notes
     result.wall_time_s = time.perf_counter() - start
     return result
 
 
-def fit_file(data_path: str | Path, spec: ModelSpec, factors=()) -> FitResult:
-    """Read ``data_path`` and fit ``spec`` to it (see :func:`fit_model`)."""
-    frame = data_mod.read_data(data_path)
-    return fit_model(frame, spec, where=str(data_path), factors=factors)
+def _failed(spec: ModelSpec, error: str, frame: pd.DataFrame | None = None) -> FitResult:
+    return FitResult(
+        spec=spec,
+        engine_version=engine_version(spec.engine),
+        frame=frame,
+        nobs=0 if frame is None else len(frame),
+        error=error,
+        warnings=[f"fit failed: {error}"],
+    )
+
+
+def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: bool = False) -> FitResult:
+    """The fit step: read the columns ``spec`` needs from ``data_path`` and fit it (see
+    :func:`fit_model`).
+
+    A data problem found here is recorded as a failed fit, not raised: for a data file
+    the config check has refused it before any job ran, so it comes from a simulated
+    replicate (e.g. a rare outcome drawn all zero), and one such replicate must not
+    stop a simulation study or leave a hole in the run summary."""
+    formula = formula_mod.parse(spec.formula)
+    try:
+        frame = data_mod.read_data(data_path, columns=formula.columns + tuple(factors))
+        return fit_model(frame, spec, where=str(data_path), factors=factors, drop_missing=drop_missing)
+    except DataError as e:
+        return _failed(spec, f"DataError: {e}")
 
 
 def save_fit(result: FitResult, path: str | Path) -> None:

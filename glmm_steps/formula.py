@@ -8,12 +8,21 @@ and a ``cbind(successes, failures)`` response, and turns parser exceptions into
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
 from glmm_steps.errors import GlmmError
 
 _OFFSET = re.compile(r"\+?\s*offset\(\s*(log\(\s*)?([A-Za-z_.][\w.]*)\s*\)?\s*\)")
+# mixedlm's parser speaks in token names; users read symbols.
+_TOKEN_WORDS = {
+    "TILDE": "'~'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "POWER": "'^'", "COLON": "':'",
+    "SLASH": "'/'", "PIPE": "'|'", "DOUBLE_PIPE": "'||'", "LPAREN": "'('", "RPAREN": "')'",
+    "NUMBER": "a number", "IDENTIFIER": "a column name", "EOF": "the end of the formula",
+}
+_TOKEN = re.compile(r"(?:TokenType\.)?\b(" + "|".join(_TOKEN_WORDS) + r")\b")
+_POSITION = re.compile(r" at position (\d+)")
 _CBIND = re.compile(r"^\s*cbind\(\s*([A-Za-z_.][\w.]*)\s*,\s*([A-Za-z_.][\w.]*)\s*\)\s*~")
 
 
@@ -83,8 +92,9 @@ def parse(text: str) -> Formula:
 
     if not isinstance(text, str) or "~" not in text:
         raise GlmmError(f"formula {text!r}: expected 'response ~ terms + (terms | group)'")
-    if text.count("(") != text.count(")"):
-        raise GlmmError(f"formula {text!r}: unbalanced parentheses")
+    problem = _structure_problem(text)
+    if problem:
+        raise GlmmError(f"formula {text!r}: {problem}")
     offset = None
     offset_log = False
     found = _OFFSET.findall(text)
@@ -102,8 +112,8 @@ def parse(text: str) -> Formula:
         rest = _CBIND.sub(f"{response_override} ~", rest)
     try:
         parsed = parse_formula(rest)
-    except ValueError as e:
-        raise GlmmError(f"formula {text!r}: {e}") from None
+    except (ValueError, TypeError, IndexError, RecursionError) as e:
+        raise GlmmError(f"formula {text!r}: {_in_words(str(e), rest)}") from None
     if not parsed.random:
         raise GlmmError(f"formula {text!r}: no random-effect term such as (1 | group)")
     random = tuple(
@@ -116,6 +126,9 @@ def parse(text: str) -> Formula:
         for r in parsed.random
     )
     fixed = tuple(sorted(parsed.fixed_variables))
+    problem = _term_problem(response_override or parsed.response, trials, fixed, random, offset)
+    if problem:
+        raise GlmmError(f"formula {text!r}: {problem}")
     return Formula(
         text=text,
         engine_text=" ".join(rest.split()),
@@ -128,15 +141,87 @@ def parse(text: str) -> Formula:
     )
 
 
+def _structure_problem(text: str) -> str | None:
+    """What is wrong with the shape of ``text`` (parentheses, sides of '~', empty
+    random terms), in words, or None. Checked before the engine's parser so the
+    common mistakes get a message that says what to write instead."""
+    if text.count("~") > 1:
+        return "more than one '~'"
+    lhs, rhs = text.split("~")
+    if not lhs.strip():
+        return "no response before '~'"
+    if not rhs.strip():
+        return "no terms after '~'"
+    opened: list[int] = []
+    groups: list[tuple[int, int]] = []
+    for i, ch in enumerate(text):
+        if ch == "(":
+            opened.append(i)
+        elif ch == ")":
+            if not opened:
+                return f"unbalanced parentheses: ')' at character {i + 1} has no matching '('"
+            start = opened.pop()
+            if not opened:
+                groups.append((start, i))
+    if opened:
+        return f"unbalanced parentheses: '(' at character {opened[-1] + 1} is never closed"
+    for start, end in groups:
+        inner = text[start + 1:end]
+        term = " ".join(text[start:end + 1].split())
+        if not inner.strip():
+            return f"empty parentheses '{term}'"
+        if "|" not in inner:
+            continue
+        left, _, right = inner.partition("|")
+        right = right.lstrip("|")
+        if not left.strip():
+            return f"empty random term '{term}': write (1 | group) for a random intercept"
+        if not right.strip():
+            return f"random term '{term}' names no grouping factor after '|'"
+    return None
+
+
+def _term_problem(response: str, trials, fixed, random, offset) -> str | None:
+    """Terms that parse but cannot be meant: the response used as a predictor, a
+    random term that estimates nothing, the same random term twice."""
+    outcome = set(trials or (response,))
+    for term in random:
+        used = outcome & (set(term.group) | set(term.slopes))
+        if used:
+            return f"the response '{used.pop()}' also appears in the random term for '{term.group_name}'"
+        if not term.intercept and not term.slopes:
+            return f"empty random term for '{term.group_name}': it has neither an intercept nor slopes"
+    used = outcome & (set(fixed) | {offset})
+    if used:
+        return f"the response '{used.pop()}' also appears on the right of '~'"
+    seen = set()
+    for term in random:
+        key = (term.group, term.intercept, term.slopes)
+        if key in seen:
+            return f"the random term for '{term.group_name}' appears twice"
+        seen.add(key)
+    return None
+
+
+def _in_words(message: str, text: str) -> str:
+    """The engine parser's message with token names as symbols and a position
+    replaced by the text found there (positions would not match the user's
+    formula once offset() or cbind() are rewritten)."""
+    def near(m: re.Match) -> str:
+        pos = int(m.group(1))
+        return f" near {text[pos:pos + 12].strip()!r}" if pos < len(text.rstrip()) else ""
+
+    message = _TOKEN.sub(lambda m: _TOKEN_WORDS[m.group(1)], _POSITION.sub(near, message))
+    return message[:1].lower() + message[1:]
+
+
 def check_columns(formula: Formula, columns, where: str) -> None:
     """Raise GlmmError if the formula reads a column absent from ``columns``.
 
     ``where`` names the data for the message (a dataset name or file path)."""
-    have = set(columns)
+    have = [str(c) for c in columns]
     for col in formula.columns:
         if col not in have:
-            hint = ", ".join(sorted(have))
-            raise GlmmError(
-                f"formula {formula.text!r} names column '{col}', which {where} lacks "
-                f"(columns: {hint})"
-            )
+            close = difflib.get_close_matches(col, have, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"columns: {', '.join(sorted(have))}"
+            raise GlmmError(f"formula {formula.text!r} names column '{col}', which {where} lacks ({hint})")

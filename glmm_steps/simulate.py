@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from glmm_steps.errors import GlmmError
+
 LINKS = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
+# numpy's Poisson sampler refuses means near 2**63; the config check keeps designs far below.
+MAX_POISSON_MEAN = 1e18
 
 
 @dataclass(frozen=True)
@@ -127,10 +131,15 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
     if outcome.family == "gaussian":
         return eta + rng.normal(0.0, outcome.residual_sd or 0.0, size=len(eta))
     if outcome.family == "binomial":
-        p = 1.0 / (1.0 + np.exp(-eta))
+        with np.errstate(over="ignore"):  # exp(-eta) = inf for very negative eta gives p = 0, as it should
+            p = 1.0 / (1.0 + np.exp(-eta))
         return rng.binomial(outcome.trials, p).astype(np.int64)
     if outcome.family == "poisson":
-        return rng.poisson(np.exp(eta)).astype(np.int64)
+        mean = np.exp(eta)
+        if not np.all(mean < MAX_POISSON_MEAN):
+            raise GlmmError(f"outcome '{outcome.name}': a Poisson mean reaches {np.max(mean):.3g}, too large to "
+                            "simulate; lower its intercept, coefficients or random_sd")
+        return rng.poisson(mean).astype(np.int64)
     raise ValueError(f"unknown family {outcome.family!r}")
 
 
@@ -146,6 +155,8 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
         data[outcome.name] = _draw_outcome(design, outcome, data, index, seed)
         if outcome.family == "binomial" and outcome.trials > 1:
             data[f"{outcome.name}_trials"] = outcome.trials
+            # lme4's cbind(successes, failures) needs the failures as a column.
+            data[f"{outcome.name}_failures"] = outcome.trials - data[outcome.name]
         truth["outcomes"][outcome.name] = {
             "family": outcome.family,
             "link": outcome.link,

@@ -8,9 +8,9 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     try:
         result = fit_file(sm.input.data, ModelSpec.from_config(sm.wildcards.model, sm.params.model),
-                          factors=sm.params.factors)
+                          factors=sm.params.factors, drop_missing=sm.params.drop_missing)
     except GlmmError as e:
         fail(str(e))
     save_fit(result, sm.output.fit)
     print(f"{sm.wildcards.model} {sm.wildcards.replicate}: converged={result.converged} "
-          f"error={result.error} warnings={result.warnings}")
+          f"error={result.error} warnings={result.warnings} notes={result.notes}")

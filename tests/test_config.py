@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from glmm_steps.config import check_config, load_config, read_yaml
-from glmm_steps.errors import ConfigError
+from glmm_steps.errors import ConfigError, GlmmError
+from glmm_steps.simulate import simulate
 
 
 @pytest.fixture()
@@ -94,3 +95,40 @@ def test_duplicate_model_names(tmp_path, root):
     path.write_text(text)
     with pytest.raises(ConfigError, match="duplicate key 'bp_lmm'"):
         read_yaml(path)
+
+
+def test_link_must_be_supported_by_the_engine(cfg):
+    cfg["models"]["hypertension_glmm"]["link"] = "logit"
+    check_config(cfg)
+    cfg["models"]["hypertension_glmm"]["link"] = "probit"
+    assert _error(cfg) == ("config error: models.hypertension_glmm.link: engine mixedlm does not support link "
+                           "'probit' for family binomial (supported: logit)")
+
+
+def test_data_file_checked_before_any_job(cfg, tmp_path, bp_data):
+    path = tmp_path / "bp.csv"
+    bp_data.assign(bp=bp_data["bp"].where(bp_data.index != 3)).to_csv(path, index=False)
+    cfg["datasets"]["real"] = {"path": str(path)}
+    cfg["models"]["real_lmm"] = {"dataset": "real", "formula": "bp ~ time + (1 | hospital_id)"}
+    with pytest.raises(GlmmError, match=f"^{path}: 1 rows have missing values \\(bp: 1; first on line 5"):
+        check_config(cfg)
+    cfg["datasets"]["real"]["drop_missing"] = True
+    check_config(cfg)
+    cfg["datasets"]["real"]["factors"] = ["tme"]
+    assert _error(cfg) == (f"config error: datasets.real.factors.0: no column 'tme' in {path} "
+                           "(did you mean 'time'?)")
+
+
+def test_binomial_trials_fitted_as_cbind(cfg):
+    cfg["datasets"]["bp_study"]["simulate"]["outcomes"]["doses"] = {"family": "binomial", "intercept": 0, "trials": 4}
+    cfg["models"]["doses"] = {"dataset": "bp_study", "family": "binomial", "formula": "doses ~ time + (1 | patient_id)"}
+    assert "'doses' is simulated as successes out of 4 trials" in _error(copy.deepcopy(cfg))
+    cfg["models"]["doses"]["formula"] = "cbind(doses, doses_failures) ~ time + (1 | patient_id)"
+    plan = check_config(cfg)
+    data, _ = simulate(plan.designs["bp_study"], 1)
+    assert ((data["doses"] + data["doses_failures"]) == data["doses_trials"]).all()
+
+
+def test_config_numbers_are_finite(cfg):
+    cfg["datasets"]["bp_study"]["simulate"]["repeated"]["values"][2] = float("inf")
+    assert _error(cfg) == "config error: datasets.bp_study.simulate.repeated.values.2: must be a finite number, got inf"

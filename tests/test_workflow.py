@@ -35,8 +35,9 @@ TINY = {
         "y_lmm": {"dataset": "tiny", "formula": "y ~ visit + (1 | site) + (1 | subject)"},
         "event_glmm": {"dataset": "tiny", "formula": "event ~ visit + (1 | subject)", "family": "binomial"},
         "sleep_slopes": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)", "reml": False},
-        # `one` has a single level: the engine refuses it, and the run must go on.
-        "doomed": {"dataset": "sleep", "formula": "Reaction ~ Days + (1 | one)"},
+        # `huge` (~1e202) passes every data check but the engine cannot fit it: the
+        # failure is recorded and the run goes on.
+        "doomed": {"dataset": "sleep", "formula": "huge ~ Days + (1 | Subject)"},
     },
 }
 
@@ -55,7 +56,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
-    sleep = pd.read_csv(REFERENCE / "data" / "sleepstudy.csv").assign(one=1)
+    sleep = pd.read_csv(REFERENCE / "data" / "sleepstudy.csv")
+    sleep = sleep.assign(huge=sleep["Reaction"] * 1e200)
     sleep.to_csv(workdir / "sleep.csv", index=False)
     config = _write_config(workdir, TINY)
     proc = run_snakemake(workdir, "--configfile", str(config))
@@ -63,7 +65,9 @@ def tiny_run(tmp_path_factory):
 
 
 def test_every_output_and_the_failure_recorded(tiny_run):
-    workdir, _, _ = tiny_run
+    workdir, _, proc = tiny_run
+    # the run ends by counting fits per status, so the failed one is not missed
+    assert "1 failed" in proc.stderr and "results/summary.csv" in proc.stderr
     models = workdir / "results" / "models"
     for model, reps in {"y_lmm": ["seed-1", "seed-2"], "event_glmm": ["seed-1", "seed-2"],
                         "sleep_slopes": ["file"], "doomed": ["file"]}.items():
@@ -79,7 +83,9 @@ def test_every_output_and_the_failure_recorded(tiny_run):
     assert status["doomed/-1"] == "failed"
     assert status["y_lmm/1"] in ("ok", "singular") and status["sleep_slopes/-1"] == "ok"
     doomed = json.loads((models / "doomed" / "latest" / "file" / "fit_stats.json").read_text())
-    assert doomed["converged"] is False and "only 1 level" in doomed["error"]
+    assert doomed["converged"] is False and "finite" in doomed["error"]
+    assert summary["hessian_ok"].notna().sum() == len(summary) - 1  # checked for every fit with estimates
+    assert "Subject treated as a factor" in summary.set_index("model").loc["sleep_slopes", "notes"]
     stats = json.loads((models / "sleep_slopes" / "latest" / "file" / "fit_stats.json").read_text())
     assert stats["data_path"] == "sleep.csv" and stats["ngroups"] == {"Subject": 18}
     # the log of every step exists

@@ -12,6 +12,11 @@ from glmm_steps.engines.base import FitResult, ModelSpec
 
 Engine = Callable[..., FitResult]
 
+# The families each engine fits and the links it supports for each, canonical first.
+SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
+    "mixedlm": {"gaussian": ("identity",), "binomial": ("logit",), "poisson": ("log",)},
+}
+
 
 def get_engine(name: str) -> Engine:
     """The fit function of engine ``name`` (imported on first use: engines are heavy)."""

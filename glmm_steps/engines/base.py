@@ -56,7 +56,10 @@ class FitResult:
     covariance in ``variance``). ``ranef``: group, level, term, estimate, cond_sd.
     ``frame``: the rows fitted (formula columns), aligned with ``fitted``,
     ``fitted_marginal`` (fixed effects only) and ``observed``, all on the response
-    scale. A failed fit has ``error`` set and empty tables."""
+    scale. A failed fit has ``error`` set and empty tables. ``hessian_ok`` is whether
+    the deviance's Hessian at the optimum is positive definite (None: not checked).
+    ``warnings`` are about the fit's quality; ``notes`` record what was done to the
+    data on the way (rows dropped, numeric grouping columns treated as factors)."""
 
     spec: ModelSpec
     engine_version: str
@@ -80,7 +83,9 @@ class FitResult:
     npar: int = 0
     converged: bool = False
     singular: bool = False
+    hessian_ok: bool | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
     optimizer: str = ""
     wall_time_s: float = float("nan")

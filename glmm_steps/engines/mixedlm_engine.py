@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps.engines.base import FitResult, ModelSpec
+from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.formula import Formula
+
+# Above this many rows the Hessian check (2k^2 + 1 deviance evaluations) costs about
+# as much as the fit itself; lme4 users switch it off there too (calc.derivs = FALSE).
+HESSIAN_MAX_NOBS = 100_000
+# A variance parameter this close to its lower bound of 0 is on the boundary
+# (lme4's boundary.tol is 1e-5; isSingular's tol is 1e-4).
+BOUNDARY_TOL = 1e-4
 
 
 def _family(name: str):
@@ -79,6 +87,27 @@ def _deviance(model, spec: ModelSpec) -> float:
     return float(np.sum(np.asarray(model.residuals(type="deviance"), dtype=float) ** 2))
 
 
+def _hessian(model) -> tuple[bool | None, str | None]:
+    """(hessian_ok, message) for the deviance at the optimum over the parameters the
+    optimizer moved: theta, plus beta for GLMMs fitted jointly (as lme4 checks).
+    Skipped (None) above HESSIAN_MAX_NOBS rows, where it would cost as much as the fit."""
+    from mixedlm.estimation.reml import _build_theta_bounds
+
+    if model.nobs() > HESSIAN_MAX_NOBS:
+        return None, f"Hessian not checked: more than {HESSIAN_MAX_NOBS} rows"
+    theta = np.asarray(model.theta, dtype=float)
+    lower = np.array([lo if lo is not None else -np.inf
+                      for lo, _ in _build_theta_bounds(model.matrices.random_structures, len(theta))])
+    free = ~((lower == 0) & (np.abs(theta) < BOUNDARY_TOL))
+    par = theta
+    if getattr(model, "joint_fit", False):
+        beta = np.asarray(model.beta, dtype=float)
+        par = np.r_[theta, beta]
+        free = np.r_[free, np.ones(len(beta), dtype=bool)]
+        lower = np.r_[lower, np.full(len(beta), -np.inf)]
+    return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
+
+
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm.
 
@@ -112,9 +141,19 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     else:
         fitted = np.asarray(model.fitted(type="response"), dtype=float)
         marginal = np.asarray(model.predict(type="response", re_form="NA"), dtype=float)
+    converged = bool(model.converged)
+    # The optimizer's own flag misses a stop short of the optimum; lme4 also checks
+    # the gradient there, and a Hessian that is not positive definite.
+    gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
+    converged = converged and not gradient
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deviance evaluations next to the optimum may warn; the result says it
+        hessian_ok, hessian_msg = _hessian(model) if converged else (None, None)
     messages = list(dict.fromkeys(
         [str(w.message) for w in caught] + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+        + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
+    notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
@@ -132,8 +171,10 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
         bic=float(model.BIC()),
         deviance=_deviance(model, spec),
         npar=int(model.npar()),
-        converged=bool(model.converged),
+        converged=converged,
         singular=bool(model.isSingular()),
+        hessian_ok=hessian_ok,
         warnings=messages,
+        notes=notes,
         optimizer=str(getattr(model, "optimizer", "")),
     )
