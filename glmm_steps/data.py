@@ -50,7 +50,7 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=()) ->
     Grouping columns and the columns named in ``factors`` become categoricals with
     levels in natural order (a numeric-coded covariate in ``factors`` gets treatment
     contrasts, one coefficient per level, as R's ``factor()``); a ``cbind(s, f)`` response
-    adds the proportion column ``formula.response`` (trials are ``s + f``).
+    adds the proportion column ``formula.response`` (successes / trials).
     ``where`` names the data in error messages. Raises DataError."""
     missing = [c for c in formula.columns if c not in data.columns]
     if missing:
@@ -68,6 +68,9 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=()) ->
         if not pd.api.types.is_numeric_dtype(frame[c]):
             raise DataError(f"{where}: column '{c}' must be numeric, found text such as {frame[c].iloc[0]!r}")
     if formula.trials:
-        s, f = formula.trials
-        frame[formula.response] = frame[s] / (frame[s] + frame[f])
+        trials = formula.n_trials(frame)
+        if (trials <= 0).any() or (frame[formula.trials[0]].to_numpy() > trials).any():
+            raise DataError(f"{where}: formula {formula.text!r} needs 0 <= successes <= trials "
+                            "and at least one trial on every row")
+        frame[formula.response] = frame[formula.trials[0]] / trials
     return frame.reset_index(drop=True)

@@ -19,6 +19,10 @@ def get_engine(name: str) -> Engine:
         from glmm_steps.engines.mixedlm_engine import fit
 
         return fit
+    if name == "statsmodels":
+        from glmm_steps.engines.statsmodels_engine import fit
+
+        return fit
     raise ValueError(f"unknown engine {name!r}")
 
 
@@ -26,4 +30,4 @@ def engine_version(name: str) -> str:
     """The installed version of engine ``name``'s package."""
     from importlib.metadata import version
 
-    return version({"mixedlm": "mixedlm"}[name])
+    return version({"mixedlm": "mixedlm", "statsmodels": "statsmodels"}[name])
