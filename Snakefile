@@ -1,4 +1,5 @@
-# Mixed-model workflow: simulate -> fit -> extract -> plot, and a run summary.
+# Mixed-model workflow: simulate -> fit -> extract -> plot, and a run summary;
+# verify (a second engine) and compare (anova-style tables) for the models that ask.
 # Each rule runs one tested function of glmm_steps through a thin script in scripts/.
 # Execution settings (cores, cluster) live in profiles/, never here.
 
@@ -37,6 +38,7 @@ rule all:
     input:
         [out(t, model=f.model, replicate=f.replicate) for f in PLAN.fits for t in paths.TABLES],
         [out("plot", model=f.model, replicate=f.replicate, plot=p) for f in PLAN.fits for p in paths.PLOTS],
+        [out(t, model=f.model, replicate=f.replicate) for f in PLAN.compared() for t in paths.COMPARISON_TABLES],
         out("summary"),
 
 
@@ -98,9 +100,40 @@ rule plot:
         "scripts/plot.py"
 
 
+rule verify:
+    input:
+        fit=rules.fit.output.fit,
+    output:
+        verification=out("verification", model="{model}", replicate="{replicate}"),
+        fit_stats=out("verification_fit_stats", model="{model}", replicate="{replicate}"),
+    params:
+        rtol=lambda w: PLAN.config["models"][w.model]["verify_rtol"],
+        loglik_tol=lambda w: PLAN.config["models"][w.model]["verify_loglik_tol"],
+        seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
+        data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
+    log:
+        out("log", rule="verify", name="{model}_{replicate}"),
+    script:
+        "scripts/verify.py"
+
+
+rule compare:
+    input:
+        # The model itself first, then the models it names, all on this replicate.
+        fits=lambda w: [out("fit", model=m, replicate=w.replicate)
+                        for m in [w.model, *PLAN.config["models"][w.model]["compare_with"]]],
+    output:
+        **{t: out(t, model="{model}", replicate="{replicate}") for t in paths.COMPARISON_TABLES},
+    log:
+        out("log", rule="compare", name="{model}_{replicate}"),
+    script:
+        "scripts/compare.py"
+
+
 rule summary:
     input:
-        [out("fit_stats", model=f.model, replicate=f.replicate) for f in PLAN.fits],
+        fit_stats=[out("fit_stats", model=f.model, replicate=f.replicate) for f in PLAN.fits],
+        verification=[out("verification", model=f.model, replicate=f.replicate) for f in PLAN.verified()],
     output:
         out("summary"),
     log:

@@ -21,7 +21,7 @@ import yaml
 from glmm_steps import formula as formula_mod
 from glmm_steps import paths
 from glmm_steps.errors import ConfigError, GlmmError
-from glmm_steps.simulate import Design, design_from_config
+from glmm_steps.simulate import Design, design_from_config, unit_ids
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -186,6 +186,14 @@ class Plan:
             return spec["path"]
         return paths.output_path("data", self.results, dataset=dataset, replicate=replicate)
 
+    def verified(self) -> list[Fit]:
+        """Fits whose model has ``verify: true`` (fitted again with the other engine)."""
+        return [f for f in self.fits if self.config["models"][f.model]["verify"]]
+
+    def compared(self) -> list[Fit]:
+        """Fits whose model names others in ``compare_with``."""
+        return [f for f in self.fits if self.config["models"][f.model]["compare_with"]]
+
     def simulated(self) -> list[tuple[str, str]]:
         """(dataset, replicate) pairs the simulate rule must produce."""
         return [
@@ -265,6 +273,82 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
                 f"{where}.family",
                 f"'{parsed.response}' is simulated as {outcome.family}, but the model says {family}",
             )
+    _check_engine(name, model, parsed, config["datasets"][dataset], design)
+
+
+def _grouping_frame(spec: dict[str, Any], design: Design | None, parsed) -> Any:
+    """The grouping columns of a dataset (read from the file, or the simulated ids),
+    to check how its factors nest."""
+    cols = list(parsed.grouping_factors)
+    if design is not None:
+        return unit_ids(design)[cols]
+    from glmm_steps.data import read_data
+
+    return read_data(spec["path"]).loc[:, cols].dropna()
+
+
+def _check_engine(name: str, model: dict[str, Any], parsed, spec: dict[str, Any],
+                  design: Design | None) -> None:
+    """What the chosen engine (and `verify`'s second engine) can fit: statsmodels has
+    one grouping factor with correlated effects, no quadrature, and only Bayesian
+    approximations for binomial/poisson models."""
+    from glmm_steps.engines.statsmodels_engine import containment, layout, needs_nesting
+
+    where = f"models.{name}"
+    family, engine, approx = model["family"], model["engine"], model.get("approximation")
+    if approx is not None and (engine != "statsmodels" or family == "gaussian"):
+        raise ConfigError(f"{where}.approximation",
+                          "applies to engine: statsmodels with family binomial or poisson only")
+    if engine == "statsmodels" and model["nagq"] > 1:
+        raise ConfigError(f"{where}.nagq", "adaptive quadrature is engine mixedlm's; statsmodels has none")
+    if engine == "statsmodels" and family != "gaussian" and approx is None:
+        raise ConfigError(
+            f"{where}.approximation",
+            f"engine statsmodels fits {family} models only by a Bayesian approximation, not maximum "
+            "likelihood: set approximation: variational, or use engine: mixedlm",
+        )
+    if model["verify"] and family != "gaussian":
+        raise ConfigError(
+            f"{where}.verify",
+            "cross-engine verification compares maximum-likelihood fits, and statsmodels has "
+            f"none for {family} models (gaussian only)",
+        )
+    if engine != "statsmodels" and not model["verify"]:
+        return
+    # Which factor can be MixedLM's groups depends on how the factors nest in the data;
+    # read them only when a correlated term makes it matter.
+    contains = containment(_grouping_frame(spec, design, parsed), parsed) if needs_nesting(parsed) else None
+    try:
+        layout(parsed, family, contains)
+    except GlmmError as e:
+        raise ConfigError(f"{where}.formula", str(e)) from None
+
+
+def _check_comparisons(config: dict[str, Any], formulas: dict[str, Any]) -> None:
+    """`compare_with` names other models fitted to the same data and response, each
+    with a likelihood (no Bayesian approximation)."""
+    models = config["models"]
+    for name, model in models.items():
+        where = f"models.{name}.compare_with"
+        for other in model["compare_with"]:
+            if other not in models:
+                close = difflib.get_close_matches(other, list(models), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(where, f"no model named '{other}'{hint}")
+            if other == name:
+                raise ConfigError(where, "a model cannot be compared with itself")
+            theirs = models[other]
+            if theirs["dataset"] != model["dataset"]:
+                raise ConfigError(where, f"'{other}' is fitted to dataset '{theirs['dataset']}', "
+                                         f"this model to '{model['dataset']}'; compared models share their data")
+            if formulas[other].response != formulas[name].response or theirs["family"] != model["family"]:
+                raise ConfigError(where, f"'{other}' models {theirs['family']} '{formulas[other].response}', this "
+                                         f"model {model['family']} '{formulas[name].response}'; likelihoods "
+                                         "of different responses are not comparable")
+            for m, entry in ((name, model), (other, theirs)):
+                if entry.get("approximation"):
+                    raise ConfigError(where, f"'{m}' is a Bayesian approximation without a "
+                                             "log-likelihood to compare")
 
 
 def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
@@ -288,6 +372,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         spec = config["datasets"][model["dataset"]]
         seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
         fits += [Fit(name, model["dataset"], paths.replicate_id(s)) for s in seeds]
+    _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
     return Plan(config=config, designs=designs, fits=tuple(fits))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 _DATA = "{results}/data/{dataset}/{replicate}"
 _MODEL = "{results}/models/{model}/{replicate}"
+_COMPARISON = "{results}/comparisons/{model}/{replicate}"
 
 TEMPLATES = {
     "data": _DATA + "/data.csv",
@@ -19,6 +20,12 @@ TEMPLATES = {
     "predictions": _MODEL + "/predictions.csv",
     "fit_stats": _MODEL + "/fit_stats.json",
     "plot": _MODEL + "/plots/{plot}.png",
+    # verify: true: the agreement table of both engines, and the second engine's fit
+    "verification": _MODEL + "/verification.csv",
+    "verification_fit_stats": _MODEL + "/verification_fit_stats.json",
+    # compare_with: anova()-style tables of a model and the models it names
+    "likelihood_ratio": _COMPARISON + "/likelihood_ratio.csv",
+    "information_criteria": _COMPARISON + "/information_criteria.csv",
     "summary": "{results}/summary.csv",
     "log": "{results}/logs/{rule}/{name}.log",
 }
@@ -26,6 +33,7 @@ TEMPLATES = {
 # The tidy tables the extract step writes, in order.
 TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
+COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 
 
 def replicate_id(seed: int | None) -> str:

@@ -81,6 +81,13 @@ def _structural_columns(term: RandomTerm) -> int:
     return int(term.intercept) + len(term.slopes)
 
 
+def needs_nesting(formula: Formula) -> bool:
+    """Whether :func:`layout` can refuse ``formula`` depending on how its grouping
+    factors nest: a correlated term with several columns, and more than one factor."""
+    return len({t.group_name for t in formula.random}) > 1 and any(
+        t.correlated and _structural_columns(t) > 1 for t in formula.random)
+
+
 def layout(formula: Formula, family: str, contains: Callable[[str, str], bool] | None,
            n_columns: Callable[[int], int] | None = None) -> Layout:
     """Decide how ``formula`` is fitted by statsmodels, or raise GlmmError naming the
