@@ -1,5 +1,6 @@
 # Mixed-model workflow: simulate -> fit -> extract -> plot, then provenance
-# (manifest per result version, catalog of all versions) and a run summary.
+# (manifest per result version, catalog of all versions) and a run summary;
+# verify (a second engine) and compare (anova-style tables) for the models that ask.
 # Each rule runs one tested function of glmm_steps through a thin script in scripts/.
 # Execution settings (cores, cluster) live in profiles/, never here.
 
@@ -79,6 +80,8 @@ rule all:
         [out(t, model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.fits for t in paths.TABLES],
         [out("plot", model=f.model, version=f.version, replicate=f.replicate, plot=p)
          for f in PLAN.fits for p in paths.PLOTS],
+        [out(t, model=f.model, version=f.version, replicate=f.replicate)
+         for f in PLAN.compared() for t in paths.COMPARISON_TABLES],
         [out("manifest", model=m, version=v) for m, v in PLAN.versions.items()],
         out("catalog"),
         out("summary"),
@@ -192,9 +195,41 @@ rule catalog:
         "scripts/catalog.py"
 
 
+rule verify:
+    input:
+        fit=rules.fit.output.fit,
+    output:
+        verification=out("verification", model="{model}", version="{version}", replicate="{replicate}"),
+        fit_stats=out("verification_fit_stats", model="{model}", version="{version}", replicate="{replicate}"),
+    params:
+        rtol=lambda w: PLAN.config["models"][w.model]["verify_rtol"],
+        loglik_tol=lambda w: PLAN.config["models"][w.model]["verify_loglik_tol"],
+        seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
+        data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
+    log:
+        out("log", rule="verify", name="{model}_{version}_{replicate}"),
+    script:
+        "scripts/verify.py"
+
+
+rule compare:
+    input:
+        # The model itself first, then the models it names, all on this replicate.
+        fits=lambda w: [out("fit", model=m, version=PLAN.versions[m], replicate=w.replicate)
+                        for m in [w.model, *PLAN.config["models"][w.model]["compare_with"]]],
+    output:
+        **{t: out(t, model="{model}", version="{version}", replicate="{replicate}") for t in paths.COMPARISON_TABLES},
+    log:
+        out("log", rule="compare", name="{model}_{version}_{replicate}"),
+    script:
+        "scripts/compare.py"
+
+
 rule summary:
     input:
-        [out("fit_stats", model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.fits],
+        fit_stats=[out("fit_stats", model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.fits],
+        verification=[out("verification", model=f.model, version=f.version, replicate=f.replicate)
+                      for f in PLAN.verified()],
     output:
         report(out("summary"), caption="report/summary.rst", category="summary"),
     log:

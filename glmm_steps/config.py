@@ -24,7 +24,7 @@ from glmm_steps import paths
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
-from glmm_steps.simulate import Design, design_from_config
+from glmm_steps.simulate import Design, design_from_config, unit_ids
 from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -201,6 +201,13 @@ class Plan:
     def fits_of(self, model: str) -> list[Fit]:
         """The fits (one per replicate) of ``model``."""
         return [f for f in self.fits if f.model == model]
+    def verified(self) -> list[Fit]:
+        """Fits whose model has ``verify: true`` (fitted again with the other engine)."""
+        return [f for f in self.fits if self.config["models"][f.model]["verify"]]
+
+    def compared(self) -> list[Fit]:
+        """Fits whose model names others in ``compare_with``."""
+        return [f for f in self.fits if self.config["models"][f.model]["compare_with"]]
 
     def simulated(self) -> list[tuple[str, str]]:
         """(dataset, replicate) pairs the simulate rule must produce."""
@@ -298,6 +305,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
                           f"{family} (supported: {', '.join(links[family])})")
     if dataset in designs:
         _check_simulated_model(where, parsed, family, designs[dataset], dataset)
+    _check_engine(name, model, parsed, config["datasets"][dataset], designs.get(dataset))
     return parsed
 
 
@@ -314,9 +322,11 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
                           f"'{dataset}' (outcomes: {', '.join(outcomes)})")
     if outcome.family != family:
         raise ConfigError(f"{where}.family", f"'{name}' is simulated as {outcome.family}, but the model says {family}")
-    if family == "binomial" and outcome.trials > 1 and parsed.trials != (name, f"{name}_failures"):
+    as_counts = parsed.trials in ((name, f"{name}_failures"), (name, f"{name}_trials"))
+    if family == "binomial" and outcome.trials > 1 and not (as_counts and parsed.trials_total == parsed.trials[1].endswith("_trials")):
         raise ConfigError(f"{where}.formula", f"'{name}' is simulated as successes out of {outcome.trials} trials "
-                          f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures)")
+                          f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures) "
+                          f"or cbind({name}, {name}_trials - {name})")
     units, n = {}, 1
     for lv in design.levels:
         n *= lv.n
@@ -365,6 +375,81 @@ def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[st
                     drop_missing=spec["drop_missing"])
 
 
+def _grouping_frame(spec: dict[str, Any], design: Design | None, parsed) -> Any:
+    """The grouping columns of a dataset (read from the file, or the simulated ids),
+    to check how its factors nest."""
+    cols = list(parsed.grouping_factors)
+    if design is not None:
+        return unit_ids(design)[cols]
+    from glmm_steps.data import read_data
+
+    return read_data(spec["path"]).loc[:, cols].dropna()
+
+
+def _check_engine(name: str, model: dict[str, Any], parsed, spec: dict[str, Any],
+                  design: Design | None) -> None:
+    """What the chosen engine (and `verify`'s second engine) can fit: statsmodels has
+    one grouping factor with correlated effects, no quadrature, and only Bayesian
+    approximations for binomial/poisson models."""
+    from glmm_steps.engines.statsmodels_engine import containment, layout, needs_nesting
+
+    where = f"models.{name}"
+    family, engine, approx = model["family"], model["engine"], model.get("approximation")
+    if approx is not None and (engine != "statsmodels" or family == "gaussian"):
+        raise ConfigError(f"{where}.approximation",
+                          "applies to engine: statsmodels with family binomial or poisson only")
+    if engine == "statsmodels" and model["nagq"] > 1:
+        raise ConfigError(f"{where}.nagq", "adaptive quadrature is engine mixedlm's; statsmodels has none")
+    if engine == "statsmodels" and family != "gaussian" and approx is None:
+        raise ConfigError(
+            f"{where}.approximation",
+            f"engine statsmodels fits {family} models only by a Bayesian approximation, not maximum "
+            "likelihood: set approximation: variational, or use engine: mixedlm",
+        )
+    if model["verify"] and family != "gaussian":
+        raise ConfigError(
+            f"{where}.verify",
+            "cross-engine verification compares maximum-likelihood fits, and statsmodels has "
+            f"none for {family} models (gaussian only)",
+        )
+    if engine != "statsmodels" and not model["verify"]:
+        return
+    # Which factor can be MixedLM's groups depends on how the factors nest in the data;
+    # read them only when a correlated term makes it matter.
+    contains = containment(_grouping_frame(spec, design, parsed), parsed) if needs_nesting(parsed) else None
+    try:
+        layout(parsed, family, contains)
+    except GlmmError as e:
+        raise ConfigError(f"{where}.formula", str(e)) from None
+
+
+def _check_comparisons(config: dict[str, Any], formulas: dict[str, Any]) -> None:
+    """`compare_with` names other models fitted to the same data and response, each
+    with a likelihood (no Bayesian approximation)."""
+    models = config["models"]
+    for name, model in models.items():
+        where = f"models.{name}.compare_with"
+        for other in model["compare_with"]:
+            if other not in models:
+                close = difflib.get_close_matches(other, list(models), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(where, f"no model named '{other}'{hint}")
+            if other == name:
+                raise ConfigError(where, "a model cannot be compared with itself")
+            theirs = models[other]
+            if theirs["dataset"] != model["dataset"]:
+                raise ConfigError(where, f"'{other}' is fitted to dataset '{theirs['dataset']}', "
+                                         f"this model to '{model['dataset']}'; compared models share their data")
+            if formulas[other].response != formulas[name].response or theirs["family"] != model["family"]:
+                raise ConfigError(where, f"'{other}' models {theirs['family']} '{formulas[other].response}', this "
+                                         f"model {model['family']} '{formulas[name].response}'; likelihoods "
+                                         "of different responses are not comparable")
+            for m, entry in ((name, model), (other, theirs)):
+                if entry.get("approximation"):
+                    raise ConfigError(where, f"'{m}' is a Bayesian approximation without a "
+                                             "log-likelihood to compare")
+
+
 def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     """Check a config (as Snakemake loaded it) and expand it into a :class:`Plan`.
 
@@ -400,6 +485,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
             on_file.setdefault(model["dataset"], []).append((model, parsed))
     for name, models in on_file.items():
         _check_data_file(name, config["datasets"][name], models)
+    _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
     return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions)
 
 

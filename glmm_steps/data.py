@@ -193,15 +193,21 @@ def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: s
 
     if formula.trials:
         s, f = formula.trials
-        for col, role in ((s, "successes"), (f, "failures")):
+        second = "trials" if formula.trials_total else "failures"
+        for col, role in ((s, "successes"), (f, second)):
             if (neg := frame[col].to_numpy(dtype=float) < 0).any():
                 extra = ": trials (successes + failures) are fewer than successes" if role == "failures" else ""
                 raise DataError(f"{where}: column '{col}' ({role} in cbind) is negative ({first_bad(col, neg)}){extra}")
             if (frac := whole(col)).any():
                 raise DataError(f"{where}: column '{col}' ({role} in cbind) must hold whole counts, "
                                 f"found {first_bad(col, frac)}")
-        if (empty := (frame[s] + frame[f]).to_numpy(dtype=float) == 0).any():
-            raise DataError(f"{where}: cbind({s}, {f}) has no trials (both 0) on line {_line(frame, empty)}")
+        n = formula.n_trials(frame)
+        if (short := n < frame[s].to_numpy(dtype=float)).any():
+            raise DataError(f"{where}: column '{f}' (trials in cbind) is below the successes "
+                            f"({first_bad(f, short)})")
+        if (empty := n == 0).any():
+            zero = "" if formula.trials_total else " (both 0)"
+            raise DataError(f"{where}: {formula.trials_text} has no trials{zero} on line {_line(frame, empty)}")
     elif family == "binomial":
         y = frame[formula.response]
         if (bad := ~y.astype(float).isin([0.0, 1.0]).to_numpy()).any():
@@ -218,8 +224,7 @@ def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: s
             raise DataError(f"{where}: offset column '{formula.offset}' must be positive for log(), "
                             f"found {first_bad(formula.offset, bad)}")
     if formula.trials:
-        s, f = formula.trials
-        y, name = frame[s] / (frame[s] + frame[f]), f"cbind({s}, {f})"
+        y, name = frame[formula.trials[0]] / formula.n_trials(frame), formula.trials_text
     else:
         y, name = frame[formula.response], f"'{formula.response}'"
     if y.nunique() < 2:
@@ -249,7 +254,7 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     Grouping columns and the columns named in ``factors`` become categoricals with
     levels in natural order (a numeric-coded covariate in ``factors`` gets treatment
     contrasts, one coefficient per level, as R's ``factor()``); a ``cbind(s, f)`` response
-    adds the proportion column ``formula.response`` (trials are ``s + f``). Rows with
+    adds the proportion column ``formula.response`` (successes / trials). Rows with
     a missing value are an error unless ``drop_missing``. ``family`` (when given)
     checks the response's values. ``where`` names the data in error messages.
     Raises DataError."""
@@ -282,6 +287,5 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
         frame[g] = as_factor(frame[g])
     _check_response(frame, formula, where, family)
     if formula.trials:
-        s, f = formula.trials
-        frame[formula.response] = frame[s] / (frame[s] + frame[f])
+        frame[formula.response] = frame[formula.trials[0]] / formula.n_trials(frame)
     return frame.reset_index(drop=True), notes

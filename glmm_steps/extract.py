@@ -3,7 +3,10 @@
 ``tidy`` (one row per fixed effect), ``variance_components`` and ``random_effects``
 (one row per group/level/term), ``augment`` (one row per observation) and
 ``glance`` (one record per fit). Column names are the same for every model and
-engine, so tables from many fits concatenate without glue code. Numbers are written
+engine, so tables from many fits concatenate without glue code; the parameter tables
+end with a ``method`` column (REML, ML, Laplace, AGQ(n), or a Bayesian approximation
+labelled "not maximum likelihood"), so no table can be mistaken for another kind of
+estimate once it leaves its folder. Numbers are written
 with ``FLOAT_FORMAT`` (10 significant digits): enough for any comparison with lme4,
 and stable across machines whose BLAS differ in the last bits.
 """
@@ -24,19 +27,24 @@ from glmm_steps.engines.base import FitResult
 FLOAT_FORMAT = "%.10g"
 Z_95 = float(stats.norm.ppf(0.975))
 
-FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
+FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "method"]
 PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
 
 
 def tidy(result: FitResult) -> pd.DataFrame:
     """Fixed effects with Wald statistics: term, estimate, std_error, statistic
     (estimate / std_error), p_value (two-sided, normal reference), conf_low and
-    conf_high (95% Wald interval)."""
+    conf_high (95% Wald interval), method. For a Bayesian approximation the estimate
+    is a posterior mean or mode, std_error the posterior sd, the interval
+    estimate +/- 1.96 sd, and statistic and p_value are empty: there is no
+    likelihood to test against."""
     fe = result.fixef
     est = fe["estimate"].to_numpy(dtype=float)
     se = fe["std_error"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = est / se
+    if not result.spec.maximum_likelihood:
+        z = np.full_like(est, np.nan)
     return pd.DataFrame({
         "term": fe["term"].to_numpy(),
         "estimate": est,
@@ -45,18 +53,21 @@ def tidy(result: FitResult) -> pd.DataFrame:
         "p_value": 2 * stats.norm.sf(np.abs(z)),
         "conf_low": est - Z_95 * se,
         "conf_high": est + Z_95 * se,
+        "method": result.spec.method,
     }, columns=FIXED_COLUMNS)
 
 
 def variance_components(result: FitResult) -> pd.DataFrame:
     """Variance components: group, term, variance, sd, correlation (rows ``cor(a,b)``
-    carry the covariance in ``variance``; gaussian models end with a Residual row)."""
-    return result.varcorr.reset_index(drop=True)
+    carry the covariance in ``variance``; gaussian models end with a Residual row),
+    method."""
+    return result.varcorr.reset_index(drop=True).assign(method=result.spec.method)
 
 
 def random_effects(result: FitResult) -> pd.DataFrame:
-    """Conditional modes (BLUPs): group, level, term, estimate, cond_sd."""
-    return result.ranef.reset_index(drop=True)
+    """Conditional modes (BLUPs): group, level, term, estimate, cond_sd, method
+    (posterior means and sds for a Bayesian approximation)."""
+    return result.ranef.reset_index(drop=True).assign(method=result.spec.method)
 
 
 def augment(result: FitResult) -> pd.DataFrame:
@@ -77,16 +88,26 @@ def augment(result: FitResult) -> pd.DataFrame:
 
 
 def _finite(x: Any) -> Any:
+    """JSON-ready: floats rounded to FLOAT_FORMAT, non-finite ones None, recursively."""
     if isinstance(x, float | np.floating):
         x = float(x)
         return float(FLOAT_FORMAT % x) if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.bool_ | np.integer):
+        return x.item()
     return x
 
 
 def glance(result: FitResult, *, seed: int | None = None, data_path: str | None = None) -> dict[str, Any]:
     """One record describing the fit: model, data, engine, nobs, levels per
     grouping factor, logLik, AIC, BIC, deviance, convergence, singularity, Hessian
-    check, status, warnings, notes, error and wall time. JSON-ready (non-finite numbers become null)."""
+    check, status, warnings, notes, error, wall time and the engine's own record
+    (``engine_details``: e.g. statsmodels' optimizers and gradient, or a Bayesian
+    fit's priors). JSON-ready (non-finite numbers become null: a Bayesian
+    approximation has no logLik, AIC, BIC or deviance)."""
     spec = result.spec
     record = {
         "model": spec.name,
@@ -98,6 +119,8 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
         "link": spec.link,
         "reml": spec.reml if spec.family == "gaussian" else None,
         "method": spec.method,
+        "maximum_likelihood": spec.maximum_likelihood,
+        "approximation": spec.approximation,
         "nagq": spec.nagq,
         "engine": spec.engine,
         "engine_version": result.engine_version,
@@ -117,6 +140,7 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
         "error": result.error,
         "optimizer": result.optimizer,
         "wall_time_s": round(result.wall_time_s, 3) if math.isfinite(result.wall_time_s) else None,
+        "engine_details": dict(getattr(result, "details", {}) or {}),
     }
     return {k: _finite(v) for k, v in record.items()}
 

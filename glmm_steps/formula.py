@@ -2,8 +2,9 @@
 
 The structural parsing (fixed terms, ``(expr | g)``, ``||``, ``a/b``) is mixedlm's own
 parser; this module adds what lme4 accepts and that parser does not, ``offset(...)``
-and a ``cbind(successes, failures)`` response, and turns parser exceptions into
-:class:`GlmmError` lines that name the formula.
+and a binomial response as ``cbind(successes, failures)`` or
+``cbind(successes, trials - successes)``, names grouping factors as lme4 does, and turns
+parser exceptions into :class:`GlmmError` lines that name the formula.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from glmm_steps.errors import GlmmError
 
@@ -23,23 +26,44 @@ _TOKEN_WORDS = {
 }
 _TOKEN = re.compile(r"(?:TokenType\.)?\b(" + "|".join(_TOKEN_WORDS) + r")\b")
 _POSITION = re.compile(r" at position (\d+)")
-_CBIND = re.compile(r"^\s*cbind\(\s*([A-Za-z_.][\w.]*)\s*,\s*([A-Za-z_.][\w.]*)\s*\)\s*~")
+_NAME = r"[A-Za-z_.][\w.]*"
+_CBIND = re.compile(rf"^\s*cbind\(\s*({_NAME})\s*,\s*({_NAME})\s*(?:-\s*({_NAME})\s*)?\)\s*~")
+# The grouping part of a random term, `| a/b)` or `|| a/b)`, to find lme4's nesting slash.
+_BAR_GROUP = re.compile(r"\|\|?([^()|]*)\)")
+
+
+def _lme4_slash_names(text: str) -> dict[tuple[str, ...], str]:
+    """lme4's names for the interactions a nesting slash creates: ``(1 | a/b/c)`` is
+    ``(1 | a) + (1 | b:a) + (1 | c:(b:a))``. An interaction the user writes, ``a:b``,
+    keeps its own order, so only slash-made groups need a map."""
+    names: dict[tuple[str, ...], str] = {}
+    for group in _BAR_GROUP.findall(text):
+        parts = [p.strip() for p in group.split("/")]
+        name = parts[0]
+        for depth in range(1, len(parts)):
+            inner = f"({name})" if ":" in name else name
+            name = f"{parts[depth]}:{inner}"
+            names[tuple(parts[: depth + 1])] = name
+    return names
 
 
 @dataclass(frozen=True)
 class RandomTerm:
     """One ``(expr | group)`` term: ``group`` is a tuple for an interaction such as
-    ``a:b`` (what ``a/b`` expands to); ``slopes`` are the covariates varying by group."""
+    ``a:b`` (what ``a/b`` expands to); ``slopes`` are the covariates varying by group;
+    ``group_name`` is the grouping factor as lme4 names it (``a:b`` as written,
+    ``b:a`` for the inner factor of ``a/b``)."""
 
     group: tuple[str, ...]
     intercept: bool
     slopes: tuple[str, ...]
     correlated: bool
+    group_name: str
 
-    @property
-    def group_name(self) -> str:
-        """The grouping factor as lme4 names it (``a:b`` for an interaction)."""
-        return ":".join(self.group)
+    def __str__(self) -> str:
+        bar = "|" if self.correlated else "||"
+        expr = " + ".join(("1",) + self.slopes if self.intercept else ("0",) + self.slopes)
+        return f"({expr} {bar} {self.group_name})"
 
 
 @dataclass(frozen=True)
@@ -48,7 +72,9 @@ class Formula:
 
     ``engine_text`` is the formula without ``offset()`` and with a ``cbind`` response
     replaced by the proportion column ``response`` (fitted with trials as weights,
-    as glm and lme4 do internally)."""
+    as glm and lme4 do internally). ``trials`` holds the two columns of the ``cbind``:
+    (successes, failures), or (successes, trials) when ``trials_total`` (the
+    ``cbind(s, n - s)`` form)."""
 
     text: str
     engine_text: str
@@ -58,6 +84,21 @@ class Formula:
     offset_log: bool
     fixed_variables: tuple[str, ...]
     random: tuple[RandomTerm, ...]
+    trials_total: bool = False
+
+    def n_trials(self, frame) -> np.ndarray:
+        """Binomial trials per row of ``frame`` for a ``cbind`` response (else ones)."""
+        if not self.trials:
+            return np.ones(len(frame))
+        s, other = self.trials
+        total = frame[other] if self.trials_total else frame[s] + frame[other]
+        return total.to_numpy(dtype=float)
+
+    @property
+    def trials_text(self) -> str:
+        """The cbind response as written: ``cbind(s, f)`` or ``cbind(s, n - s)``."""
+        s, other = self.trials
+        return f"cbind({s}, {other} - {s})" if self.trials_total else f"cbind({s}, {other})"
 
     @property
     def grouping_factors(self) -> tuple[str, ...]:
@@ -104,27 +145,42 @@ def parse(text: str) -> Formula:
         offset_log, offset = bool(found[0][0]), found[0][1]
     rest = _OFFSET.sub("", text)
     trials = None
+    trials_total = False
     m = _CBIND.match(rest)
     response_override = None
     if m:
         trials = (m.group(1), m.group(2))
+        if m.group(3):
+            if m.group(3) != m.group(1):
+                raise GlmmError(
+                    f"formula {text!r}: cbind(s, n - s) must subtract the successes "
+                    f"'{m.group(1)}', not '{m.group(3)}'"
+                )
+            trials_total = True
         response_override = f"{m.group(1)}_prop"
         rest = _CBIND.sub(f"{response_override} ~", rest)
+    elif rest.lstrip().startswith("cbind("):
+        raise GlmmError(
+            f"formula {text!r}: a binomial response is cbind(successes, failures) or "
+            "cbind(successes, trials - successes), with column names"
+        )
     try:
         parsed = parse_formula(rest)
     except (ValueError, TypeError, IndexError, RecursionError) as e:
         raise GlmmError(f"formula {text!r}: {_in_words(str(e), rest)}") from None
     if not parsed.random:
         raise GlmmError(f"formula {text!r}: no random-effect term such as (1 | group)")
-    random = tuple(
-        RandomTerm(
-            group=(r.grouping,) if isinstance(r.grouping, str) else tuple(r.grouping),
+    slash_names = _lme4_slash_names(rest)
+    random = []
+    for r in parsed.random:
+        group = (r.grouping,) if isinstance(r.grouping, str) else tuple(r.grouping)
+        random.append(RandomTerm(
+            group=group,
             intercept=bool(r.has_intercept),
             slopes=tuple(getattr(e, "name", str(e)) for e in r.expr),
             correlated=bool(r.correlated),
-        )
-        for r in parsed.random
-    )
+            group_name=slash_names.get(group, ":".join(group)),
+        ))
     fixed = tuple(sorted(parsed.fixed_variables))
     problem = _term_problem(response_override or parsed.response, trials, fixed, random, offset)
     if problem:
@@ -137,7 +193,8 @@ def parse(text: str) -> Formula:
         offset=offset,
         offset_log=offset_log,
         fixed_variables=fixed,
-        random=random,
+        random=tuple(random),
+        trials_total=trials_total,
     )
 
 

@@ -24,6 +24,13 @@ TEMPLATES = {
     "latest": "{results}/models/{model}/latest",
     "catalog": "{results}/catalog.csv",
     "comparison": "{results}/comparisons/{model}/{version_a}_vs_{version_b}/{replicate}.csv",
+    # verify: true: the agreement table of both engines, and the second engine's fit
+    "verification": _MODEL + "/verification.csv",
+    "verification_fit_stats": _MODEL + "/verification_fit_stats.json",
+    # compare_with: anova()-style tables of a model and the models it names, kept in the
+    # model's own version folder (the models it names have their own versions as inputs)
+    "likelihood_ratio": _MODEL + "/likelihood_ratio.csv",
+    "information_criteria": _MODEL + "/information_criteria.csv",
     "summary": "{results}/summary.csv",
     "log": "{results}/logs/{rule}/{name}.log",
 }
@@ -31,6 +38,7 @@ TEMPLATES = {
 # The tidy tables the extract step writes, in order.
 TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
+COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 
 
 def replicate_id(seed: int | None) -> str:

@@ -201,7 +201,8 @@ def plot_fit(predictions_path: str | Path, random_effects_path: str | Path,
     A failed fit, or one without a repeated covariate, gets a PNG that says so."""
     from glmm_steps.formula import parse
 
-    title = f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats['method']}), " \
+    title = f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats['method']}, " \
+            f"{fit_stats.get('engine', 'mixedlm')}), " \
             f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
     if fit_stats.get("error"):
         for key in ("trajectories", "caterpillar", "diagnostics"):
@@ -221,5 +222,5 @@ def plot_fit(predictions_path: str | Path, random_effects_path: str | Path,
     caterpillar(ranef, outputs["caterpillar"], title)
     trials = None
     if formula.trials:
-        trials = (predictions[formula.trials[0]] + predictions[formula.trials[1]]).to_numpy(dtype=float)
+        trials = formula.n_trials(predictions)
     diagnostics(predictions, ranef, fit_stats["family"], outputs["diagnostics"], title, trials)

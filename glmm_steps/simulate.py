@@ -118,6 +118,12 @@ def _skeleton(design: Design) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     return pd.DataFrame(cols), index
 
 
+def unit_ids(design: Design) -> pd.DataFrame:
+    """The rows of ``design`` without outcomes: the unit id of every level, and the
+    repeated covariate (what the config check reads to see how levels nest)."""
+    return _skeleton(design)[0]
+
+
 def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
                   index: dict[str, np.ndarray], seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, zlib.crc32(outcome.name.encode())])

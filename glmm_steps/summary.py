@@ -1,4 +1,5 @@
-"""The run summary: one row per fit with its status, so no failure goes unnoticed."""
+"""The run summary: one row per fit with its status, so no failure goes unnoticed,
+and for models with ``verify: true`` whether the two engines agree."""
 
 from __future__ import annotations
 
@@ -8,18 +9,28 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["model", "dataset", "seed", "family", "method", "engine", "nobs", "logLik", "AIC",
-           "converged", "singular", "hessian_ok", "status", "warnings", "notes", "error"]
+           "converged", "singular", "hessian_ok", "status", "warnings", "notes", "error", "verification"]
 
 
-def summarize(fit_stats_paths: list[str | Path]) -> pd.DataFrame:
+def summarize(fit_stats_paths: list[str | Path], verification_paths: list[str | Path] = ()) -> pd.DataFrame:
     """Read each ``fit_stats.json`` and return one row per fit (columns COLUMNS;
-    warnings and notes joined with ' | ')."""
+    warnings and notes joined with ' | '). ``verification_paths`` are agreement tables
+    (glmm_steps.verify), each beside the fit_stats.json of the fit it checks; a
+    fit's ``verification`` is their verdict, ``agree`` or ``DISAGREE: ...``, and
+    empty for fits not verified. A disagreement is also printed as a warning."""
+    from glmm_steps.verify import read_table, verdict
+
+    verdicts = {Path(v).parent: verdict(read_table(v)) for v in verification_paths}
     rows = []
     for p in fit_stats_paths:
         rec = json.loads(Path(p).read_text())
         row = {c: rec.get(c) for c in COLUMNS}
         row["warnings"] = " | ".join(rec.get("warnings") or [])
         row["notes"] = " | ".join(rec.get("notes") or [])
+        row["verification"] = verdicts.get(Path(p).parent, "")
+        if row["verification"].startswith("DISAGREE"):
+            where = f"seed {rec['seed']}" if rec.get("seed") is not None else rec.get("data_path")
+            print(f"warning: {rec.get('model')} ({where}): engines {row['verification']}")
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 

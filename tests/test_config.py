@@ -132,3 +132,76 @@ def test_binomial_trials_fitted_as_cbind(cfg):
 def test_config_numbers_are_finite(cfg):
     cfg["datasets"]["bp_study"]["simulate"]["repeated"]["values"][2] = float("inf")
     assert _error(cfg) == "config error: datasets.bp_study.simulate.repeated.values.2: must be a finite number, got inf"
+
+
+# ---- engines, verification, comparison ------------------------------------------------
+
+def test_statsmodels_glmm_needs_an_explicit_approximation(cfg):
+    cfg["models"]["hypertension_glmm"]["engine"] = "statsmodels"
+    msg = _error(cfg)
+    assert msg.startswith("config error: models.hypertension_glmm.approximation:")
+    assert "not maximum likelihood" in msg and "approximation: variational" in msg
+    cfg["models"]["hypertension_glmm"]["approximation"] = "variational"
+    plan = check_config(cfg)
+    assert plan.config["models"]["hypertension_glmm"]["approximation"] == "variational"
+
+
+@pytest.mark.parametrize("change, key, needle", [
+    ({"approximation": "variational"}, "approximation", "engine: statsmodels with family binomial or poisson"),
+    ({"engine": "statsmodels", "nagq": 5, "approximation": "variational",
+      "formula": "hypertension ~ time + (1 | patient_id)"}, "nagq", "statsmodels has none"),
+    ({"verify": True}, "verify", "gaussian only"),
+])
+def test_engine_options_checked(cfg, change, key, needle):
+    cfg["models"]["hypertension_glmm"].update(change)
+    msg = _error(cfg)
+    assert msg.startswith(f"config error: models.hypertension_glmm.{key}:") and needle in msg
+
+
+def test_statsmodels_formula_it_cannot_express_fails_before_any_job(cfg):
+    """Correlated slopes on patients, with hospitals not nested in patients: MixedLM's
+    one grouping factor cannot hold both; the error names the term."""
+    cfg["models"]["bp_lmm"].update(engine="statsmodels",
+                                   formula="bp ~ time + (1 | hospital_id) + (1 + time | patient_id)")
+    msg = _error(cfg)
+    assert msg.startswith("config error: models.bp_lmm.formula: engine statsmodels cannot fit "
+                          "(1 + time | patient_id):")
+    assert "'hospital_id' is not" in msg
+    # the same slopes on hospitals, which contain the patients, are fine; so is `verify`
+    cfg["models"]["bp_lmm"]["formula"] = "bp ~ time + (1 + time | hospital_id) + (1 | patient_id)"
+    check_config(cfg)
+    cfg["models"]["bp_lmm"].update(engine="mixedlm", verify=True,
+                                   formula="bp ~ time + (1 | hospital_id) + (1 + time | patient_id)")
+    assert "models.bp_lmm.formula: engine statsmodels cannot fit" in _error(cfg)
+
+
+def test_nesting_read_from_a_data_file(cfg, tmp_path, bp_data):
+    # hospital ids reused across 'wards' that cross them: no factor contains the other
+    data = bp_data.assign(ward=bp_data["patient_id"] % 7)
+    data.to_csv(tmp_path / "bp.csv", index=False)
+    cfg["datasets"]["real"] = {"path": str(tmp_path / "bp.csv")}
+    cfg["models"]["real"] = {"dataset": "real", "engine": "statsmodels",
+                             "formula": "bp ~ time + (1 + time | hospital_id) + (1 | ward)"}
+    assert "'ward' is not" in _error(cfg)
+    cfg["models"]["real"]["formula"] = "bp ~ time + (1 + time | hospital_id) + (1 | patient_id)"
+    check_config(cfg)
+
+
+def test_compare_with(cfg):
+    cfg["models"]["bp_null"] = {"dataset": "bp_study", "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)",
+                                "compare_with": ["bp_lmm"]}
+    plan = check_config(cfg)
+    assert [(f.model, f.replicate) for f in plan.compared()] == [("bp_null", "seed-123")]
+    for others, needle in ((["bp_lmn"], "no model named 'bp_lmn' (did you mean 'bp_lmm'?)"),
+                           (["bp_null"], "compared with itself"),
+                           (["hypertension_glmm"], "not comparable")):
+        cfg["models"]["bp_null"]["compare_with"] = others
+        assert needle in _error(cfg)
+
+
+def test_cbind_of_simulated_trials(cfg):
+    outcomes = cfg["datasets"]["bp_study"]["simulate"]["outcomes"]
+    outcomes["doses"] = {"family": "binomial", "intercept": 0.0, "trials": 4}
+    cfg["models"]["doses"] = {"dataset": "bp_study", "family": "binomial",
+                              "formula": "cbind(doses, doses_trials - doses) ~ time + (1 | patient_id)"}
+    assert ("doses", "seed-123") in [(f.model, f.replicate) for f in check_config(cfg).fits]

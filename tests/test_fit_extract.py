@@ -57,11 +57,14 @@ def test_extract_writes_tables(bp_fit, tmp_path):
     assert stats == record
     for key in ("model", "dataset", "seed", "formula", "family", "reml", "engine", "engine_version", "data_path",
                 "nobs", "ngroups", "logLik", "AIC", "BIC", "deviance", "converged", "singular", "warnings",
-                "wall_time_s"):
+                "wall_time_s", "maximum_likelihood", "engine_details"):
         assert key in stats
     assert stats["AIC"] == pytest.approx(-2 * stats["logLik"] + 2 * 5)
-    assert list(pd.read_csv(outputs["variance_components"]).columns) == ["group", "term", "variance", "sd", "correlation"]
-    assert list(pd.read_csv(outputs["random_effects"]).columns) == ["group", "level", "term", "estimate", "cond_sd"]
+    assert list(pd.read_csv(outputs["variance_components"]).columns) == ["group", "term", "variance", "sd", "correlation",
+                                                                          "method"]
+    assert list(pd.read_csv(outputs["random_effects"]).columns) == ["group", "level", "term", "estimate", "cond_sd",
+                                                                     "method"]
+    assert (pd.read_csv(outputs["fixed_effects"])["method"] == "REML").all()
     assert len(pd.read_csv(outputs["predictions"])) == 500
     # fixed float format: 10 significant digits
     assert all(len(v.replace("-", "").replace(".", "").lstrip("0")) <= 10

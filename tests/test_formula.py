@@ -1,3 +1,5 @@
+import numpy as np
+import pandas as pd
 import pytest
 
 from glmm_steps.errors import GlmmError
@@ -19,8 +21,12 @@ def test_slopes_nested_uncorrelated():
     f = parse("y ~ x + (1 + x || g)")
     assert not f.random[0].correlated
     f = parse("y ~ 1 + (1 | a/b)")
-    assert [t.group_name for t in f.random] == ["a", "a:b"]
+    # lme4's names: the inner factor of a/b is b:a, an interaction written a:b stays a:b
+    assert [t.group_name for t in f.random] == ["a", "b:a"]
     assert f.grouping_factors == ("a", "b")
+    assert [t.group_name for t in parse("y ~ 1 + (1 | a/b/c) + (1 | d:e)").random] == [
+        "a", "b:a", "c:(b:a)", "d:e"]
+    assert str(parse("y ~ x + (1 + x || g)").random[0]) == "(1 + x || g)"
 
 
 def test_offset_and_cbind():
@@ -30,6 +36,19 @@ def test_offset_and_cbind():
     assert "offset" not in f.engine_text and "cbind" not in f.engine_text
     assert set(f.columns) == {"s", "fails", "x", "g", "expo"}
     assert f.response == "s_prop"
+
+
+def test_cbind_trials_minus_successes():
+    f = parse("cbind(s, n - s) ~ x + (1 | g)")
+    assert f.trials == ("s", "n") and f.trials_total
+    frame = pd.DataFrame({"s": [1, 3], "n": [4, 5]})
+    np.testing.assert_array_equal(f.n_trials(frame), [4, 5])
+    g = parse("cbind(s, fails) ~ x + (1 | g)")
+    np.testing.assert_array_equal(g.n_trials(frame.rename(columns={"n": "fails"})), [5, 8])
+    with pytest.raises(GlmmError, match="must subtract the successes 's'"):
+        parse("cbind(s, n - k) ~ x + (1 | g)")
+    with pytest.raises(GlmmError, match="cbind"):
+        parse("cbind(s, 10 - s) ~ x + (1 | g)")
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -34,7 +34,11 @@ TINY = {
     "models": {
         "y_lmm": {"dataset": "tiny", "formula": "y ~ visit + (1 | site) + (1 | subject)"},
         "event_glmm": {"dataset": "tiny", "formula": "event ~ visit + (1 | subject)", "family": "binomial"},
-        "sleep_slopes": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)", "reml": False},
+        # verified at a tolerance no two engines meet: a deliberate mismatch the run reports
+        "sleep_slopes": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)", "reml": False,
+                         "verify": True, "verify_rtol": 1e-12, "verify_loglik_tol": 1e-12},
+        "sleep_intercept": {"dataset": "sleep", "formula": "Reaction ~ Days + (1 | Subject)",
+                            "engine": "statsmodels", "compare_with": ["sleep_slopes"], "verify": True},
         # `huge` (~1e202) passes every data check but the engine cannot fit it: the
         # failure is recorded and the run goes on.
         "doomed": {"dataset": "sleep", "formula": "huge ~ Days + (1 | Subject)"},
@@ -70,7 +74,7 @@ def test_every_output_and_the_failure_recorded(tiny_run):
     assert "1 failed" in proc.stderr and "results/summary.csv" in proc.stderr
     models = workdir / "results" / "models"
     for model, reps in {"y_lmm": ["seed-1", "seed-2"], "event_glmm": ["seed-1", "seed-2"],
-                        "sleep_slopes": ["file"], "doomed": ["file"]}.items():
+                        "sleep_slopes": ["file"], "sleep_intercept": ["file"], "doomed": ["file"]}.items():
         for rep in reps:
             folder = models / model / "latest" / rep
             for name in ("fixed_effects.csv", "variance_components.csv", "random_effects.csv",
@@ -91,6 +95,27 @@ def test_every_output_and_the_failure_recorded(tiny_run):
     # the log of every step exists
     version = (models / "y_lmm" / "latest").readlink().name
     assert (workdir / "results" / "logs" / "fit" / f"y_lmm_{version}_seed-1.log").is_file()
+
+
+def test_verification_and_comparison(tiny_run):
+    workdir, _, _ = tiny_run
+    results = workdir / "results"
+    summary = pd.read_csv(results / "summary.csv", keep_default_na=False).set_index("model")
+    # the engines agree on sleep_intercept; the impossible tolerance is reported, not raised
+    assert summary.loc["sleep_intercept", "verification"] == "agree"
+    assert summary.loc["sleep_slopes", "verification"].startswith("DISAGREE: ")
+    assert set(summary.loc["y_lmm", "verification"]) == {""}
+    folder = results / "models" / "sleep_intercept" / "latest" / "file"
+    table = pd.read_csv(folder / "verification.csv")
+    assert table["agree"].all() and set(table["quantity"]) == {"fixed_effect", "variance", "logLik"}
+    other = json.loads((folder / "verification_fit_stats.json").read_text())
+    assert other["engine"] == "mixedlm" and other["status"] == "ok"
+    assert summary.loc["sleep_intercept", "engine"] == "statsmodels"
+    lrt = pd.read_csv(results / "models" / "sleep_intercept" / "latest" / "file" / "likelihood_ratio.csv")
+    assert lrt["model"].tolist() == ["sleep_intercept", "sleep_slopes"]
+    assert lrt["refitted_ml"].tolist() == [True, False] and lrt["p_value"].iloc[1] < 1e-8
+    ic = pd.read_csv(results / "models" / "sleep_intercept" / "latest" / "file" / "information_criteria.csv")
+    assert ic.set_index("model")["delta_AIC"]["sleep_slopes"] == 0
 
 
 def test_second_run_does_nothing(tiny_run):

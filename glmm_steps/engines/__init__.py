@@ -15,6 +15,8 @@ Engine = Callable[..., FitResult]
 # The families each engine fits and the links it supports for each, canonical first.
 SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
     "mixedlm": {"gaussian": ("identity",), "binomial": ("logit",), "poisson": ("log",)},
+    # binomial/poisson by a Bayesian approximation only, when the model asks for it
+    "statsmodels": {"gaussian": ("identity",), "binomial": ("logit",), "poisson": ("log",)},
 }
 
 
@@ -24,6 +26,10 @@ def get_engine(name: str) -> Engine:
         from glmm_steps.engines.mixedlm_engine import fit
 
         return fit
+    if name == "statsmodels":
+        from glmm_steps.engines.statsmodels_engine import fit
+
+        return fit
     raise ValueError(f"unknown engine {name!r}")
 
 
@@ -31,4 +37,4 @@ def engine_version(name: str) -> str:
     """The installed version of engine ``name``'s package."""
     from importlib.metadata import version
 
-    return version({"mixedlm": "mixedlm"}[name])
+    return version({"mixedlm": "mixedlm", "statsmodels": "statsmodels"}[name])

@@ -28,7 +28,7 @@ def _family(name: str):
     return {"binomial": families.Binomial, "poisson": families.Poisson}[name]()
 
 
-def _r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
+def r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
     """mixedlm names treatment-contrast columns ``period.1``; R names them after the
     level (``period2``). Rename so tables match lme4's and other engines'."""
     out = []
@@ -43,10 +43,17 @@ def _r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def _varcorr(model) -> pd.DataFrame:
+def _lme4_names(formula: Formula) -> dict[str, str]:
+    """mixedlm names an interaction group ``a:b`` in formula order, also for the inner
+    factor of ``a/b``, which lme4 calls ``b:a``: map mixedlm's names to lme4's."""
+    return {":".join(t.group): t.group_name for t in formula.random}
+
+
+def _varcorr(model, names: dict[str, str]) -> pd.DataFrame:
     rows = []
     vc = model.VarCorr()
-    for gname, grp in vc.groups.items():
+    for mname, grp in vc.groups.items():
+        gname = names.get(mname, mname)
         terms = list(grp.term_names)
         for i, t in enumerate(terms):
             var = float(grp.cov[i, i])
@@ -67,10 +74,10 @@ def _varcorr(model) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "term", "variance", "sd", "correlation"])
 
 
-def _ranef(model) -> pd.DataFrame:
+def _ranef(model, names: dict[str, str]) -> pd.DataFrame:
     t = model.tidy(effects="ran_vals")
     return pd.DataFrame({
-        "group": t["group"].astype(str).to_numpy(),
+        "group": t["group"].astype(str).map(lambda g: names.get(g, g)).to_numpy(),
         "level": t["level"].astype(str).to_numpy(),
         "term": t["term"].to_numpy(),
         "estimate": t["estimate"].to_numpy(dtype=float),
@@ -117,8 +124,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
 
     kwargs = {}
     if formula.trials:
-        s, f = formula.trials
-        kwargs["weights"] = (frame[s] + frame[f]).to_numpy(dtype=float)
+        kwargs["weights"] = formula.n_trials(frame)
     if formula.offset:
         off = frame[formula.offset].to_numpy(dtype=float)
         kwargs["offset"] = np.log(off) if formula.offset_log else off
@@ -131,9 +137,10 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
             model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml, **kwargs)
         else:
             model = mixedlm.glmer(formula.engine_text, frame, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
+    group_names = _lme4_names(formula)
     beta = np.asarray(model.beta, dtype=float)
     se = np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))
-    names = _r_term_names(list(model.matrices.fixed_names), frame)
+    names = r_term_names(list(model.matrices.fixed_names), frame)
     observed = frame[formula.response].to_numpy(dtype=float)
     if spec.family == "gaussian":
         fitted = np.asarray(model.fitted(), dtype=float)
@@ -158,14 +165,14 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
-        varcorr=_varcorr(model),
-        ranef=_ranef(model),
+        varcorr=_varcorr(model, group_names),
+        ranef=_ranef(model, group_names),
         frame=frame,
         observed=observed,
         fitted=fitted,
         fitted_marginal=marginal,
         nobs=int(model.nobs()),
-        ngroups={str(k): int(v) for k, v in model.ngrps().items()},
+        ngroups={group_names.get(str(k), str(k)): int(v) for k, v in model.ngrps().items()},
         loglik=float(model.logLik().value),
         aic=float(model.AIC()),
         bic=float(model.BIC()),
