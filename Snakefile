@@ -25,6 +25,16 @@ def out(kind, **keys):
     return paths.output_path(kind, PLAN.results, **keys)
 
 
+def extract_outputs(fmt):
+    """The extract step's outputs, predictions and random effects as `fmt` files."""
+    return {t: out(t, model="{model}", replicate="{replicate}", fmt=fmt) for t in paths.TABLES}
+
+
+def models_writing(fmt):
+    """Wildcard pattern matching the models whose large tables are `fmt` files (none: never matches)."""
+    return "|".join(PLAN.models_with_table_format(fmt)) or "(?!)"
+
+
 wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     model=r"[A-Za-z][A-Za-z0-9_]*",
@@ -35,14 +45,15 @@ wildcard_constraints:
 rule all:
     default_target: True
     input:
-        [out(t, model=f.model, replicate=f.replicate) for f in PLAN.fits for t in paths.TABLES],
+        [out(t, model=f.model, replicate=f.replicate, fmt=PLAN.table_format(f.model))
+         for f in PLAN.fits for t in paths.TABLES],
         [out("plot", model=f.model, replicate=f.replicate, plot=p) for f in PLAN.fits for p in paths.PLOTS],
         out("summary"),
 
 
 rule simulate:
     output:
-        data=out("data", dataset="{dataset}", replicate="seed-{seed}"),
+        data=out("data", dataset="{dataset}", replicate="seed-{seed}", fmt="csv"),
         truth=out("truth", dataset="{dataset}", replicate="seed-{seed}"),
     params:
         design=lambda w: PLAN.config["datasets"][w.dataset]["simulate"],
@@ -50,6 +61,14 @@ rule simulate:
         out("log", rule="simulate", name="{dataset}_seed-{seed}"),
     script:
         "scripts/simulate.py"
+
+
+# Large designs are simulated to Parquet (datasets.<name>.format): the same step under a
+# second name, because one rule's outputs cannot change extension from dataset to dataset.
+use rule simulate as simulate_parquet with:
+    output:
+        data=out("data", dataset="{dataset}", replicate="seed-{seed}", fmt="parquet"),
+        truth=out("truth", dataset="{dataset}", replicate="seed-{seed}"),
 
 
 rule fit:
@@ -75,7 +94,9 @@ rule extract:
     input:
         fit=rules.fit.output.fit,
     output:
-        **{t: out(t, model="{model}", replicate="{replicate}") for t in paths.TABLES},
+        **extract_outputs("csv"),
+    wildcard_constraints:
+        model=models_writing("csv"),
     params:
         seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
         data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
@@ -85,10 +106,20 @@ rule extract:
         "scripts/extract.py"
 
 
+# Large fits write predictions and random effects as Parquet (models.<name>.table_format);
+# each model is matched by exactly one of the two rules.
+use rule extract as extract_parquet with:
+    output:
+        **extract_outputs("parquet"),
+    wildcard_constraints:
+        model=models_writing("parquet"),
+
+
 rule plot:
     input:
-        predictions=rules.extract.output.predictions,
-        random_effects=rules.extract.output.random_effects,
+        predictions=lambda w: out("predictions", model=w.model, replicate=w.replicate, fmt=PLAN.table_format(w.model)),
+        random_effects=lambda w: out("random_effects", model=w.model, replicate=w.replicate,
+                                     fmt=PLAN.table_format(w.model)),
         fit_stats=rules.extract.output.fit_stats,
     output:
         **{p: out("plot", model="{model}", replicate="{replicate}", plot=p) for p in paths.PLOTS},

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import paths
+from glmm_steps import paths, tables
 from glmm_steps.errors import ConfigError, GlmmError
 from glmm_steps.simulate import Design, design_from_config
 
@@ -169,6 +169,9 @@ class Plan:
     config: dict[str, Any]
     designs: dict[str, Design]
     fits: tuple[Fit, ...]
+    # Rows per dataset, where a format set to `auto` needs it: the design's size, or
+    # a data file's row count.
+    rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def results(self) -> str:
@@ -179,12 +182,33 @@ class Plan:
         """Name of the dataset ``model`` is fitted to."""
         return self.config["models"][model]["dataset"]
 
+    def data_format(self, dataset: str) -> str:
+        """csv or parquet: a data file's by its extension; a simulated dataset's from
+        its ``format`` key, ``auto`` meaning Parquet above ``tables.LARGE_ROWS`` rows."""
+        spec = self.config["datasets"][dataset]
+        if "path" in spec:
+            return tables.format_of(spec["path"])
+        fmt = spec.get("format", "auto")
+        return tables.auto_format(self.designs[dataset].nrows) if fmt == "auto" else fmt
+
     def data_path(self, dataset: str, replicate: str) -> str:
         """The data file a fit reads: the simulated file, or the user's own file."""
         spec = self.config["datasets"][dataset]
         if "path" in spec:
             return spec["path"]
-        return paths.output_path("data", self.results, dataset=dataset, replicate=replicate)
+        return paths.output_path("data", self.results, fmt=self.data_format(dataset), dataset=dataset,
+                                 replicate=replicate)
+
+    def table_format(self, model: str) -> str:
+        """csv or parquet, the format of ``model``'s predictions and random effects: its
+        ``table_format`` key, ``auto`` meaning Parquet when its dataset has more than
+        ``tables.LARGE_ROWS`` rows."""
+        fmt = self.config["models"][model].get("table_format", "auto")
+        return tables.auto_format(self.rows[self.dataset_of(model)]) if fmt == "auto" else fmt
+
+    def models_with_table_format(self, fmt: str) -> list[str]:
+        """Names of the models whose predictions and random effects are ``fmt`` files."""
+        return [m for m in self.config["models"] if self.table_format(m) == fmt]
 
     def simulated(self) -> list[tuple[str, str]]:
         """(dataset, replicate) pairs the simulate rule must produce."""
@@ -282,13 +306,24 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
             _check_design(name, designs[name])
         elif "seeds" in spec:
             raise ConfigError(f"datasets.{name}.seeds", "seeds apply to simulated datasets only")
+        elif spec.get("format", "auto") != "auto":
+            raise ConfigError(f"datasets.{name}.format",
+                              "applies to simulated datasets; a data file is Parquet if its name ends in .parquet")
     fits = []
     for name, model in config["models"].items():
         _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
         seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
         fits += [Fit(name, model["dataset"], paths.replicate_id(s)) for s in seeds]
-    return Plan(config=config, designs=designs, fits=tuple(fits))
+    return Plan(config=config, designs=designs, fits=tuple(fits), rows=_rows(config, designs))
+
+
+def _rows(config: dict[str, Any], designs: dict[str, Design]) -> dict[str, int]:
+    """Rows of each dataset a model with ``table_format: auto`` fits (a data file is
+    counted only then: Parquet's footer says, a CSV's lines are read)."""
+    auto = {m["dataset"] for m in config["models"].values() if m.get("table_format", "auto") == "auto"}
+    return {name: designs[name].nrows if name in designs else tables.count_rows(config["datasets"][name]["path"])
+            for name in auto}
 
 
 def load_config(path: str | Path) -> Plan:

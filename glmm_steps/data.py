@@ -1,4 +1,4 @@
-"""Read data files and prepare the columns a formula needs.
+"""Read data files (CSV or Parquet) and prepare the columns a formula needs.
 
 Grouping columns become pandas categoricals whose levels keep their natural order
 (numeric ids sort as numbers, 2 before 10, as R's ``factor()`` does), so tables of
@@ -11,31 +11,44 @@ from pathlib import Path
 
 import pandas as pd
 
+from glmm_steps import tables
 from glmm_steps.errors import DataError, GlmmError
 from glmm_steps.formula import Formula
 
+_UNREADABLE = (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError)
+
+
+def _unreadable(path: str | Path, error: Exception) -> DataError:
+    kind = tables.format_of(path).replace("csv", "CSV").replace("parquet", "Parquet")
+    return DataError(f"{path}: cannot read as {kind} ({str(error).splitlines()[0]})")
+
 
 def read_header(path: str | Path, key: str = "path") -> list[str]:
-    """Column names of a CSV file, reading only its first line.
+    """Column names of a data file (CSV, or Parquet by its ``.parquet`` extension),
+    reading only its first line or its schema.
 
     ``key`` names the config key for the message when the file is missing."""
     p = Path(path)
     if not p.is_file():
         raise GlmmError(f"config error: {key}: no such file '{path}'")
     try:
-        return list(pd.read_csv(p, nrows=0).columns)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+        return tables.read_columns(p)
+    except _UNREADABLE as e:
+        raise _unreadable(path, e) from None
 
 
-def read_data(path: str | Path) -> pd.DataFrame:
-    """Read a data file (CSV) into a DataFrame; raises DataError on an unreadable file."""
+def read_data(path: str | Path, columns=None) -> pd.DataFrame:
+    """Read a data file (CSV, or Parquet by its ``.parquet`` extension) into a DataFrame.
+
+    ``columns`` limits the read to those of the named columns the file has (in the
+    file's order): a fit reads only its formula's columns, not a wide file's every
+    column. Raises DataError on a missing or unreadable file."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
     try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+        return tables.read_table(path, columns=None if columns is None else list(columns))
+    except _UNREADABLE as e:
+        raise _unreadable(path, e) from None
 
 
 def as_factor(values: pd.Series) -> pd.Categorical:

@@ -47,8 +47,9 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
 
 
 def fit_file(data_path: str | Path, spec: ModelSpec, factors=()) -> FitResult:
-    """Read ``data_path`` and fit ``spec`` to it (see :func:`fit_model`)."""
-    frame = data_mod.read_data(data_path)
+    """Read ``data_path`` (CSV or Parquet) and fit ``spec`` to it (see :func:`fit_model`).
+    Only the formula's columns are read: a wide file costs no more than a narrow one."""
+    frame = data_mod.read_data(data_path, columns=formula_mod.parse(spec.formula).columns)
     return fit_model(frame, spec, where=str(data_path), factors=factors)
 
 
