@@ -44,6 +44,21 @@ if workflow.is_main_process and not workflow.dryrun:
                 os.remove(_bad)
 
 
+def extract_outputs(fmt):
+    """The extract step's outputs, predictions and random effects as `fmt` files."""
+    return {t: _table(t, fmt, caption=t in ("fixed_effects", "variance_components")) for t in paths.TABLES}
+
+
+def datasets_writing(fmt):
+    """Wildcard pattern matching the simulated datasets stored as `fmt` files (none: never matches)."""
+    return "|".join(d for d, _ in dict.fromkeys(PLAN.simulated()) if PLAN.data_format(d) == fmt) or "(?!)"
+
+
+def models_writing(fmt):
+    """Wildcard pattern matching the models whose large tables are `fmt` files (none: never matches)."""
+    return "|".join(PLAN.models_with_table_format(fmt)) or "(?!)"
+
+
 wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     model=r"[A-Za-z][A-Za-z0-9_]*",
@@ -69,7 +84,8 @@ def version_files(w):
     keys = dict(model=w.model, version=w.version)
     data = sorted({PLAN.data_path(f.dataset, f.replicate) for f in fits})
     truth = [out("truth", dataset=f.dataset, replicate=f.replicate) for f in fits if f.replicate != "file"]
-    outputs = [out(t, replicate=f.replicate, **keys) for f in fits for t in ("fit",) + paths.TABLES]
+    fmt = PLAN.table_format(w.model)
+    outputs = [out(t, replicate=f.replicate, fmt=fmt, **keys) for f in fits for t in ("fit",) + paths.TABLES]
     outputs += [out("plot", replicate=f.replicate, plot=p, **keys) for f in fits for p in paths.PLOTS]
     return {"inputs": data + truth, "outputs": outputs}
 
@@ -77,7 +93,8 @@ def version_files(w):
 rule all:
     default_target: True
     input:
-        [out(t, model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.fits for t in paths.TABLES],
+        [out(t, model=f.model, version=f.version, replicate=f.replicate, fmt=PLAN.table_format(f.model))
+         for f in PLAN.fits for t in paths.TABLES],
         [out("plot", model=f.model, version=f.version, replicate=f.replicate, plot=p)
          for f in PLAN.fits for p in paths.PLOTS],
         [out(t, model=f.model, version=f.version, replicate=f.replicate)
@@ -89,14 +106,26 @@ rule all:
 
 rule simulate:
     output:
-        data=out("data", dataset="{dataset}", replicate="seed-{seed}"),
+        data=out("data", dataset="{dataset}", replicate="seed-{seed}", fmt="csv"),
         truth=out("truth", dataset="{dataset}", replicate="seed-{seed}"),
+    wildcard_constraints:
+        dataset=datasets_writing("csv"),
     params:
         design=lambda w: PLAN.config["datasets"][w.dataset]["simulate"],
     log:
         out("log", rule="simulate", name="{dataset}_seed-{seed}"),
     script:
         "scripts/simulate.py"
+
+
+# Large designs are simulated to Parquet (datasets.<name>.format): the same step under a
+# second name, because one rule's outputs cannot change extension from dataset to dataset.
+use rule simulate as simulate_parquet with:
+    output:
+        data=out("data", dataset="{dataset}", replicate="seed-{seed}", fmt="parquet"),
+        truth=out("truth", dataset="{dataset}", replicate="seed-{seed}"),
+    wildcard_constraints:
+        dataset=datasets_writing("parquet"),
 
 
 rule fit:
@@ -119,9 +148,9 @@ rule fit:
         "scripts/fit.py"
 
 
-def _table(name, caption=None):
-    path = out(name, model="{model}", version="{version}", replicate="{replicate}")
-    if caption is None:
+def _table(name, fmt, caption=False):
+    path = out(name, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt)
+    if not caption:
         return path
     return report(path, caption=f"report/{name}.rst", category="{model}", subcategory="{replicate}",
                   labels={"model": "{model}", "replicate": "{replicate}", "table": name})
@@ -131,11 +160,9 @@ rule extract:
     input:
         fit=rules.fit.output.fit,
     output:
-        fixed_effects=_table("fixed_effects", caption=True),
-        variance_components=_table("variance_components", caption=True),
-        random_effects=_table("random_effects"),
-        predictions=_table("predictions"),
-        fit_stats=_table("fit_stats"),
+        **extract_outputs("csv"),
+    wildcard_constraints:
+        model=models_writing("csv"),
     params:
         seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
         data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
@@ -145,10 +172,21 @@ rule extract:
         "scripts/extract.py"
 
 
+# Large fits write predictions and random effects as Parquet (models.<name>.table_format);
+# each model is matched by exactly one of the two rules.
+use rule extract as extract_parquet with:
+    output:
+        **extract_outputs("parquet"),
+    wildcard_constraints:
+        model=models_writing("parquet"),
+
+
 rule plot:
     input:
-        predictions=rules.extract.output.predictions,
-        random_effects=rules.extract.output.random_effects,
+        predictions=lambda w: out("predictions", model=w.model, version=w.version, replicate=w.replicate,
+                                  fmt=PLAN.table_format(w.model)),
+        random_effects=lambda w: out("random_effects", model=w.model, version=w.version, replicate=w.replicate,
+                                     fmt=PLAN.table_format(w.model)),
         fit_stats=rules.extract.output.fit_stats,
     output:
         **{

@@ -13,14 +13,14 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import paths
+from glmm_steps import paths, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
@@ -181,6 +181,9 @@ class Plan:
     designs: dict[str, Design]
     fits: tuple[Fit, ...]
     versions: dict[str, str]
+    # Rows per dataset, where a format set to `auto` needs it: the design's size, or
+    # a data file's row count.
+    rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def results(self) -> str:
@@ -191,12 +194,33 @@ class Plan:
         """Name of the dataset ``model`` is fitted to."""
         return self.config["models"][model]["dataset"]
 
+    def data_format(self, dataset: str) -> str:
+        """csv or parquet: a data file's by its extension; a simulated dataset's from
+        its ``format`` key, ``auto`` meaning Parquet above ``tables.LARGE_ROWS`` rows."""
+        spec = self.config["datasets"][dataset]
+        if "path" in spec:
+            return tables.format_of(spec["path"])
+        fmt = spec.get("format", "auto")
+        return tables.auto_format(self.designs[dataset].nrows) if fmt == "auto" else fmt
+
     def data_path(self, dataset: str, replicate: str) -> str:
         """The data file a fit reads: the simulated file, or the user's own file."""
         spec = self.config["datasets"][dataset]
         if "path" in spec:
             return spec["path"]
-        return paths.output_path("data", self.results, dataset=dataset, replicate=replicate)
+        return paths.output_path("data", self.results, fmt=self.data_format(dataset), dataset=dataset,
+                                 replicate=replicate)
+
+    def table_format(self, model: str) -> str:
+        """csv or parquet, the format of ``model``'s predictions and random effects: its
+        ``table_format`` key, ``auto`` meaning Parquet when its dataset has more than
+        ``tables.LARGE_ROWS`` rows."""
+        fmt = self.config["models"][model].get("table_format", "auto")
+        return tables.auto_format(self.rows[self.dataset_of(model)]) if fmt == "auto" else fmt
+
+    def models_with_table_format(self, fmt: str) -> list[str]:
+        """Names of the models whose predictions and random effects are ``fmt`` files."""
+        return [m for m in self.config["models"] if self.table_format(m) == fmt]
 
     def fits_of(self, model: str) -> list[Fit]:
         """The fits (one per replicate) of ``model``."""
@@ -468,6 +492,9 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
             _check_design(name, designs[name])
         elif "seeds" in spec:
             raise ConfigError(f"datasets.{name}.seeds", "seeds apply to simulated datasets only")
+        elif spec.get("format", "auto") != "auto":
+            raise ConfigError(f"datasets.{name}.format",
+                              "applies to simulated datasets; a data file is Parquet if its name ends in .parquet")
     fits = []
     versions: dict[str, str] = {}
     file_sums: dict[str, str] = {}
@@ -486,7 +513,16 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     for name, models in on_file.items():
         _check_data_file(name, config["datasets"][name], models)
     _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
-    return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions)
+    return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions,
+                rows=_rows(config, designs))
+
+
+def _rows(config: dict[str, Any], designs: dict[str, Design]) -> dict[str, int]:
+    """Rows of each dataset a model with ``table_format: auto`` fits (a data file is
+    counted only then: Parquet's footer says, a CSV's lines are read)."""
+    auto = {m["dataset"] for m in config["models"].values() if m.get("table_format", "auto") == "auto"}
+    return {name: designs[name].nrows if name in designs else tables.count_rows(config["datasets"][name]["path"])
+            for name in auto}
 
 
 def load_config(path: str | Path) -> Plan:

@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from glmm_steps import tables
 from glmm_steps.errors import ConfigError, DataError
 from glmm_steps.formula import Formula
+
+_PARQUET_ERRORS = (OSError, ValueError)
 
 # First bytes of files people save with a .csv name by mistake.
 _MAGIC = {
@@ -80,19 +83,35 @@ def read_header(path: str | Path, key: str = "path") -> list[str]:
     if not p.is_file():
         what = "is a folder, not a file" if p.is_dir() else "no such file"
         raise ConfigError(key, f"{what} '{path}'")
+    if tables.format_of(p) == "parquet":
+        try:
+            return tables.read_columns(p)
+        except _PARQUET_ERRORS as e:
+            raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
     return [n.lstrip("\ufeff") for n in _sniff(p)]
 
 
 def read_data(path: str | Path, columns=None) -> pd.DataFrame:
-    """Read a data file (CSV) into a DataFrame, keeping only ``columns`` when given
-    (those the file lacks are left out: :func:`model_frame` names them).
+    """Read a data file (CSV, or Parquet by its ``.parquet`` extension) into a
+    DataFrame, keeping only ``columns`` when given (those the file lacks are left
+    out: :func:`model_frame` names them).
 
     Raises DataError on a missing, empty or unreadable file, or one with no rows.
-    Every column is parsed: with ``usecols`` pandas silently drops the extra field
-    of a row that has one too many, a row shifted by a stray comma."""
+    Parquet reads only ``columns``; every CSV column is parsed: with ``usecols``
+    pandas silently drops the extra field of a row that has one too many, a row
+    shifted by a stray comma."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: no such file")
+    if tables.format_of(p) == "parquet":
+        try:
+            have = tables.read_columns(p)
+            frame = tables.read_table(p, columns=None if columns is None else [c for c in have if c in set(columns)])
+        except _PARQUET_ERRORS as e:
+            raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
+        if frame.empty:
+            raise DataError(f"{path}: no data rows")
+        return frame
     _sniff(p)
     try:
         frame = pd.read_csv(p, encoding="utf-8-sig")

@@ -6,9 +6,11 @@
 engine, so tables from many fits concatenate without glue code; the parameter tables
 end with a ``method`` column (REML, ML, Laplace, AGQ(n), or a Bayesian approximation
 labelled "not maximum likelihood"), so no table can be mistaken for another kind of
-estimate once it leaves its folder. Numbers are written
-with ``FLOAT_FORMAT`` (10 significant digits): enough for any comparison with lme4,
-and stable across machines whose BLAS differ in the last bits.
+estimate once it leaves its folder. Numbers are written with ``SIGNIFICANT_DIGITS``
+(10) significant digits, in CSV and Parquet alike: enough for any comparison with
+lme4, and stable across machines whose BLAS differ in the last bits. Predictions and
+random effects go to CSV or Parquet as their file names say (Parquet for large
+fits, see :mod:`glmm_steps.tables`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from glmm_steps import tables
 from glmm_steps.engines.base import FitResult
 
-FLOAT_FORMAT = "%.10g"
+SIGNIFICANT_DIGITS = 10
+FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
 Z_95 = float(stats.norm.ppf(0.975))
 
 FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "method"]
@@ -75,16 +79,11 @@ def augment(result: FitResult) -> pd.DataFrame:
     fitted_marginal (fixed effects only) and residual (observed - fitted), all on
     the response scale (probabilities for binomial, means for Poisson)."""
     frame = result.frame if result.frame is not None else pd.DataFrame()
-    out = frame.copy()
+    # assign() shares the frame's columns (copy-on-write): a million-row fit is not copied.
     if result.fitted is None:
-        for col in PREDICTION_COLUMNS:
-            out[col] = np.nan
-        return out
-    out["observed"] = result.observed
-    out["fitted"] = result.fitted
-    out["fitted_marginal"] = result.fitted_marginal
-    out["residual"] = result.observed - result.fitted
-    return out
+        return frame.assign(**{col: np.nan for col in PREDICTION_COLUMNS})
+    return frame.assign(observed=result.observed, fitted=result.fitted, fitted_marginal=result.fitted_marginal,
+                        residual=result.observed - result.fitted)
 
 
 def _finite(x: Any) -> Any:
@@ -160,10 +159,15 @@ def status(result: FitResult) -> str:
     return "ok"
 
 
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    """Write a table as CSV or Parquet (by ``path``'s extension), numbers rounded to
+    ``SIGNIFICANT_DIGITS`` significant digits."""
+    tables.write_table(table, path, digits=SIGNIFICANT_DIGITS)
+
+
 def write_csv(table: pd.DataFrame, path: str | Path) -> None:
-    """Write a table as CSV with the project's fixed float format."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    """Write a table as CSV with the project's fixed float format (a ``.csv`` path)."""
+    write_table(table, path)
 
 
 def write_json(record: dict[str, Any], path: str | Path) -> None:
@@ -175,12 +179,12 @@ def write_json(record: dict[str, Any], path: str | Path) -> None:
 def extract(result: FitResult, outputs: dict[str, str | Path], *, seed: int | None = None,
             data_path: str | None = None) -> dict[str, Any]:
     """Write every tidy table of ``result`` to ``outputs`` (keys: fixed_effects,
-    variance_components, random_effects, predictions, fit_stats). Returns the
-    glance record written to fit_stats."""
-    write_csv(tidy(result), outputs["fixed_effects"])
-    write_csv(variance_components(result), outputs["variance_components"])
-    write_csv(random_effects(result), outputs["random_effects"])
-    write_csv(augment(result), outputs["predictions"])
+    variance_components, random_effects, predictions, fit_stats), each table as CSV
+    or Parquet by its path's extension. Returns the glance record written to fit_stats."""
+    write_table(tidy(result), outputs["fixed_effects"])
+    write_table(variance_components(result), outputs["variance_components"])
+    write_table(random_effects(result), outputs["random_effects"])
+    write_table(augment(result), outputs["predictions"])
     record = glance(result, seed=seed, data_path=data_path)
     write_json(record, outputs["fit_stats"])
     return record

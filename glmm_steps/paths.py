@@ -1,7 +1,10 @@
 """Where every output lives. All paths are built here so the layout changes in one place.
 
 ``output_path(kind, **keys)`` fills a template; passing ``"{model}"``-style strings as
-keys gives the Snakemake wildcard pattern for the same file.
+keys gives the Snakemake wildcard pattern for the same file. Data files, predictions
+and random effects are CSV or Parquet: their templates end in ``.{fmt}``, which the
+config decides (``Plan.data_format``, ``Plan.table_format``), so every file name is
+known before any job runs.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ _VERSION = "{results}/models/{model}/{version}"
 _MODEL = _VERSION + "/{replicate}"
 
 TEMPLATES = {
-    "data": _DATA + "/data.csv",
+    "data": _DATA + "/data.{fmt}",
     "truth": _DATA + "/truth.json",
     "fit": _MODEL + "/fit.pkl",
     "fixed_effects": _MODEL + "/fixed_effects.csv",
     "variance_components": _MODEL + "/variance_components.csv",
-    "random_effects": _MODEL + "/random_effects.csv",
-    "predictions": _MODEL + "/predictions.csv",
+    "random_effects": _MODEL + "/random_effects.{fmt}",
+    "predictions": _MODEL + "/predictions.{fmt}",
     "fit_stats": _MODEL + "/fit_stats.json",
     "plot": _MODEL + "/plots/{plot}.png",
     "manifest": _VERSION + "/manifest.json",
@@ -46,13 +49,15 @@ def replicate_id(seed: int | None) -> str:
     return "file" if seed is None else f"seed-{int(seed)}"
 
 
-def output_path(kind: str, results: str = "results", **keys: str) -> str:
+def output_path(kind: str, results: str = "results", fmt: str = "csv", **keys: str) -> str:
     """Path of output ``kind`` (a key of TEMPLATES) under folder ``results``.
 
     ``keys`` fill the template (dataset, model, version, replicate, plot, rule, name); pass
-    ``"{model}"`` etc. to get a Snakemake wildcard pattern instead of a concrete path."""
+    ``"{model}"`` etc. to get a Snakemake wildcard pattern instead of a concrete path.
+    ``fmt`` (csv or parquet) is the extension of data, predictions and random effects
+    files; other kinds ignore it."""
     try:
         template = TEMPLATES[kind]
     except KeyError:
         raise ValueError(f"unknown output kind {kind!r}; known: {', '.join(TEMPLATES)}") from None
-    return template.format(results=results, **keys)
+    return template.format(results=results, fmt=fmt, **keys)

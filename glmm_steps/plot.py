@@ -1,8 +1,14 @@
 """Figures a reader understands without the code: trajectories, caterpillar, diagnostics.
 
-Each function takes tidy tables (as written by :mod:`glmm_steps.extract`) and a PNG
-path, so plots can be redrawn from results alone. matplotlib runs headless (Agg)
-and PNGs carry no timestamps, so the same tables give the same bytes.
+Each function takes tidy tables (as written by :mod:`glmm_steps.extract`, CSV or
+Parquet) and a PNG path, so plots can be redrawn from results alone. matplotlib runs
+headless (Agg) and PNGs carry no timestamps, so the same tables give the same bytes.
+
+Large fits are drawn from a sample or a summary, never point by point (a plot of
+100,000 patient lines is unreadable and slow to draw), and each panel's title says
+which: ``MAX_UNITS`` sampled trajectories, ``MAX_UNITS`` levels evenly spaced in
+rank in a caterpillar panel, and above ``MAX_POINTS`` points hexagonal bins for the
+residuals and ``QQ_QUANTILES`` quantiles for a QQ plot.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from glmm_steps.formula import Formula  # noqa: E402
+from glmm_steps.tables import read_table  # noqa: E402
 
-MAX_UNITS = 200  # more trajectory lines than this are unreadable: draw a sample
+MAX_UNITS = 200  # more trajectory lines or caterpillar rows than this are unreadable
+MAX_POINTS = 20_000  # more points than this are drawn as bins or quantiles
+QQ_QUANTILES = 1000
 _PNG_META = {"Software": None}
 
 
@@ -70,12 +79,12 @@ def trajectories(predictions: pd.DataFrame, x: str, unit: str, colour: str | Non
     Gaussian: observed values as solid lines, predictions dashed (the lme4 tutorial's
     plot). Binomial/Poisson: individual 0/1 or counts are unreadable as lines, so
     observed means per ``colour`` group and ``x`` are points, predictions dashed."""
-    units = pd.unique(predictions[unit])
+    units = np.asarray(pd.unique(predictions[unit]))
     note = ""
     if len(units) > MAX_UNITS:
         keep = set(np.random.default_rng(0).choice(units, size=MAX_UNITS, replace=False))
         data = predictions[predictions[unit].isin(keep)]
-        note = f" ({MAX_UNITS} of {len(units)} {unit} shown, sampled)"
+        note = f" ({MAX_UNITS} of {len(units):,} {unit} shown, a random sample)"
     else:
         data = predictions
     ckeys = list(pd.unique(data[colour])) if colour else [None]
@@ -124,19 +133,33 @@ def caterpillar(random_effects: pd.DataFrame, path: str | Path, title: str) -> N
     height = min(14.0, 2.0 + 0.12 * max(len(rows) for _, rows in panels))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), height), squeeze=False)
     for ax, ((group, term), rows) in zip(axes[0], panels):
-        rows = rows.sort_values("estimate")
-        y = np.arange(len(rows))
-        half = 1.96 * rows["cond_sd"].to_numpy()
-        ax.errorbar(rows["estimate"], y, xerr=half, fmt="o", ms=3, color="tab:blue", ecolor="0.6", lw=0.8)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y)
-        ax.set_yticklabels(rows["level"].astype(str), fontsize=6 if len(rows) > 30 else 8)
-        ax.set_title(f"{group}: {term}", fontsize=10)
-        ax.set_xlabel("deviation from the population value")
-        ax.set_ylabel(f"{group} (sorted)")
+        _caterpillar_panel(ax, rows, group, term)
     fig.suptitle(title + "\nconditional modes with 95% intervals (+/- 1.96 conditional SD)", fontsize=11)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _caterpillar_panel(ax, rows: pd.DataFrame, group: str, term: str) -> None:
+    """One group's and term's conditional modes, sorted, with 95% intervals; above
+    ``MAX_UNITS`` levels, ``MAX_UNITS`` of them evenly spaced in rank."""
+    rows = rows.sort_values("estimate", kind="stable")
+    note = ""
+    if len(rows) > MAX_UNITS:
+        # Levels evenly spaced in rank keep the extremes and the shape of the spread.
+        note = f"\n({MAX_UNITS} of {len(rows):,} levels, evenly spaced in rank)"
+        rows = rows.iloc[np.linspace(0, len(rows) - 1, MAX_UNITS).round().astype(int)]
+    y = np.arange(len(rows))
+    half = 1.96 * rows["cond_sd"].to_numpy()
+    ax.errorbar(rows["estimate"], y, xerr=half, fmt="o", ms=3, color="tab:blue", ecolor="0.6", lw=0.8)
+    ax.axvline(0, color="black", lw=0.8)
+    if note:
+        ax.set_yticks([])
+    else:
+        ax.set_yticks(y)
+        ax.set_yticklabels(rows["level"].astype(str), fontsize=6 if len(rows) > 30 else 8)
+    ax.set_title(f"{group}: {term}{note}", fontsize=10)
+    ax.set_xlabel("deviation from the population value")
+    ax.set_ylabel(f"{group} (sorted)")
 
 
 def _pearson(predictions: pd.DataFrame, family: str, trials: np.ndarray | None = None) -> np.ndarray:
@@ -165,12 +188,7 @@ def diagnostics(predictions: pd.DataFrame, random_effects: pd.DataFrame, family:
     groups = list(random_effects.groupby(["group", "term"], sort=False))
     ncols = 2 + len(groups)
     fig, axes = plt.subplots(1, ncols, figsize=(4.0 * ncols, 4.2), squeeze=False)
-    ax = axes[0][0]
-    ax.scatter(predictions["fitted"], resid, s=6, alpha=0.5)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xlabel("fitted value")
-    ax.set_ylabel(kind)
-    ax.set_title(f"{kind}s vs fitted")
+    _residual_panel(axes[0][0], predictions["fitted"].to_numpy(dtype=float), resid, kind)
     _qq(axes[0][1], resid, f"normal QQ: {kind}s")
     for ax, ((group, term), rows) in zip(axes[0][2:], groups):
         _qq(ax, rows["estimate"].to_numpy(dtype=float), f"normal QQ: {group} {term}")
@@ -179,14 +197,35 @@ def diagnostics(predictions: pd.DataFrame, random_effects: pd.DataFrame, family:
     _save(fig, path)
 
 
+
+def _residual_panel(ax, fitted: np.ndarray, resid: np.ndarray, kind: str) -> None:
+    """Residuals against fitted values: points, or above ``MAX_POINTS`` all of them in
+    hexagonal bins (a million points are one blot and slow to draw)."""
+    if len(resid) > MAX_POINTS:
+        ok = np.isfinite(fitted) & np.isfinite(resid)
+        ax.hexbin(fitted[ok], resid[ok], gridsize=60, bins="log", cmap="Blues", mincnt=1)
+        ax.set_title(f"{kind}s vs fitted\n(all {ok.sum():,} in hexagonal bins, log count)", fontsize=10)
+    else:
+        ax.scatter(fitted, resid, s=6, alpha=0.5)
+        ax.set_title(f"{kind}s vs fitted")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("fitted value")
+    ax.set_ylabel(kind)
+
 def _qq(ax, values: np.ndarray, title: str) -> None:
     values = np.sort(values[np.isfinite(values)])
     if len(values) < 2:
         ax.set_title(title + " (too few values)")
         return
-    theo = stats.norm.ppf((np.arange(1, len(values) + 1) - 0.5) / len(values))
     sd = values.std(ddof=1) or 1.0
-    ax.scatter(theo, (values - values.mean()) / sd, s=8, alpha=0.6)
+    mean = values.mean()
+    probs = (np.arange(1, len(values) + 1) - 0.5) / len(values)
+    if len(values) > MAX_POINTS:
+        title += f"\n({QQ_QUANTILES} quantiles of {len(values):,} values)"
+        probs = (np.arange(1, QQ_QUANTILES + 1) - 0.5) / QQ_QUANTILES
+        values = np.quantile(values, probs)
+    theo = stats.norm.ppf(probs)
+    ax.scatter(theo, (values - mean) / sd, s=8, alpha=0.6)
     lim = [theo.min(), theo.max()]
     ax.plot(lim, lim, color="black", lw=0.8)
     ax.set_xlabel("theoretical normal quantile")
@@ -209,8 +248,8 @@ def plot_fit(predictions_path: str | Path, random_effects_path: str | Path,
             message_figure(f"No plot: the fit failed.\n{fit_stats['error']}", outputs[key], title)
         return
     formula = parse(fit_stats["formula"])
-    predictions = pd.read_csv(predictions_path)
-    ranef = pd.read_csv(random_effects_path, dtype={"level": str})
+    predictions = read_table(predictions_path)
+    ranef = read_table(random_effects_path, csv_dtype={"level": str})
     axes = choose_axes(formula, predictions)
     if axes is None:
         message_figure("No trajectory plot: the model has no covariate that varies within a group.",
