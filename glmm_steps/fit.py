@@ -20,9 +20,12 @@ from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import GlmmError
 
 
-def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=()) -> FitResult:
+def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(), *,
+              random_effects: bool = True) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
-    ``factors`` names numeric columns to treat as categorical.
+    ``factors`` names numeric columns to treat as categorical. ``random_effects=False``
+    skips the conditional modes and their variances (most of a small fit's time, and
+    unused by a study); every other number is the same either way.
 
     Returns a FitResult. Data problems (missing column, text response) raise
     DataError; anything the engine raises is caught and recorded in the result."""
@@ -30,7 +33,7 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     model_frame = data_mod.model_frame(frame, formula, where, factors)
     start = time.perf_counter()
     try:
-        result = get_engine(spec.engine)(model_frame, spec, formula)
+        result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects)
     except GlmmError:
         raise
     except Exception as e:  # an engine failure is a result to record, not a crash

@@ -159,14 +159,20 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     return data, truth
 
 
-def simulate_to_files(spec: dict[str, Any], seed: int, data_path: str, truth_path: str) -> None:
-    """The simulate step: simulate one replicate of the ``simulate:`` mapping ``spec``
-    and write the data (CSV, floats in shortest round-trip form, so the same seed
-    gives the same bytes) and the true parameters (JSON) to the given paths."""
+def write_replicate(data: pd.DataFrame, truth: dict[str, Any], data_path: str, truth_path: str) -> None:
+    """Write a simulated replicate: the data as CSV (floats in shortest round-trip form,
+    so the same seed gives the same bytes and reads back to the same numbers) and the
+    true parameters as JSON."""
     import json
     from pathlib import Path
 
-    data, truth = simulate(design_from_config(spec), seed)
     Path(data_path).parent.mkdir(parents=True, exist_ok=True)
     data.to_csv(data_path, index=False, lineterminator="\n")
+    Path(truth_path).parent.mkdir(parents=True, exist_ok=True)
     Path(truth_path).write_text(json.dumps(truth, indent=2) + "\n")
+
+
+def simulate_to_files(spec: dict[str, Any], seed: int, data_path: str, truth_path: str) -> None:
+    """The simulate step: simulate one replicate of the ``simulate:`` mapping ``spec``
+    and write it to the given paths (see :func:`write_replicate`)."""
+    write_replicate(*simulate(design_from_config(spec), seed), data_path, truth_path)

@@ -79,8 +79,10 @@ def _deviance(model, spec: ModelSpec) -> float:
     return float(np.sum(np.asarray(model.residuals(type="deviance"), dtype=float) ** 2))
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
-    """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm.
+def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True) -> FitResult:
+    """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
+    ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
+    than the fit itself).
 
     Returns a FitResult; engine warnings (singular fit, convergence) are recorded
     in ``warnings``. Exceptions propagate: the caller records them."""
@@ -115,12 +117,13 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
     messages = list(dict.fromkeys(
         [str(w.message) for w in caught] + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
     ))
+    optional = {"ranef": _ranef(model)} if random_effects else {}
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
         varcorr=_varcorr(model),
-        ranef=_ranef(model),
+        **optional,
         frame=frame,
         observed=observed,
         fitted=fitted,
