@@ -23,6 +23,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy loads: the thread count Snakemake gives a 1-thread job
 
 import argparse  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -74,18 +75,24 @@ def run_loop(config_path: Path, out: Path) -> pd.DataFrame:
     return table
 
 
-def run_snakemake(workdir: Path, config_path: Path, cores: int) -> tuple[float, str]:
-    """Run the workflow; returns (wall seconds, combined output)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_snakemake(workdir: Path, config_path: Path, cores: int) -> tuple[float, float, str]:
+    """Run the workflow; returns (wall seconds, CPU seconds of snakemake and its jobs,
+    combined output)."""
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe if exe.exists() else shutil.which("snakemake")), "-s", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(config_path), "--cores", str(cores)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"snakemake failed:\n{proc.stderr[-3000:]}")
-    return wall, proc.stdout + proc.stderr
+    return wall, _children_cpu() - cpu, proc.stdout + proc.stderr
 
 
 def main() -> None:
@@ -105,15 +112,16 @@ def main() -> None:
 
         loop_dir = workdir / "loop"
         loop_dir.mkdir()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         loop_table = run_loop(config_path, loop_dir)
-        loop = time.perf_counter() - start
-        print(f"loop (one process, same glmm_steps functions): {loop:.1f} s "
+        loop, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
+        print(f"loop (one process, same glmm_steps functions): {loop:.1f} s wall, {loop_cpu:.1f} s CPU "
               f"({1000 * loop / args.replicates:.1f} ms per replicate)")
 
-        pipeline, _ = run_snakemake(workdir, config_path, args.cores)
-        print(f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s")
-        noop, output = run_snakemake(workdir, config_path, args.cores)
+        pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
+        print(f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
+              f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})")
+        noop, _, output = run_snakemake(workdir, config_path, args.cores)
         nothing = "Nothing to be done" in output
         print(f"second invocation, nothing changed: {noop:.1f} s ({'nothing to do' if nothing else 'RAN JOBS'})")
 
