@@ -41,7 +41,8 @@ rule all:
     input:
         [out(t, model=f.model, replicate=f.replicate) for f in PLAN.fits for t in paths.TABLES],
         [out("plot", model=f.model, replicate=f.replicate, plot=p) for f in PLAN.fits for p in paths.PLOTS],
-        out("summary"),
+        # The per-seed fits' summary (a config of studies alone has none).
+        [out("summary")] if PLAN.fits else [],
         [out("recovery", model=m) for m in PLAN.study_models],
         [out("recovery_plot", model=m, plot=p) for m in PLAN.study_models for p in paths.RECOVERY_PLOTS],
 
@@ -64,8 +65,8 @@ rule fit:
     output:
         fit=out("fit", model="{model}", replicate="{replicate}"),
     params:
-        # The model's whole config entry: editing one model reruns that model alone.
-        model=lambda w: PLAN.config["models"][w.model],
+        # The model's config entry: editing one model reruns that model alone.
+        model=lambda w: PLAN.fit_entry(w.model),
         factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
     threads: 1
     resources:
@@ -123,7 +124,7 @@ rule study_batch:
         fits=out("batch_fits", model="{model}", design="{design}", batch="{batch}"),
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
-        model=lambda w: PLAN.config["models"][w.model],
+        model=lambda w: PLAN.fit_entry(w.model),
         factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
         # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
         replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
@@ -163,7 +164,7 @@ rule study_replicate:
         **paths.replicate_outputs(PLAN.results, model="{model}", design="{design}", index="{index}"),
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
-        model=lambda w: PLAN.config["models"][w.model],
+        model=lambda w: PLAN.fit_entry(w.model),
         factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
         seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],
     log:

@@ -121,9 +121,10 @@ def main() -> None:
         pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
         print(f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
               f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})")
-        noop, _, output = run_snakemake(workdir, config_path, args.cores)
+        noop, noop_cpu, output = run_snakemake(workdir, config_path, args.cores)
         nothing = "Nothing to be done" in output
-        print(f"second invocation, nothing changed: {noop:.1f} s ({'nothing to do' if nothing else 'RAN JOBS'})")
+        print(f"second invocation, nothing changed: {noop:.1f} s wall, {noop_cpu:.1f} s CPU "
+              f"({'nothing to do' if nothing else 'RAN JOBS'})")
 
         piped = pd.read_csv(workdir / paths.output_path("recovery", "results", model=MODEL))
         same = np.allclose(piped["mean_estimate"], loop_table["mean_estimate"], rtol=1e-8) and \

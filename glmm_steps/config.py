@@ -26,6 +26,7 @@ from glmm_steps.errors import ConfigError, GlmmError
 from glmm_steps.simulate import Design, design_from_config
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+RECOVERY_KEYS = ("alpha", "power_terms")  # model keys that change a study's summary, not its fits
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -227,6 +228,12 @@ class Plan:
             for seed in spec.get("seeds", [])
         ]
 
+    def fit_entry(self, model: str) -> dict[str, Any]:
+        """``model``'s config entry without the keys only a study's recovery step reads
+        (RECOVERY_KEYS): a fit's params, so changing alpha or power_terms re-summarises a
+        study without refitting it."""
+        return {k: v for k, v in self.config["models"][model].items() if k not in RECOVERY_KEYS}
+
     @property
     def study_models(self) -> list[str]:
         """Models fitted to a study dataset, in config order."""
@@ -269,11 +276,11 @@ def _n_designs(spec: dict[str, Any]) -> int:
 
 def count_jobs(config: dict[str, Any], fits) -> int:
     """Jobs a fresh run of ``config`` schedules, ``all`` included (as Snakemake counts):
-    a simulate job per seed used, fit, extract and plot per per-seed fit (``fits``), the
-    summary, and per study model its batch jobs and one recovery job. Arithmetic only,
-    so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
+    a simulate job per seed used, fit, extract and plot per per-seed fit (``fits``) and
+    their summary, and per study model its batch jobs and one recovery job. Arithmetic
+    only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
     simulated = {(f.dataset, f.replicate) for f in fits if f.replicate != paths.replicate_id(None)}
-    count = len(simulated) + 3 * len(fits) + 1 + 1
+    count = len(simulated) + 3 * len(fits) + (1 if fits else 0) + 1
     for model in config["models"].values():
         spec = config["datasets"][model["dataset"]]
         if "replicates" in spec:
