@@ -1,13 +1,14 @@
 # Mixed-model workflow: simulate -> fit -> extract -> plot, then provenance
 # (manifest per result version, catalog of all versions) and a run summary;
-# verify (a second engine) and compare (anova-style tables) for the models that ask.
+# verify (a second engine) and compare (anova-style tables) for the models that ask;
+# and for simulation studies (datasets with `replicates:`), batches of replicates -> recovery.
 # Each rule runs one tested function of glmm_steps through a thin script in scripts/.
 # Execution settings (cores, cluster) live in profiles/, never here.
 
 import os
 import sys
 
-from glmm_steps import paths
+from glmm_steps import paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.provenance import verify_outputs
@@ -67,6 +68,9 @@ wildcard_constraints:
     version_b=r"[0-9a-f]{10}",
     replicate=r"seed-\d+|file",
     seed=r"\d+",
+    design=r"[A-Za-z0-9_.=,+-]+",
+    batch=r"\d+-\d+",
+    index=r"\d+",
 
 
 def current_version(w):
@@ -100,8 +104,10 @@ rule all:
         [out(t, model=f.model, version=f.version, replicate=f.replicate)
          for f in PLAN.compared() for t in paths.COMPARISON_TABLES],
         [out("manifest", model=m, version=v) for m, v in PLAN.versions.items()],
-        out("catalog"),
-        out("summary"),
+        # The per-seed fits' catalog and summary (a config of studies alone has neither).
+        [out("catalog"), out("summary")] if PLAN.fits else [],
+        [out("recovery", model=m) for m in PLAN.study_models],
+        [out("recovery_plot", model=m, plot=p) for m in PLAN.study_models for p in paths.RECOVERY_PLOTS],
 
 
 rule simulate:
@@ -134,8 +140,8 @@ rule fit:
     output:
         fit=out("fit", model="{model}", version="{version}", replicate="{replicate}"),
     params:
-        # The model's whole config entry: editing one model reruns that model alone.
-        model=lambda w: PLAN.config["models"][w.model],
+        # The model's config entry: editing one model reruns that model alone.
+        model=lambda w: PLAN.fit_entry(w.model),
         factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
         drop_missing=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["drop_missing"],
     threads: 1
@@ -209,7 +215,7 @@ rule manifest:
                category="provenance", labels={"model": "{model}", "version": "{version}"}),
     params:
         config_excerpt=lambda w: {
-            "model": PLAN.config["models"][w.model],
+            "model": PLAN.fit_entry(w.model),
             "dataset": PLAN.config["datasets"][PLAN.dataset_of(w.model)],
         },
         seeds=lambda w: [f.replicate for f in PLAN.fits_of(w.model)],
@@ -287,6 +293,63 @@ rule compare_versions:
         out("log", rule="compare", name="{model}_{version_a}_vs_{version_b}_{replicate}"),
     script:
         "scripts/compare_versions.py"
+
+
+# A study: each job simulates, fits and tidies a batch of replicates in-process, since
+# starting a job costs far more than one fit; only tables are written per batch.
+rule study_batch:
+    output:
+        estimates=out("batch_estimates", model="{model}", design="{design}", batch="{batch}"),
+        fits=out("batch_fits", model="{model}", design="{design}", batch="{batch}"),
+    params:
+        design=lambda w: PLAN.design_point(w.model, w.design).spec,
+        model=lambda w: PLAN.fit_entry(w.model),
+        factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
+        # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
+        replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    log:
+        out("log", rule="study_batch", name="{model}_{design}_{batch}"),
+    script:
+        "scripts/study_batch.py"
+
+
+rule recovery:
+    input:
+        estimates=lambda w: [out("batch_estimates", model=w.model, design=b.design, batch=b.name)
+                             for b in PLAN.batches_of(w.model)],
+        fits=lambda w: [out("batch_fits", model=w.model, design=b.design, batch=b.name)
+                        for b in PLAN.batches_of(w.model)],
+    output:
+        table=out("recovery", model="{model}"),
+        **{p: out("recovery_plot", model="{model}", plot=p) for p in paths.RECOVERY_PLOTS},
+    params:
+        alpha=lambda w: PLAN.config["models"][w.model]["alpha"],
+        power_terms=lambda w: PLAN.config["models"][w.model].get("power_terms"),
+        designs=lambda w: {d: PLAN.design_point(w.model, d).values for d in PLAN.design_names(w.model)},
+    log:
+        out("log", rule="recovery", name="{model}"),
+    script:
+        "scripts/recovery.py"
+
+
+# On demand only (not part of `all`): one replicate of a study rerun alone from its seed,
+# with the data, tables and plots a per-seed analysis has, e.g.
+#   snakemake results/studies/<model>/<design>/replicates/rep-7/fixed_effects.csv
+rule study_replicate:
+    output:
+        **paths.replicate_outputs(PLAN.results, model="{model}", design="{design}", index="{index}"),
+    params:
+        design=lambda w: PLAN.design_point(w.model, w.design).spec,
+        model=lambda w: PLAN.fit_entry(w.model),
+        factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
+        seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],
+    log:
+        out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),
+    script:
+        "scripts/study_replicate.py"
 
 
 onsuccess:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import paths, tables
+from glmm_steps import paths, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
@@ -28,6 +28,7 @@ from glmm_steps.simulate import Design, design_from_config, unit_ids
 from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+RECOVERY_KEYS = ("alpha", "power_terms")  # model keys that change a study's summary, not its fits
 # One simulated replicate larger than this is a typo (n: 100000 for n: 100), not a
 # design: it would exhaust memory in the simulate job instead of failing here.
 MAX_SIMULATED_ROWS = 20_000_000
@@ -103,12 +104,11 @@ def _describe(error) -> tuple[str, str]:
     if v == "enum":
         opts = ", ".join(map(str, error.validator_value))
         return where, f"expected one of {opts}, got {error.instance!r}"
-    if v in ("minimum", "exclusiveMinimum"):
-        return where, f"must be >= {error.validator_value}, got {error.instance!r}"
-    if v == "maximum":
-        return where, f"must be <= {error.validator_value}, got {error.instance!r}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        return where, f"must be {sign} {error.validator_value}, got {error.instance!r}"
     if v == "oneOf":
-        return where, "a dataset needs either 'path' (a data file) or both 'simulate' and 'seeds'"
+        return where, _dataset_kind_problem(error.instance)
     if v in ("minItems", "minProperties", "minLength"):
         return where, "must not be empty"
     if v == "uniqueItems":
@@ -116,6 +116,16 @@ def _describe(error) -> tuple[str, str]:
     if v == "pattern":
         return where, f"{error.instance!r} is not a valid name (letters, digits, _; starts with a letter)"
     return where, error.message
+
+
+def _dataset_kind_problem(spec: Any) -> str:
+    """Why a dataset fits none of its three kinds, in the user's words."""
+    if isinstance(spec, dict) and "seeds" in spec and "replicates" in spec:
+        return "give either 'seeds' (one full analysis per seed) or 'replicates' (a study), not both"
+    if isinstance(spec, dict) and "replicates" in spec and "base_seed" not in spec:
+        return "missing required key 'base_seed' (a study derives each replicate's seed from it)"
+    return ("a dataset needs either 'path' (a data file), or 'simulate' with 'seeds' "
+            "(one analysis per seed) or with 'replicates' and 'base_seed' (a study)")
 
 
 def _set_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) -> None:
@@ -174,8 +184,28 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One batch job of a study: replicates ``first .. last`` of a design point, fitted
+    with one model."""
+
+    model: str
+    dataset: str
+    design: str
+    first: int
+    last: int
+
+    @property
+    def name(self) -> str:
+        """The batch's name in paths (its replicate range)."""
+        return study.batch_name(self.first, self.last)
+
+
+@dataclass(frozen=True)
 class Plan:
-    """A checked config and everything the workflow derives from it."""
+    """A checked config and everything the workflow derives from it.
+
+    ``fits`` are the per-seed analyses; ``study_designs`` maps each study dataset to its
+    design points by name (its models' batch jobs are :attr:`batches`)."""
 
     config: dict[str, Any]
     designs: dict[str, Design]
@@ -184,6 +214,7 @@ class Plan:
     # Rows per dataset, where a format set to `auto` needs it: the design's size, or
     # a data file's row count.
     rows: dict[str, int] = field(default_factory=dict)
+    study_designs: dict[str, dict[str, study.DesignPoint]] = field(default_factory=dict)
 
     @property
     def results(self) -> str:
@@ -239,8 +270,73 @@ class Plan:
             (name, paths.replicate_id(seed))
             for name, spec in self.config["datasets"].items()
             if "simulate" in spec
-            for seed in spec["seeds"]
+            for seed in spec.get("seeds", [])
         ]
+
+    def fit_entry(self, model: str) -> dict[str, Any]:
+        """``model``'s config entry without the keys only a study's recovery step reads
+        (RECOVERY_KEYS): a fit's params, so changing alpha or power_terms re-summarises a
+        study without refitting it."""
+        return {k: v for k, v in self.config["models"][model].items() if k not in RECOVERY_KEYS}
+
+    @property
+    def study_models(self) -> list[str]:
+        """Models fitted to a study dataset, in config order."""
+        return [m for m, entry in self.config["models"].items() if entry["dataset"] in self.study_designs]
+
+    def design_names(self, model: str) -> list[str]:
+        """Names of the design points ``model``'s study fits, in sweep order."""
+        return list(self.study_designs[self.dataset_of(model)])
+
+    def design_point(self, model: str, design: str) -> study.DesignPoint:
+        """Design point ``design`` of the study ``model`` is fitted to."""
+        return self.study_designs[self.dataset_of(model)][design]
+
+    def batches_of(self, model: str) -> list[Batch]:
+        """Every batch job of study model ``model``, by design then replicate range."""
+        spec = self.config["datasets"][self.dataset_of(model)]
+        return [Batch(model, self.dataset_of(model), design, first, last)
+                for design in self.design_names(model)
+                for first, last in study.batch_ranges(spec["replicates"], spec["batch_size"])]
+
+    def replicate_seeds(self, model: str, first: int, last: int) -> list[tuple[int, int]]:
+        """(replicate index, seed) of replicates ``first .. last`` of ``model``'s study."""
+        base = self.config["datasets"][self.dataset_of(model)]["base_seed"]
+        return [(i, study.replicate_seed(base, i)) for i in range(first, last + 1)]
+
+    @property
+    def batches(self) -> list[Batch]:
+        """Every batch job of every study model, by model, design, then replicate range."""
+        return [b for model in self.study_models for b in self.batches_of(model)]
+
+    @property
+    def job_count(self) -> int:
+        """Jobs a fresh run of the default target schedules, counted as Snakemake does."""
+        return count_jobs(self.config, self.fits)
+
+
+def _n_designs(spec: dict[str, Any]) -> int:
+    return math.prod(len(values) for values in spec["sweep"].values())
+
+
+def count_jobs(config: dict[str, Any], fits) -> int:
+    """Jobs a fresh run of ``config`` schedules, ``all`` included (as Snakemake counts):
+    a simulate job per seed used, fit, extract and plot per per-seed fit (``fits``),
+    verify and compare for the fits that ask, a manifest per model version, the catalog
+    and the summary, and per study model its batch jobs and one recovery job. Arithmetic
+    only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
+    simulated = {(f.dataset, f.replicate) for f in fits if f.replicate != paths.replicate_id(None)}
+    models = config["models"]
+    verified = sum(1 for f in fits if models[f.model].get("verify"))
+    compared = sum(1 for f in fits if models[f.model].get("compare_with"))
+    versions = {f.model for f in fits}  # a manifest per model version, and their catalog
+    count = len(simulated) + 3 * len(fits) + verified + compared + len(versions) + 1
+    count += 2 if fits else 0  # the catalog and the summary (a config of studies alone has neither)
+    for model in config["models"].values():
+        spec = config["datasets"][model["dataset"]]
+        if "replicates" in spec:
+            count += study.batch_jobs(spec["replicates"], spec["batch_size"], _n_designs(spec)) + 1
+    return count
 
 
 def _columns_of(name: str, spec: dict[str, Any], design: Design | None) -> tuple[list[str], str]:
@@ -474,6 +570,71 @@ def _check_comparisons(config: dict[str, Any], formulas: dict[str, Any]) -> None
                                              "log-likelihood to compare")
 
 
+def _study_points(name: str, spec: dict[str, Any]) -> dict[str, study.DesignPoint]:
+    """Check a study dataset's sweep and return its design points by name."""
+    import jsonschema
+
+    where = f"datasets.{name}.sweep"
+    root = _schema()
+    validator = jsonschema.Draft7Validator({"$ref": "#/definitions/design", "definitions": root["definitions"]})
+    points = study.design_points(spec["simulate"], spec["sweep"], where)
+    for point in points:
+        key = ",".join(point.values) or "simulate"
+        error = jsonschema.exceptions.best_match(validator.iter_errors(point.spec))
+        if error is not None:
+            _, problem = _describe(error)
+            raise ConfigError(f"{where}.{key}", f"{problem} (design point {point.name})")
+        _set_defaults(root["definitions"]["design"], point.spec, root)
+        _check_design(name, design_from_config(point.spec))
+    return {p.name: p for p in points}
+
+
+def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool) -> None:
+    if is_study:
+        # A study's batches write recovery tables only: no second engine, no anova tables.
+        for key in ("verify", "compare_with"):
+            if model.get(key):
+                raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
+                                  "model of a study dataset (one with 'replicates')")
+    where = f"models.{name}.power_terms"
+    terms = model.get("power_terms")
+    if terms is None:
+        return
+    if not is_study:
+        raise ConfigError(where, "applies to models of a study dataset (one with 'replicates') only")
+    known = ["(Intercept)", *formula.fixed_variables]
+    for term in terms:
+        if term not in known:
+            raise ConfigError(where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})")
+
+
+def _check_job_count(config: dict[str, Any], fits) -> None:
+    """Refuse a config that makes more jobs than ``max_jobs``, naming the study that
+    makes most of them."""
+    limit = config["max_jobs"]
+    count = count_jobs(config, fits)
+    if count <= limit:
+        return
+    per_dataset: dict[str, int] = {}
+    for model in config["models"].values():
+        spec = config["datasets"][model["dataset"]]
+        if "replicates" in spec:
+            jobs = study.batch_jobs(spec["replicates"], spec["batch_size"], _n_designs(spec))
+            per_dataset[model["dataset"]] = per_dataset.get(model["dataset"], 0) + jobs
+    if per_dataset:
+        worst = max(per_dataset, key=per_dataset.get)
+        spec = config["datasets"][worst]
+        n_models = sum(1 for m in config["models"].values() if m["dataset"] == worst)
+        detail = (f"{spec['replicates']:,} replicates in batches of {spec['batch_size']:,} x "
+                  f"{_n_designs(spec):,} design point(s) x {n_models} model(s) "
+                  f"= {per_dataset[worst]:,} batch jobs")
+        where = f"datasets.{worst}.replicates"
+    else:
+        detail, where = f"{len(fits):,} per-seed fits", "max_jobs"
+    raise ConfigError(where, f"this config makes {count:,} jobs ({detail}), more than max_jobs "
+                      f"({limit:,}); lower replicates or the sweep, or raise batch_size or max_jobs")
+
+
 def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     """Check a config (as Snakemake loaded it) and expand it into a :class:`Plan`.
 
@@ -490,11 +651,15 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         if "simulate" in spec:
             designs[name] = design_from_config(spec["simulate"])
             _check_design(name, designs[name])
-        elif "seeds" in spec:
-            raise ConfigError(f"datasets.{name}.seeds", "seeds apply to simulated datasets only")
-        elif spec.get("format", "auto") != "auto":
-            raise ConfigError(f"datasets.{name}.format",
-                              "applies to simulated datasets; a data file is Parquet if its name ends in .parquet")
+        else:
+            for key in ("seeds", "replicates"):
+                if key in spec:
+                    raise ConfigError(f"datasets.{name}.{key}", f"{key} apply to simulated datasets only")
+            if spec.get("format", "auto") != "auto":
+                raise ConfigError(f"datasets.{name}.format",
+                                  "applies to simulated datasets; a data file is Parquet if its name ends in .parquet")
+        if spec["sweep"] and "replicates" not in spec:
+            raise ConfigError(f"datasets.{name}.sweep", "a sweep needs a study: add 'replicates' and 'base_seed'")
     fits = []
     versions: dict[str, str] = {}
     file_sums: dict[str, str] = {}
@@ -502,19 +667,28 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     for name, model in config["models"].items():
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
+        _check_study_keys(name, model, parsed, "replicates" in spec)
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
-        versions[name] = version_key(model, spec, engine_version=engine_version(model["engine"]),
-                                     data_sha256=file_sums.get(spec.get("path")))
-        seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
-        fits += [Fit(name, model["dataset"], paths.replicate_id(s), versions[name]) for s in seeds]
+        if "replicates" not in spec:
+            # Per-seed fits only: a study's batches are not versioned (see Plan.batches).
+            # The key leaves out the recovery-only keys, as the fit jobs' params do.
+            entry = {k: v for k, v in model.items() if k not in RECOVERY_KEYS}
+            versions[name] = version_key(entry, spec, engine_version=engine_version(model["engine"]),
+                                         data_sha256=file_sums.get(spec.get("path")))
+            seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
+            fits += [Fit(name, model["dataset"], paths.replicate_id(s), versions[name]) for s in seeds]
         if "path" in spec:
             on_file.setdefault(model["dataset"], []).append((model, parsed))
     for name, models in on_file.items():
         _check_data_file(name, config["datasets"][name], models)
     _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
+    # Count before expanding any sweep: a typo must be refused, not built.
+    _check_job_count(config, fits)
+    study_designs = {name: _study_points(name, spec)
+                     for name, spec in config["datasets"].items() if "replicates" in spec}
     return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions,
-                rows=_rows(config, designs))
+                rows=_rows(config, designs), study_designs=study_designs)
 
 
 def _rows(config: dict[str, Any], designs: dict[str, Design]) -> dict[str, int]:

@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+# scipy.special's normal cdf and quantile are what scipy.stats.norm calls, without the
+# second it takes to import scipy.stats: a study's batch job starts faster.
+from scipy import special
 
 from glmm_steps import tables
 from glmm_steps.engines.base import FitResult
 
 SIGNIFICANT_DIGITS = 10
 FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
-Z_95 = float(stats.norm.ppf(0.975))
+Z_95 = float(special.ndtri(0.975))
 
 FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "method"]
 PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
@@ -54,7 +56,7 @@ def tidy(result: FitResult) -> pd.DataFrame:
         "estimate": est,
         "std_error": se,
         "statistic": z,
-        "p_value": 2 * stats.norm.sf(np.abs(z)),
+        "p_value": 2 * special.ndtr(-np.abs(z)),
         "conf_low": est - Z_95 * se,
         "conf_high": est + Z_95 * se,
         "method": result.spec.method,

@@ -21,10 +21,12 @@ from glmm_steps.errors import DataError, GlmmError
 
 
 def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
-              drop_missing: bool = False) -> FitResult:
+              drop_missing: bool = False, *, random_effects: bool = True) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
     ``factors`` names numeric columns to treat as categorical; ``drop_missing`` allows
-    dropping rows with a missing value (else they are an error).
+    dropping rows with a missing value (else they are an error). ``random_effects=False``
+    skips the conditional modes and their variances (most of a small fit's time, and
+    unused by a study); every other number is the same either way.
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
@@ -34,7 +36,7 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
                                               drop_missing=drop_missing)
     start = time.perf_counter()
     try:
-        result = get_engine(spec.engine)(model_frame, spec, formula)
+        result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects)
     except GlmmError:
         raise
     except Exception as e:  # an engine failure is a result to record, not a crash

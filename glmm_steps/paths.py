@@ -12,6 +12,11 @@ from __future__ import annotations
 _DATA = "{results}/data/{dataset}/{replicate}"
 _VERSION = "{results}/models/{model}/{version}"
 _MODEL = _VERSION + "/{replicate}"
+# A study model's outputs: batch tables per design point, the recovery summary, and the
+# full outputs of one replicate, made only when asked for (see the README).
+_STUDY = "{results}/studies/{model}"
+_BATCH = _STUDY + "/{design}/batches/{batch}"
+_REPLICATE = _STUDY + "/{design}/replicates/rep-{index}"
 
 TEMPLATES = {
     "data": _DATA + "/data.{fmt}",
@@ -35,6 +40,18 @@ TEMPLATES = {
     "likelihood_ratio": _MODEL + "/likelihood_ratio.csv",
     "information_criteria": _MODEL + "/information_criteria.csv",
     "summary": "{results}/summary.csv",
+    "batch_estimates": _BATCH + "/estimates.csv",
+    "batch_fits": _BATCH + "/fits.csv",
+    "recovery": _STUDY + "/recovery.csv",
+    "recovery_plot": _STUDY + "/plots/{plot}.png",
+    "replicate_data": _REPLICATE + "/data.csv",
+    "replicate_truth": _REPLICATE + "/truth.json",
+    "replicate_fixed_effects": _REPLICATE + "/fixed_effects.csv",
+    "replicate_variance_components": _REPLICATE + "/variance_components.csv",
+    "replicate_random_effects": _REPLICATE + "/random_effects.csv",
+    "replicate_predictions": _REPLICATE + "/predictions.csv",
+    "replicate_fit_stats": _REPLICATE + "/fit_stats.json",
+    "replicate_plot": _REPLICATE + "/plots/{plot}.png",
     "log": "{results}/logs/{rule}/{name}.log",
 }
 
@@ -42,6 +59,15 @@ TEMPLATES = {
 TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
+RECOVERY_PLOTS = ("estimates", "coverage", "power")
+
+
+def replicate_outputs(results: str = "results", **keys: str) -> dict[str, str]:
+    """Every output of one study replicate rerun on its own, by name (data, truth, the
+    TABLES, the PLOTS); ``keys`` are model, design and index (or wildcard patterns)."""
+    outputs = {name: output_path(f"replicate_{name}", results, **keys) for name in ("data", "truth", *TABLES)}
+    outputs |= {p: output_path("replicate_plot", results, plot=p, **keys) for p in PLOTS}
+    return outputs
 
 
 def replicate_id(seed: int | None) -> str:
@@ -52,10 +78,10 @@ def replicate_id(seed: int | None) -> str:
 def output_path(kind: str, results: str = "results", fmt: str = "csv", **keys: str) -> str:
     """Path of output ``kind`` (a key of TEMPLATES) under folder ``results``.
 
-    ``keys`` fill the template (dataset, model, version, replicate, plot, rule, name); pass
-    ``"{model}"`` etc. to get a Snakemake wildcard pattern instead of a concrete path.
-    ``fmt`` (csv or parquet) is the extension of data, predictions and random effects
-    files; other kinds ignore it."""
+    ``keys`` fill the template (dataset, model, version, replicate, design, batch, index,
+    plot, rule, name); pass ``"{model}"`` etc. to get a Snakemake wildcard pattern instead
+    of a concrete path. ``fmt`` (csv or parquet) is the extension of data, predictions and
+    random effects files; other kinds ignore it."""
     try:
         template = TEMPLATES[kind]
     except KeyError:

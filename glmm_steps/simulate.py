@@ -176,19 +176,21 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     return data, truth
 
 
-def simulate_to_files(spec: dict[str, Any], seed: int, data_path: str, truth_path: str) -> None:
-    """The simulate step: simulate one replicate of the ``simulate:`` mapping ``spec``
-    and write the data and the true parameters (JSON) to the given paths.
-
-    The data is CSV or Parquet by ``data_path``'s extension, floats exact (CSV: shortest
-    round-trip form), so both formats hold the same numbers and the same seed gives
-    the same bytes."""
+def write_replicate(data: pd.DataFrame, truth: dict[str, Any], data_path: str, truth_path: str) -> None:
+    """Write a simulated replicate: the data as CSV or Parquet by ``data_path``'s
+    extension, floats exact (CSV: shortest round-trip form), so both formats hold the
+    same numbers and the same seed gives the same bytes; and the true parameters as JSON."""
     import json
     from pathlib import Path
 
     from glmm_steps.tables import write_table
 
-    data, truth = simulate(design_from_config(spec), seed)
     write_table(data, data_path)
     Path(truth_path).parent.mkdir(parents=True, exist_ok=True)
     Path(truth_path).write_text(json.dumps(truth, indent=2) + "\n")
+
+
+def simulate_to_files(spec: dict[str, Any], seed: int, data_path: str, truth_path: str) -> None:
+    """The simulate step: simulate one replicate of the ``simulate:`` mapping ``spec``
+    and write it to the given paths (see :func:`write_replicate`)."""
+    write_replicate(*simulate(design_from_config(spec), seed), data_path, truth_path)

@@ -29,7 +29,10 @@ def version_key(model_entry: dict[str, Any], dataset_entry: dict[str, Any], *,
 
     ``data_sha256`` is the checksum of a data file (``path:`` datasets); free-text
     descriptions and the seeds do not count."""
-    dataset = {k: v for k, v in dataset_entry.items() if k not in ("description", "seeds", "path")}
+    # batch_size and sweep are a study's (per-seed datasets get their defaults): leaving
+    # them out keeps the keys of per-seed fits what they were before studies existed.
+    dataset = {k: v for k, v in dataset_entry.items()
+               if k not in ("description", "seeds", "path", "batch_size", "sweep")}
     payload = {
         "model": {k: v for k, v in model_entry.items() if k != "description"},
         "dataset": dataset,

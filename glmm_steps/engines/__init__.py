@@ -1,6 +1,7 @@
 """Fitting engines behind one small interface.
 
-An engine is a function ``fit(frame, spec) -> FitResult`` registered in ``ENGINES``;
+An engine is a function ``fit(frame, spec, formula, *, random_effects=True) -> FitResult``
+(``random_effects=False``: skip the conditional modes) registered in ``ENGINES``;
 the rest of the workflow only sees :class:`~glmm_steps.engines.base.FitResult`.
 """
 

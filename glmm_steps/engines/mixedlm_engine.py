@@ -167,8 +167,10 @@ def _hessian(model) -> tuple[bool | None, str | None]:
     return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
-    """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm.
+def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True) -> FitResult:
+    """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
+    ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
+    than the fit itself).
 
     Returns a FitResult; engine warnings (singular fit, convergence) are recorded
     in ``warnings``. Exceptions propagate: the caller records them."""
@@ -213,12 +215,13 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
+    optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
         varcorr=_varcorr(model, group_names),
-        ranef=_ranef(model, group_names),
+        **optional,
         frame=frame,
         observed=observed,
         fitted=fitted,

@@ -564,15 +564,21 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
     )
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula) -> FitResult:
+def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with
     statsmodels: MixedLM for gaussian models, a Bayesian GLMM for binomial/Poisson
     models with ``spec.approximation`` set. Raises GlmmError for a formula statsmodels
-    cannot express; other exceptions propagate (the caller records them)."""
+    cannot express; other exceptions propagate (the caller records them).
+    ``random_effects=False`` leaves ``ranef`` empty, as the mixedlm engine does (here
+    they cost little, so they are computed and dropped)."""
     X, y, terms = _design(frame, formula)
     if spec.family == "gaussian":
-        return _fit_lmm(frame, spec, formula, X, y, terms)
-    if spec.approximation is None:
+        result = _fit_lmm(frame, spec, formula, X, y, terms)
+    elif spec.approximation is None:
         raise GlmmError(f"engine statsmodels fits {spec.family} models only by a Bayesian "
                         "approximation: set approximation: variational")
-    return _fit_bayes(frame, spec, formula, X, y, terms)
+    else:
+        result = _fit_bayes(frame, spec, formula, X, y, terms)
+    if not random_effects:
+        result.ranef = FitResult(spec=spec, engine_version=result.engine_version).ranef
+    return result

@@ -1,0 +1,140 @@
+"""How much a simulation study costs through the pipeline compared with a plain loop.
+
+Runs, in one invocation, a study of the reference design (bp ~ time + (1 | hospital_id)
++ (1 | patient_id), 10 hospitals x 10 patients x 5 visits) two ways:
+
+1. a plain Python loop in this process over the same glmm_steps functions a batch job
+   calls (simulate, fit, tidy each replicate; then the recovery table and plots);
+2. the real workflow: snakemake --cores N in a temporary folder (batch jobs + recovery),
+   then a second snakemake invocation with nothing changed.
+
+Prints both wall times and, as the last line, ``ratio pipeline/loop: <x>``. Targets: at
+most 2 on 2 cores, and the second invocation under 5 s. BLAS is limited to one thread
+here, as Snakemake limits each 1-thread job, so the loop and a job fit alike.
+
+    python benchmarks/study_throughput.py [--replicates 1000] [--batch-size 100] [--cores 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy loads: the thread count Snakemake gives a 1-thread job
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from glmm_steps import batch, paths, recovery, study_plot  # noqa: E402
+from glmm_steps.config import load_config, read_yaml  # noqa: E402
+from glmm_steps.engines.base import ModelSpec  # noqa: E402
+from glmm_steps.extract import write_csv  # noqa: E402
+from glmm_steps.simulate import design_from_config  # noqa: E402
+
+MODEL = "bp_lmm"
+
+
+def study_config(replicates: int, batch_size: int) -> dict:
+    """The benchmark's config: the default config's reference design as a study."""
+    reference = read_yaml(ROOT / "config" / "config.yaml")["datasets"]["bp_study"]["simulate"]
+    return {
+        "max_jobs": 100_000,
+        "datasets": {"reference": {"replicates": replicates, "base_seed": 2024, "batch_size": batch_size,
+                                   "simulate": reference}},
+        "models": {MODEL: {"dataset": "reference", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+                           "power_terms": ["time"]}},
+    }
+
+
+def run_loop(config_path: Path, out: Path) -> pd.DataFrame:
+    """The study as a plain loop in this process: every replicate simulated, fitted and
+    tidied in turn, then the recovery table and plots. Returns the recovery table."""
+    plan = load_config(config_path)
+    point = plan.design_point(MODEL, "base")
+    design = design_from_config(point.spec)
+    spec = ModelSpec.from_config(MODEL, plan.config["models"][MODEL])
+    n = plan.config["datasets"]["reference"]["replicates"]
+    # run_batch is itself the plain loop (fit_replicate per seed), here over every replicate.
+    estimates, fits = batch.run_batch(design, spec, "base", plan.replicate_seeds(MODEL, 0, n - 1))
+    table = recovery.summarise(estimates, fits, 0.05, ["time"], ["base"])
+    write_csv(table, out / "recovery.csv")
+    study_plot.draw_all(estimates, table, ["base"], {p: str(out / f"{p}.png") for p in paths.RECOVERY_PLOTS})
+    return table
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_snakemake(workdir: Path, config_path: Path, cores: int) -> tuple[float, float, str]:
+    """Run the workflow; returns (wall seconds, CPU seconds of snakemake and its jobs,
+    combined output)."""
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe if exe.exists() else shutil.which("snakemake")), "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(config_path), "--cores", str(cores)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    start, cpu = time.perf_counter(), _children_cpu()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"snakemake failed:\n{proc.stderr[-3000:]}")
+    return wall, _children_cpu() - cpu, proc.stdout + proc.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicates", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="study_throughput_"))
+    try:
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(study_config(args.replicates, args.batch_size), sort_keys=False))
+        n_batches = -(-args.replicates // args.batch_size)
+        print(f"study: {args.replicates} replicates of the reference design, {n_batches} batch jobs of "
+              f"{args.batch_size}, --cores {args.cores}; load average before: {os.getloadavg()[0]:.2f}")
+
+        loop_dir = workdir / "loop"
+        loop_dir.mkdir()
+        start, cpu = time.perf_counter(), time.process_time()
+        loop_table = run_loop(config_path, loop_dir)
+        loop, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
+        print(f"loop (one process, same glmm_steps functions): {loop:.1f} s wall, {loop_cpu:.1f} s CPU "
+              f"({1000 * loop / args.replicates:.1f} ms per replicate)")
+
+        pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
+        print(f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
+              f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})")
+        noop, noop_cpu, output = run_snakemake(workdir, config_path, args.cores)
+        nothing = "Nothing to be done" in output
+        print(f"second invocation, nothing changed: {noop:.1f} s wall, {noop_cpu:.1f} s CPU "
+              f"({'nothing to do' if nothing else 'RAN JOBS'})")
+
+        piped = pd.read_csv(workdir / paths.output_path("recovery", "results", model=MODEL))
+        same = np.allclose(piped["mean_estimate"], loop_table["mean_estimate"], rtol=1e-8) and \
+            np.allclose(piped["coverage"], loop_table["coverage"], equal_nan=True)
+        print(f"recovery tables of loop and pipeline agree: {'yes' if same else 'NO'}; "
+              f"load average after: {os.getloadavg()[0]:.2f}")
+        print(f"ratio pipeline/loop: {pipeline / loop:.2f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

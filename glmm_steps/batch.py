@@ -1,0 +1,156 @@
+"""Run a study's replicates: simulate, fit and tidy each one in-process, many per job.
+
+One function, :func:`fit_replicate`, does a replicate's work; a batch job calls it for
+each of its replicates (:func:`run_batch`) and :func:`replicate_to_files` calls it to
+rerun one replicate alone, so both give the same numbers. A batch writes two tidy
+tables rather than files per replicate: ``estimates``, one row per replicate and
+parameter next to its true value, and ``fits``, one row per replicate (seed, status,
+convergence, singularity, error), so a failed replicate is a row, never a gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from glmm_steps import extract
+from glmm_steps.engines.base import FitResult, ModelSpec
+from glmm_steps.errors import DataError
+from glmm_steps.fit import _failed, fit_model
+from glmm_steps.formula import parse
+from glmm_steps.logs import progress
+from glmm_steps.simulate import Design, design_from_config, simulate, write_replicate
+
+KEYS = ["model", "design", "replicate", "seed"]
+ESTIMATE_COLUMNS = KEYS + ["effect", "group", "term", "true_value", *extract.FIXED_COLUMNS[1:]]
+FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "error", "warnings"]
+NAN = float("nan")
+
+
+def fit_replicate(design: Design, spec: ModelSpec, seed: int, factors=(), *,
+                  random_effects: bool = False) -> tuple[pd.DataFrame, dict[str, Any], FitResult]:
+    """Simulate the replicate of ``design`` with ``seed`` and fit ``spec`` to it.
+
+    Returns ``(data, truth, result)`` as :func:`glmm_steps.simulate.simulate` and
+    :func:`glmm_steps.fit.fit_model` give them; ``random_effects`` as in fit_model (a
+    batch skips the conditional modes; they change no other number)."""
+    data, truth = simulate(design, seed)
+    try:
+        result = fit_model(data, spec, where=f"{spec.dataset} seed {seed}", factors=factors,
+                           random_effects=random_effects)
+    except DataError as e:
+        # The data checks refuse what the engine would fail on (a grouping factor with one
+        # level, ...); in a study that is a failed replicate to count, as fit_file records it.
+        result = _failed(spec, f"DataError: {e}")
+    return data, truth, result
+
+
+def _truth_outcome(spec: ModelSpec, truth: dict[str, Any]) -> dict[str, Any]:
+    formula = parse(spec.formula)
+    return truth["outcomes"][formula.trials[0] if formula.trials else formula.response]
+
+
+def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
+    if term in outcome["fixed_effects"]:
+        return float(outcome["fixed_effects"][term])
+    # A design column without a coefficient (a level id used as a covariate) has no effect.
+    return 0.0 if term in design.columns else NAN
+
+
+def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) -> float:
+    if group == "Residual":
+        return NAN if outcome["residual_sd"] is None else float(outcome["residual_sd"])
+    if group not in {lv.name for lv in design.levels}:
+        return NAN  # an interaction such as a:b has no single simulated SD
+    # The simulator draws random intercepts only: any slope's true SD is 0.
+    return float(outcome["random_sd"].get(group, 0.0)) if term == "(Intercept)" else 0.0
+
+
+def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list[dict[str, Any]]:
+    """The estimated parameters of one fit, each next to its true value: fixed effects
+    with their Wald statistics (:func:`glmm_steps.extract.tidy`), then the variance
+    components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
+    group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
+    value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
+    if not result.ok:
+        return []
+    outcome = _truth_outcome(result.spec, truth)
+    rows = [{"effect": "fixed", "group": "", **r, "true_value": _fixed_truth(r["term"], outcome, design)}
+            for r in extract.tidy(result).to_dict("records")]
+    for vc in extract.variance_components(result).to_dict("records"):
+        base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
+                "p_value": NAN, "conf_low": NAN, "conf_high": NAN}
+        if vc["term"].startswith("cor("):
+            pair = vc["term"][4:-1].replace(",", ".")
+            rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"], "true_value": NAN})
+        else:
+            term = "sd__Observation" if vc["group"] == "Residual" else f"sd__{vc['term']}"
+            rows.append({**base, "term": term, "estimate": vc["sd"],
+                         "true_value": _sd_truth(vc["group"], vc["term"], outcome, design)})
+    return rows
+
+
+def fit_record(result: FitResult) -> dict[str, Any]:
+    """One replicate's fit in a row: status (ok, singular, not_converged, failed),
+    convergence, singularity, rows fitted, log-likelihood, error and warnings."""
+    return {
+        "status": extract.status(result),
+        "converged": bool(result.converged),
+        "singular": bool(result.singular),
+        "nobs": result.nobs,
+        "logLik": result.loglik,
+        "error": result.error or "",
+        "warnings": " | ".join(result.warnings),
+    }
+
+
+def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: list[tuple[int, int]],
+              factors=(), report=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``.
+
+    Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
+    and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after
+    each replicate (see :func:`glmm_steps.logs.progress`)."""
+    estimates, fits, failed = [], [], 0
+    for done, (index, seed) in enumerate(replicates, start=1):
+        _, truth, result = fit_replicate(design, spec, seed, factors)
+        keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
+        estimates += [{**keys, **row} for row in parameters(result, truth, design)]
+        fits.append({**keys, **fit_record(result)})
+        failed += not result.ok
+        if report is not None:
+            report(done, failed)
+    return (pd.DataFrame(estimates, columns=ESTIMATE_COLUMNS), pd.DataFrame(fits, columns=FIT_COLUMNS))
+
+
+def batch_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], design_name: str,
+                   replicates: list[tuple[int, int]], factors, outputs: dict[str, str]) -> pd.DataFrame:
+    """The study_batch step: run a batch (:func:`run_batch`) of the ``simulate:`` mapping
+    ``simulate_spec`` with the model's config entry, printing a progress line every 10%,
+    and write the ``estimates`` and ``fits`` tables to ``outputs``. Returns the fits."""
+    spec = ModelSpec.from_config(model, model_entry)
+    first, last = replicates[0][0], replicates[-1][0]
+    report = progress(f"{model} {design_name} replicates {first}-{last}", len(replicates))
+    estimates, fits = run_batch(design_from_config(simulate_spec), spec, design_name, replicates, factors, report)
+    extract.write_csv(estimates, outputs["estimates"])
+    extract.write_csv(fits, outputs["fits"])
+    return fits
+
+
+def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], seed: int,
+                       factors, outputs: dict[str, str]) -> dict[str, Any]:
+    """Rerun one study replicate alone with the full per-replicate outputs: its data and
+    truth, the tidy tables of :func:`glmm_steps.extract.extract` and the plots of
+    :func:`glmm_steps.plot.plot_fit` (``outputs`` keys as
+    :func:`glmm_steps.paths.replicate_outputs`). Returns the fit_stats record."""
+    from glmm_steps.plot import plot_fit
+
+    spec = ModelSpec.from_config(model, model_entry)
+    data, truth, result = fit_replicate(design_from_config(simulate_spec), spec, seed, factors,
+                                        random_effects=True)
+    write_replicate(data, truth, outputs["data"], outputs["truth"])
+    record = extract.extract(result, outputs, seed=seed, data_path=outputs["data"])
+    plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs)
+    return record
+

@@ -1,0 +1,209 @@
+"""Simulation studies: seeds, sweeps, the job cap, batches and rerunning one replicate."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from glmm_steps import batch, paths, study
+from glmm_steps.config import check_config, load_config
+from glmm_steps.errors import ConfigError
+from glmm_steps.logs import progress
+
+SMALL = {
+    "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+    "repeated": {"name": "visit", "values": [0, 1, 2]},
+    "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                       "random_sd": {"site": 1.0, "subject": 0.5}, "residual_sd": 1.0}},
+}
+
+
+def _config(**dataset):
+    return {
+        "datasets": {"sim": {"replicates": 10, "base_seed": 7, "simulate": copy.deepcopy(SMALL), **dataset}},
+        "models": {"m": {"dataset": "sim", "formula": "y ~ visit + (1 | site) + (1 | subject)"}},
+    }
+
+
+def _error(config) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_replicate_seeds_are_numpy_spawned_children():
+    seeds = study.replicate_seeds(2024, 200)
+    children = np.random.SeedSequence(2024).spawn(200)
+    assert seeds == [int(c.generate_state(1, np.uint64)[0]) >> 1 for c in children]
+    assert len(set(seeds)) == 200 and all(0 <= s < 2**63 for s in seeds)
+    # growing a study keeps the seeds it had; another base seed gives other seeds
+    assert study.replicate_seeds(2024, 50) == seeds[:50]
+    assert not set(study.replicate_seeds(2025, 200)) & set(seeds)
+
+
+def test_batches_cover_every_replicate_once():
+    ranges = study.batch_ranges(250, 100)
+    assert ranges == [(0, 99), (100, 199), (200, 249)]
+    assert [study.parse_batch_name(study.batch_name(*r)) for r in ranges] == ranges
+
+
+def test_sweep_crosses_keys_into_named_design_points():
+    config = _config(sweep={"levels.site.n": [2, 5], "outcomes.y.coefficients.visit": [0, 0.25]})
+    plan = check_config(config)
+    points = plan.study_designs["sim"]
+    assert list(points) == ["site.n=2,y.coefficients.visit=0", "site.n=2,y.coefficients.visit=0.25",
+                            "site.n=5,y.coefficients.visit=0", "site.n=5,y.coefficients.visit=0.25"]
+    last = points["site.n=5,y.coefficients.visit=0.25"].spec
+    assert last["levels"][0]["n"] == 5 and last["outcomes"]["y"]["coefficients"]["visit"] == 0.25
+    assert config["datasets"]["sim"]["simulate"]["levels"][0]["n"] == 3, "the base design is untouched"
+    # 4 design points x 1 batch of 10, a recovery job and `all` (no per-seed fits to summarise)
+    assert [b.name for b in plan.batches] == ["0-9"] * 4
+    assert plan.job_count == 4 + 1 + 1
+    assert plan.replicate_seeds("m", 3, 4) == [(3, study.replicate_seed(7, 3)), (4, study.replicate_seed(7, 4))]
+
+
+def test_sweep_errors_name_the_key():
+    assert "datasets.sim.sweep.levels.clinic.n: the design has no 'levels.clinic'" in _error(
+        _config(sweep={"levels.clinic.n": [2]}))
+    msg = _error(_config(sweep={"levels.site.n": [0, 2]}))
+    assert msg.startswith("config error: datasets.sim.sweep.levels.site.n:") and "must be >= 1, got 0" in msg
+    cfg = _config()
+    del cfg["datasets"]["sim"]["replicates"], cfg["datasets"]["sim"]["base_seed"]
+    cfg["datasets"]["sim"]["seeds"] = [1]
+    cfg["datasets"]["sim"]["sweep"] = {"levels.site.n": [2]}
+    assert "datasets.sim.sweep: a sweep needs a study" in _error(cfg)
+
+
+def test_study_dataset_kinds():
+    cfg = _config(seeds=[1])
+    assert "give either 'seeds' (one full analysis per seed) or 'replicates' (a study), not both" in _error(cfg)
+    cfg = _config()
+    del cfg["datasets"]["sim"]["base_seed"]
+    assert "datasets.sim: missing required key 'base_seed'" in _error(cfg)
+
+
+def test_power_terms_checked():
+    cfg = _config()
+    cfg["models"]["m"]["power_terms"] = ["vist"]
+    assert "models.m.power_terms: 'vist' is not a fixed effect" in _error(cfg)
+    cfg = _config(seeds=[1])
+    del cfg["datasets"]["sim"]["replicates"], cfg["datasets"]["sim"]["base_seed"]
+    cfg["models"]["m"]["power_terms"] = ["visit"]
+    assert "applies to models of a study dataset" in _error(cfg)
+
+
+def test_absurd_job_count_is_refused_with_the_count():
+    cfg = _config(replicates=1_000_000, sweep={"levels.site.n": [2, 3]})
+    msg = _error(cfg)
+    # 1,000,000 / 100 per batch x 2 design points, + recovery and `all`
+    assert msg.startswith("config error: datasets.sim.replicates: this config makes 20,002 jobs")
+    assert "= 20,000 batch jobs" in msg and "max_jobs (2,000)" in msg
+    cfg["max_jobs"] = 20_002
+    cfg["datasets"]["sim"]["replicates"] = 30  # the cap is configurable; keep the expansion small
+    assert check_config(cfg).job_count == 2 + 2
+
+
+def test_recovery_settings_are_not_fit_settings():
+    """A batch's params leave out alpha and power_terms, so changing them re-summarises
+    the study without refitting it."""
+    cfg = _config()
+    cfg["models"]["m"]["power_terms"] = ["visit"]
+    plan = check_config(cfg)
+    assert plan.config["models"]["m"]["alpha"] == 0.05
+    assert set(plan.fit_entry("m")) == {"dataset", "formula", "family", "reml", "engine", "nagq", "verify",
+                                        "verify_rtol", "verify_loglik_tol", "compare_with", "table_format"}
+
+
+def test_default_config_has_a_small_study(root):
+    plan = load_config(root / "config" / "config.yaml")
+    assert plan.study_models == ["bp_lmm_recovery"]
+    spec = plan.config["datasets"]["bp_recovery"]
+    assert spec["replicates"] == 50 and spec["simulate"] == plan.config["datasets"]["bp_study"]["simulate"]
+    assert [(b.design, b.name) for b in plan.batches] == [("base", "0-49")]
+    assert plan.job_count <= 20
+
+
+@pytest.fixture(scope="module")
+def small_batch(tmp_path_factory):
+    """Three replicates of a small design as one batch, written as the study_batch step does."""
+    folder = tmp_path_factory.mktemp("batch")
+    replicates = [(i, study.replicate_seed(7, i)) for i in range(3)]
+    model = {"dataset": "sim", "formula": "y ~ visit + (1 | site) + (1 | subject)"}
+    outputs = {"estimates": str(folder / "estimates.csv"), "fits": str(folder / "fits.csv")}
+    batch.batch_to_files(SMALL, "m", model, "base", replicates, [], outputs)
+    return folder, replicates, model
+
+
+def test_batch_tables(small_batch):
+    folder, replicates, _ = small_batch
+    fits = pd.read_csv(folder / "fits.csv")
+    assert list(fits.columns) == batch.FIT_COLUMNS
+    assert list(zip(fits["replicate"], fits["seed"])) == replicates
+    est = pd.read_csv(folder / "estimates.csv", keep_default_na=False, na_values={"estimate": [""]})
+    assert list(est.columns) == batch.ESTIMATE_COLUMNS
+    first = est[est["replicate"] == 0]
+    assert list(first["term"]) == ["(Intercept)", "visit", "sd__(Intercept)", "sd__(Intercept)", "sd__Observation"]
+    assert list(first["group"]) == ["", "", "site", "subject", "Residual"]
+    assert list(first["true_value"]) == [10, 1.0, 1.0, 0.5, 1.0]
+
+
+def test_rerunning_one_replicate_gives_its_numbers(small_batch, tmp_path):
+    folder, replicates, model = small_batch
+    index, seed = replicates[1]
+    outputs = paths.replicate_outputs(str(tmp_path), model="m", design="base", index=str(index))
+    record = batch.replicate_to_files(SMALL, "m", model, seed, [], outputs)
+    assert record["seed"] == seed
+    # Compare the CSV text: both steps write the same numbers with the same format.
+    rows = pd.read_csv(folder / "estimates.csv", dtype=str, keep_default_na=False)
+    rows = rows[rows["replicate"] == str(index)]
+    fixed = pd.read_csv(outputs["fixed_effects"], dtype=str)
+    batch_fixed = rows[rows["effect"] == "fixed"]
+    for col in ("term", "estimate", "std_error", "p_value", "conf_low", "conf_high"):
+        assert list(batch_fixed[col]) == list(fixed[col]), col
+    vc = pd.read_csv(outputs["variance_components"], dtype=str)
+    assert list(rows[rows["effect"] == "ran_pars"]["estimate"]) == list(vc["sd"])
+    for name in ("data", "truth", "random_effects", "trajectories", "caterpillar", "diagnostics"):
+        assert Path(outputs[name]).is_file(), name
+
+
+def test_progress_reports_every_tenth(capsys):
+    report = progress("job", 25)
+    for done in range(1, 26):
+        report(done, failed=done // 10)
+    lines = capsys.readouterr().err.splitlines()
+    # 25 items: a line at 3, 5, 8, 10, ... 23 and 25 (each tenth), the last at 100%
+    assert len(lines) == 10
+    assert lines[0].startswith("job: 3/25 (12%), 0 failed")
+    assert lines[-1].startswith("job: 25/25 (100%), 2 failed")
+
+
+def test_study_config_round_trips_through_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_config(sweep={"levels.subject.n": [2, 4]})))
+    assert [b.design for b in load_config(path).batches] == ["subject.n=2", "subject.n=4"]
+
+
+def test_studies_are_not_versioned_and_leave_per_seed_versions_alone():
+    """Merge of studies with result versions: a study model has batches, no per-seed
+    fits and no version; the study keys' defaults (alpha, batch_size, sweep) filled into
+    per-seed entries do not change their version keys."""
+    cfg = _config()
+    cfg["datasets"]["per_seed"] = {"seeds": [1], "simulate": copy.deepcopy(SMALL)}
+    cfg["models"]["p"] = {"dataset": "per_seed", "formula": "y ~ visit + (1 | site) + (1 | subject)"}
+    plan = check_config(cfg)
+    assert list(plan.versions) == ["p"] and [f.model for f in plan.fits] == ["p"]
+    assert plan.fits[0].version == plan.versions["p"]
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["models"]["p"]["alpha"] = 0.01
+    cfg2["datasets"]["per_seed"]["batch_size"] = 7
+    assert check_config(cfg2).versions == plan.versions
+
+
+def test_verify_and_compare_with_are_per_seed_only():
+    cfg = _config()
+    cfg["models"]["m"]["verify"] = True
+    assert _error(cfg).startswith("config error: models.m.verify: applies to per-seed fits only")

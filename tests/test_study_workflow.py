@@ -1,0 +1,91 @@
+"""End-to-end: a small simulation study run by the real snakemake."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import run_snakemake
+from glmm_steps.config import load_config
+
+pytestmark = pytest.mark.slow
+
+# Two design points: with one site the model cannot be fitted (a grouping factor needs two
+# levels), so every replicate of that design fails and must still be counted.
+STUDY = {
+    "datasets": {
+        "tiny": {
+            "replicates": 6, "base_seed": 11, "batch_size": 4,
+            "sweep": {"levels.site.n": [1, 4]},
+            "simulate": {
+                "levels": [{"name": "site", "n": 4}, {"name": "subject", "n": 5}],
+                "repeated": {"name": "visit", "values": [0, 1, 2]},
+                "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                                   "random_sd": {"site": 1.0, "subject": 0.5}, "residual_sd": 1.0}},
+            },
+        },
+    },
+    "models": {"y_lmm": {"dataset": "tiny", "formula": "y ~ visit + (1 | site) + (1 | subject)"}},
+}
+
+
+# One replicate's full outputs, asked for by path (not part of `all`).
+REPLICATE = "results/studies/y_lmm/site.n=4/replicates/rep-5/fixed_effects.csv"
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    proc = run_snakemake(workdir, "all", REPLICATE, "--configfile", str(config))
+    return workdir, config, proc
+
+
+def test_plan_counts_the_jobs_snakemake_schedules(study_run):
+    workdir, config, proc = study_run
+    total = re.search(r"^total\s+(\d+)", proc.stdout + proc.stderr, re.M)
+    assert total, proc.stderr
+    # 2 design points x 2 batches (0-3, 4-5), recovery, all; plus the one replicate
+    assert load_config(config).job_count == 6
+    assert int(total.group(1)) == 6 + 1
+
+
+def test_recovery_counts_failed_replicates(study_run):
+    workdir, _, proc = study_run
+    study = workdir / "results" / "studies" / "y_lmm"
+    table = pd.read_csv(study / "recovery.csv")
+    failed = table[table["design"] == "site.n=1"]
+    assert set(failed["term"]) == {"(Intercept)", "visit", "sd__(Intercept)", "sd__Observation"}
+    assert (failed["n_failed"] == 6).all() and (failed["n_estimated"] == 0).all()
+    ok = table[table["design"] == "site.n=4"]
+    assert (ok["n_replicates"] == 6).all() and (ok["n_failed"] == 0).all()
+    assert list(table["levels.site.n"]) == [1] * 5 + [4] * 5
+    visit = ok.set_index("term").loc["visit"]
+    assert visit["true_value"] == 1.0 and visit["n_estimated"] == 6 and 0 <= visit["coverage"] <= 1
+    for plot in ("estimates", "coverage", "power"):
+        assert (study / "plots" / f"{plot}.png").is_file()
+    batches = sorted(p.relative_to(study).as_posix() for p in study.rglob("fits.csv"))
+    assert batches == [f"site.n={n}/batches/{b}/fits.csv" for n in (1, 4) for b in ("0-3", "4-5")]
+    # the batch jobs say how far they got, in their logs and on snakemake's output
+    log = workdir / "results" / "logs" / "study_batch" / "y_lmm_site.n=4_0-3.log"
+    assert "y_lmm site.n=4 replicates 0-3: 4/4 (100%), 0 failed" in log.read_text()
+    assert "y_lmm site.n=1 replicates 4-5: 2/2 (100%), 2 failed" in proc.stderr
+
+
+def test_one_replicate_on_demand_matches_its_batch_row(study_run):
+    workdir, _, _ = study_run
+    rerun = pd.read_csv(workdir / REPLICATE, dtype=str)
+    rows = pd.read_csv(workdir / "results/studies/y_lmm/site.n=4/batches/4-5/estimates.csv", dtype=str)
+    rows = rows[(rows["replicate"] == "5") & (rows["effect"] == "fixed")]
+    for col in ("term", "estimate", "std_error", "p_value"):
+        assert list(rows[col]) == list(rerun[col]), col
+
+
+def test_second_run_does_nothing(study_run):
+    workdir, config, _ = study_run
+    proc = run_snakemake(workdir, "--configfile", str(config))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
