@@ -8,7 +8,7 @@
 import os
 import sys
 
-from glmm_steps import paths, study
+from glmm_steps import cluster, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.provenance import verify_outputs
@@ -28,9 +28,30 @@ except GlmmError as error:
 
 report: "report/workflow.rst"
 
+# Bookkeeping rules that take well under a second: on a cluster they run in the main
+# process, since queueing them would cost more than running them.
+localrules: all, manifest, catalog, summary, compare_versions
+
 
 def out(kind, **keys):
     return paths.output_path(kind, PLAN.results, **keys)
+
+
+def resources_of(rule, **defaults):
+    """The scheduler resources of ``rule``: ``defaults``, overridden by the config's
+    ``resources.<rule>``, with memory and time growing on each retry."""
+    return {name: (lambda wildcards, attempt, name=name: cluster.rule_resources(PLAN.config, rule, defaults, attempt)[name])
+            for name in cluster.rule_resources(PLAN.config, rule, defaults)}
+
+
+# A SLURM run without SLURM would fail every job with a shell error: say it once, before
+# any job. The executor is only known once the run starts, hence onstart.
+onstart:
+    if workflow.is_main_process:
+        _problem = cluster.missing_scheduler(workflow.executor_plugin.name)
+        if _problem:
+            print(_problem, file=sys.stderr)
+            sys.exit(1)
 
 
 # A current output whose bytes no longer match its manifest was corrupted after it was
@@ -118,6 +139,9 @@ rule simulate:
         dataset=datasets_writing("csv"),
     params:
         design=lambda w: PLAN.config["datasets"][w.dataset]["simulate"],
+    threads: 1
+    resources:
+        **resources_of("simulate", mem_mb=1000, runtime=10),
     log:
         out("log", rule="simulate", name="{dataset}_seed-{seed}"),
     script:
@@ -146,8 +170,7 @@ rule fit:
         drop_missing=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["drop_missing"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **resources_of("fit", mem_mb=2000, runtime=30),
     log:
         out("log", rule="fit", name="{model}_{version}_{replicate}"),
     script:
@@ -172,6 +195,9 @@ rule extract:
     params:
         seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
         data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
+    threads: 1
+    resources:
+        **resources_of("extract", mem_mb=1000, runtime=10),
     log:
         out("log", rule="extract", name="{model}_{version}_{replicate}"),
     script:
@@ -201,6 +227,9 @@ rule plot:
                       labels={"model": "{model}", "replicate": "{replicate}", "plot": p})
             for p in paths.PLOTS
         },
+    threads: 1
+    resources:
+        **resources_of("plot", mem_mb=1000, runtime=10),
     log:
         out("log", rule="plot", name="{model}_{version}_{replicate}"),
     script:
