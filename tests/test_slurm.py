@@ -38,7 +38,9 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="module")
+# Session scope: it must come before the session-scoped local run (clean_run), which
+# would otherwise be built first only for the SLURM tests to skip.
+@pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     """A SLURM cluster that accepts jobs; skip without SLURM, except in CI, where its
     absence is a failure (CI must not pass without running these tests)."""
@@ -165,7 +167,7 @@ def test_rerun_finishes_only_the_cancelled_work(cancelled_and_resumed):
     assert (s.clone / "results" / "summary.csv").is_file()
 
 
-def test_slurm_results_equal_the_local_run(cancelled_and_resumed, clean_run):
+def test_slurm_results_equal_the_local_run(slurm_cluster, cancelled_and_resumed, clean_run):
     on_slurm = comparable_results(cancelled_and_resumed.clone / "results")
     local = comparable_results(clean_run / "results")
     assert on_slurm.keys() == local.keys()
