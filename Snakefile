@@ -57,7 +57,14 @@ onstart:
 # A current output whose bytes no longer match its manifest was corrupted after it was
 # written: remove it so Snakemake rebuilds it (and what depends on it). Only the main
 # process does this, and never in a dry run; cluster jobs re-read this file too.
-if workflow.is_main_process and not workflow.dryrun:
+def _dry_run():
+    """True for `snakemake -n`: while this file is read, `workflow.dryrun` is always
+    False (the executor is chosen later), so look at the command line itself."""
+    short = [a[1:] for a in sys.argv[1:] if a.startswith("-") and not a.startswith("--") and a[1:].isalpha()]
+    return any(a in ("--dry-run", "--dryrun") for a in sys.argv) or any("n" in a for a in short)
+
+
+if workflow.is_main_process and not _dry_run():
     for _model, _version in PLAN.versions.items():
         _manifest = out("manifest", model=_model, version=_version)
         if os.path.exists(_manifest):

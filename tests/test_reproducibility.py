@@ -48,6 +48,8 @@ def test_corrupted_and_deleted_outputs_are_rebuilt(clean_run):
     good_table, good_plot = table.read_bytes(), plot.read_bytes()
     table.write_text(good_table.decode().replace("time", "tine"))
     plot.unlink()
+    run_clone(clean_run, "-n")  # a dry run reports nothing and deletes nothing
+    assert table.read_bytes() != good_table
     proc = run_clone(clean_run)
     assert f"checksum mismatch: results/models/bp_lmm/{bp.parent.name}/seed-5/fixed_effects.csv" in proc.stderr
     assert table.read_bytes() == good_table and plot.read_bytes() == good_plot
