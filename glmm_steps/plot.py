@@ -27,6 +27,7 @@ from glmm_steps.formula import Formula  # noqa: E402
 from glmm_steps.tables import read_table  # noqa: E402
 
 MAX_UNITS = 200  # more trajectory lines or caterpillar rows than this are unreadable
+MAX_LABELS = 100  # a caterpillar panel with more levels drops its (overlapping) level names
 MAX_POINTS = 20_000  # more points than this are drawn as bins or quantiles
 QQ_QUANTILES = 1000
 _PNG_META = {"Software": None}
@@ -152,7 +153,7 @@ def _caterpillar_panel(ax, rows: pd.DataFrame, group: str, term: str) -> None:
     half = 1.96 * rows["cond_sd"].to_numpy()
     ax.errorbar(rows["estimate"], y, xerr=half, fmt="o", ms=3, color="tab:blue", ecolor="0.6", lw=0.8)
     ax.axvline(0, color="black", lw=0.8)
-    if note:
+    if note or len(rows) > MAX_LABELS:
         ax.set_yticks([])
     else:
         ax.set_yticks(y)
