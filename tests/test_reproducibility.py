@@ -87,5 +87,7 @@ def test_report_and_nothing_written_outside_results(clean_run):
     assert "Conditional modes (BLUPs) of each grouping factor of bp_lmm" in html
     assert "manifest.json" in html and "catalog.csv" in html
     assert html.count("trajectories.png") >= 2
+    # the report is not a result: leave clean_run's results as the other tests expect them
+    (clean_run / "results" / "report.html").unlink()
     # the workflow created nothing beside results/ (and Snakemake's own .snakemake/)
     assert {p.name for p in clean_run.iterdir()} - tracked <= {"results", ".snakemake"}
