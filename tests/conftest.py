@@ -37,6 +37,13 @@ def snakemake_bin() -> str:
     return str(exe) if exe.exists() else shutil.which("snakemake")
 
 
+def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """The non-empty stderr lines of a run, less Snakemake's notice that it applies
+    profiles/default (printed on every run of this workflow, not ours to judge)."""
+    return [ln for ln in proc.stderr.splitlines()
+            if ln.strip() and not ln.startswith("Using workflow specific profile")]
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real workflow (this repo's Snakefile) with ``workdir`` as working directory."""
     cmd = [snakemake_bin(), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]

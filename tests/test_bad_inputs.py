@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, run_snakemake, stderr_lines
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +60,7 @@ def test_bad_input_stops_with_its_message(case, runs):
     work, proc, before, after = runs[case]
     expected = (CORPUS / case / "expected.txt").read_text().strip().replace("{workdir}", str(work))
     output = proc.stdout + proc.stderr
-    # Snakemake's own notice that it applies profiles/default is not ours to judge.
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("Using workflow specific profile")]
+    lines = stderr_lines(proc)
     assert proc.returncode == 1, output
     assert "Traceback" not in output
     assert lines == [expected], output

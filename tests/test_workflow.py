@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REFERENCE, run_snakemake
+from conftest import REFERENCE, run_snakemake, stderr_lines
 
 pytestmark = pytest.mark.slow
 
@@ -133,9 +133,7 @@ def test_bad_config_stops_before_any_job(tiny_run):
     bad["models"]["y_lmm"]["formula"] = "y ~ visit + (1 | site) + (1 | patient)"
     proc = run_snakemake(workdir, "--configfile", str(_write_config(workdir / "..", bad)), check=False)
     assert proc.returncode == 1
-    # Snakemake's own notice that it applies profiles/default comes first; then one line.
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()
-             and not ln.endswith("for setting default command line arguments.")]
+    lines = stderr_lines(proc)
     assert lines == [lines[0]] and lines[0].startswith("config error: models.y_lmm.formula:"), proc.stderr
     assert "'patient'" in lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
