@@ -149,7 +149,7 @@ def worker_extract(plan_config: str, model: str) -> None:
     fit = next(f for f in plan.fits if f.model == model)
     fmt = plan.table_format(model)
     outputs = {t: paths.output_path(t, str(Path(plan.results) / "bench"), fmt=fmt, model=model,
-                                    replicate=fit.replicate) for t in paths.TABLES}
+                                    version=fit.version, replicate=fit.replicate) for t in paths.TABLES}
     imports_s = time.perf_counter() - t0
     start, cpu = time.perf_counter(), time.process_time()
     # What scripts/extract.py does.
@@ -251,7 +251,8 @@ def run(args, workdir: Path) -> None:
         file_plan = load_config(file_config)
         from glmm_steps import paths
 
-        target = paths.output_path("fit_stats", file_plan.results, model="bp_lmm", replicate="file")
+        target = paths.output_path("fit_stats", file_plan.results, model="bp_lmm",
+                                   version=file_plan.versions["bp_lmm"], replicate="file")
         times = []
         for _ in range(args.repeat):
             shutil.rmtree(workdir / "sm_results", ignore_errors=True)

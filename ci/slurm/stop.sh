@@ -5,8 +5,14 @@
 # job processes outlive the daemons, then stops slurmd, slurmctld and (only if
 # start.sh started it) munged, each with a bounded wait and a SIGKILL fallback.
 #
-#   --keep-munge   leave munged running (used by start.sh when it restarts
-#                  slurm after a config change)
+#   --keep-munge   leave munged running and slurm.conf in place (used by
+#                  start.sh when it restarts slurm after a config change)
+#
+# Without --keep-munge it also removes the slurm.conf and cgroup.conf that
+# start.sh wrote: with a slurm.conf naming a controller that is down, every
+# `scontrol` call waits 9 s for it, and the Snakemake SLURM plugin runs
+# `scontrol show config` when it is imported, i.e. at the start of every
+# snakemake command, SLURM or not (2 s became 11 s).
 #
 # Environment: SLURM_CI_STATE_DIR (default /var/spool/slurm-ci), as start.sh.
 set -euo pipefail
@@ -68,6 +74,16 @@ stop_daemon slurmctld "$CTLD_PID"
 if [ "$KEEP_MUNGE" -eq 0 ] && [ -e "$STATE_DIR/munged.started-by-ci" ]; then
     stop_daemon munged /run/munge/munged.pid
     rm -f "$STATE_DIR/munged.started-by-ci"
+fi
+
+# Only files start.sh wrote (its header line): a site's own config stays.
+if [ "$KEEP_MUNGE" -eq 0 ]; then
+    for f in /etc/slurm/slurm.conf /etc/slurm/cgroup.conf; do
+        if [ -f "$f" ] && head -n 1 "$f" | grep -q '^# Written by ci/slurm/start.sh'; then
+            rm -f "$f"
+            log "removed $f"
+        fi
+    done
 fi
 
 log "OK: SLURM cluster stopped"
