@@ -127,7 +127,7 @@ def unit_ids(design: Design) -> pd.DataFrame:
 def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
                   index: dict[str, np.ndarray], seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, zlib.crc32(outcome.name.encode())])
-    eta = np.full(len(data), outcome.intercept)
+    eta = np.full(len(data), float(outcome.intercept))  # float even when built with an int intercept
     for cov, beta in outcome.coefficients.items():
         eta += beta * data[cov].to_numpy(dtype=float)
     for lv in design.levels:

@@ -77,3 +77,11 @@ def test_binomial_trials_column():
     assert (data["k_trials"] == 10).all()
     assert data["k"].between(0, 10).all()
     assert truth["outcomes"]["k"]["trials"] == 10
+
+
+def test_integer_intercept_and_coefficients_simulate_as_floats():
+    """A Design built in Python may carry ints (the config path converts them)."""
+    as_ints = Design((Level("g", 4),), "x", (0, 1, 2), (Outcome("y", "gaussian", 10, {"x": 2}, {"g": 1}, residual_sd=1),))
+    as_floats = Design((Level("g", 4),), "x", (0, 1, 2),
+                       (Outcome("y", "gaussian", 10.0, {"x": 2.0}, {"g": 1.0}, residual_sd=1.0),))
+    pd.testing.assert_frame_equal(simulate(as_ints, 5)[0], simulate(as_floats, 5)[0])
