@@ -66,7 +66,7 @@ GLMM_DEVIANCE_RTOL = 1e-4
 # are strict xfails: if the engine (or the fixtures) change so that they pass, the
 # suite says so.
 _GLMM_DEFAULT = ("cbpp_laplace", "bp_hypertension_laplace", "bp_adverse_laplace",
-                 "cbpp_agq9", "cbpp_poisson_offset")
+                 "cbpp_agq9", "cbpp_poisson_offset", "slopes_binomial_laplace", "slopes_poisson_laplace")
 _GLMM_ALL = _GLMM_DEFAULT + tuple(f"{c}_tolpwrss" for c in _GLMM_DEFAULT)
 _AGQ = ("cbpp_agq9", "cbpp_agq9_tolpwrss")
 _STALE_LDL2 = (
@@ -79,6 +79,12 @@ _HESSIAN_SE = (
     "lme4's GLMM vcov() inverts the finite-difference Hessian over (theta, beta); the "
     "engine reports the RX-based vcov (lme4's vcov(use.hessian=FALSE)), checked as se_rx"
 )
+_SLOPES_LAPLACE = (
+    "on the Poisson random-slope case lme4's Laplace deviance stays 1.6e-4 above the exact "
+    "Laplace approximation even with tolPwrss=1e-10, and its estimates 1e-4 (relative) from "
+    "the exact optimum; the engine agrees with that optimum to 1e-7 "
+    "(tests/test_exact_laplace.py computes it from first principles)"
+)
 _AGQ_SCALE = (
     "with nAGQ > 1 lme4's logLik leaves out the saturated log-likelihood (lme4 issue "
     "#161): -50.005 vs the engine's -91.983 on cbpp, a gap of exactly the fixture "
@@ -87,8 +93,11 @@ _AGQ_SCALE = (
 _KNOWN_MIXEDLM: dict[tuple[str, str], str] = {
     # Estimates of cbpp_agq9 agree with default controls (the stale ldL2 is a
     # Laplace-only effect), so only the Laplace cases are listed.
-    **{(c, "fixef"): _STALE_LDL2 for c in _GLMM_DEFAULT if c != "cbpp_agq9"},
-    **{(c, "variance"): _STALE_LDL2 for c in _GLMM_DEFAULT if c != "cbpp_agq9"},
+    **{(c, "fixef"): _STALE_LDL2 for c in _GLMM_DEFAULT if c not in ("cbpp_agq9", "slopes_poisson_laplace")},
+    **{(c, "variance"): _STALE_LDL2 for c in _GLMM_DEFAULT if c not in ("cbpp_agq9", "slopes_poisson_laplace")},
+    # With default controls its variances happen to stay within 1e-4, not its fixed effects.
+    ("slopes_poisson_laplace", "fixef"): _SLOPES_LAPLACE,
+    **{("slopes_poisson_laplace_tolpwrss", q): _SLOPES_LAPLACE for q in ("fixef", "variance")},
     # cbpp has only 56 rows, so the ~2.8e-4..4.6e-4 logLik shift exceeds 1e-6 per row.
     **{(c, q): _STALE_LDL2 for c in ("cbpp_laplace", "cbpp_poisson_offset") for q in ("loglik", "aic_bic")},
     **{(c, "se"): _HESSIAN_SE for c in _GLMM_ALL},

@@ -5,7 +5,8 @@
 #
 # Needs base R and lme4 only. Writes
 #   tests/reference/data/{sleepstudy,Dyestuff,cbpp,Pastes,Penicillin}.csv
-#                                       (datasets shipped with lme4)
+#                                       (datasets shipped with lme4), and
+#   tests/reference/data/glmm_slopes.csv (drawn here with set.seed)
 #   tests/reference/lme4_cases.csv      one row per case:
 #                                       case,formula,family,reml,nagq,data,factors,lme4_control
 #   tests/reference/lme4_fixtures.csv   long table: case,quantity,group,term,value
@@ -49,6 +50,22 @@ write_data(cbpp, "cbpp")
 write_data(Pastes, "Pastes")
 write_data(Penicillin, "Penicillin")
 
+# GLMMs with a correlated random slope: no lme4 dataset has one that is not singular
+# (cbpp's period slope is), so draw one here, 40 groups x 25 rows, from R's own
+# generator (set.seed makes the file the same on every R >= 3.6). x has 3 decimals
+# and the outcomes are integers, so write.csv stores the values exactly.
+set.seed(20261125)
+n_groups <- 40
+group <- rep(seq_len(n_groups), each = 25)
+x <- round(runif(length(group), -1, 1), 3)
+u0 <- rnorm(n_groups, 0, 0.6)
+u1 <- 0.5 * u0 + sqrt(0.75) * rnorm(n_groups, 0, 0.5)  # slope correlated with intercept
+slopes <- data.frame(group = group, x = x,
+                     count = rpois(length(group), exp(0.5 + 0.4 * x + u0[group] + u1[group] * x)),
+                     event = rbinom(length(group), 1, plogis(-0.3 + 0.8 * x + u0[group] + 1.5 * u1[group] * x)))
+write_data(slopes, "glmm_slopes")
+slopes$group <- factor(slopes$group)
+
 bp_path <- file.path(data_dir, "bp_study_seed123.csv")
 if (!file.exists(bp_path)) stop("missing ", bp_path, " (made by the project's simulator)")
 bp <- read.csv(bp_path)
@@ -56,7 +73,8 @@ bp$hospital_id <- factor(bp$hospital_id)
 bp$patient_id <- factor(bp$patient_id)
 
 datasets <- list(sleepstudy = sleepstudy, Dyestuff = Dyestuff, cbpp = cbpp,
-                 Pastes = Pastes, Penicillin = Penicillin, bp_study_seed123 = bp)
+                 Pastes = Pastes, Penicillin = Penicillin, bp_study_seed123 = bp,
+                 glmm_slopes = slopes)
 
 # ---- cases ------------------------------------------------------------------
 
@@ -72,7 +90,8 @@ datasets <- list(sleepstudy = sleepstudy, Dyestuff = Dyestuff, cbpp = cbpp,
 # approximation, and that is what the Python engine computes (see README.md).
 #
 # One row per case: case, formula, family, reml, nagq, data, factors. The panel covers
-# every model form glmm_steps fits: random slopes with (|) and without (||) correlation,
+# every model form glmm_steps fits: random slopes with (|) and without (||) correlation
+# (LMM and GLMM),
 # nested (a/b) and crossed factors, ML and REML, binomial 0/1 and successes out of
 # trials (both cbind forms), Poisson with an offset, and adaptive quadrature (nAGQ > 1).
 case_table <- function(...) {
@@ -106,7 +125,10 @@ base <- case_table(
   # adaptive Gauss-Hermite quadrature with 9 points
   list("cbpp_agq9", "cbind(incidence, size - incidence) ~ period + (1 | herd)", "binomial", FALSE, 9L, "cbpp", "period"),
   # Poisson rate per animal: log(herd size) as offset
-  list("cbpp_poisson_offset", "incidence ~ period + offset(log(size)) + (1 | herd)", "poisson", FALSE, 1L, "cbpp", "period")
+  list("cbpp_poisson_offset", "incidence ~ period + offset(log(size)) + (1 | herd)", "poisson", FALSE, 1L, "cbpp", "period"),
+  # correlated random intercept and slope in a GLMM (Laplace): binomial 0/1 and Poisson
+  list("slopes_binomial_laplace", "event ~ x + (x | group)", "binomial", FALSE, 1L, "glmm_slopes", ""),
+  list("slopes_poisson_laplace", "count ~ x + (x | group)", "poisson", FALSE, 1L, "glmm_slopes", "")
 )
 tight <- base[base$family != "gaussian", ]
 tight$case <- paste0(tight$case, "_tolpwrss")
