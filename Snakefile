@@ -101,13 +101,28 @@ wildcard_constraints:
     index=r"\d+",
 
 
+def replicate_data(w):
+    """The data file of the model's dataset on this replicate."""
+    return PLAN.data_path(PLAN.dataset_of(w.model), w.replicate)
+
+
+def replicate_seed(w):
+    """The replicate's seed (None for a data file)."""
+    return paths.replicate_seed(w.replicate)
+
+
+def dataset_setting(key):
+    """A params function: the model's dataset's config value ``key``."""
+    return lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)][key]
+
+
 def current_version(w):
     """Fail early if a path names a version other than the config's (its numbers
     would not be what its key says)."""
     if PLAN.versions.get(w.model) != w.version:
         raise GlmmError(f"{w.model}/{w.version} is not the current config's version "
                         f"({PLAN.versions.get(w.model)}); old versions are kept, never rebuilt")
-    return PLAN.data_path(PLAN.dataset_of(w.model), w.replicate)
+    return replicate_data(w)
 
 
 def version_files(w):
@@ -173,8 +188,8 @@ rule fit:
     params:
         # The model's config entry: editing one model reruns that model alone.
         model=lambda w: PLAN.fit_entry(w.model),
-        factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
-        drop_missing=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["drop_missing"],
+        factors=dataset_setting("factors"),
+        drop_missing=dataset_setting("drop_missing"),
     threads: 1
     resources:
         **resources_of("fit", mem_mb=2000, runtime=30),
@@ -200,8 +215,8 @@ rule extract:
     wildcard_constraints:
         model=models_writing("csv"),
     params:
-        seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
-        data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
+        seed=replicate_seed,
+        data_path=replicate_data,
     threads: 1
     resources:
         **resources_of("extract", mem_mb=1000, runtime=10),
@@ -284,8 +299,8 @@ rule verify:
     params:
         rtol=lambda w: PLAN.config["models"][w.model]["verify_rtol"],
         loglik_tol=lambda w: PLAN.config["models"][w.model]["verify_loglik_tol"],
-        seed=lambda w: int(w.replicate.split("-")[1]) if w.replicate.startswith("seed-") else None,
-        data_path=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), w.replicate),
+        seed=replicate_seed,
+        data_path=replicate_data,
     log:
         out("log", rule="verify", name="{model}_{version}_{replicate}"),
     script:
@@ -340,7 +355,7 @@ rule study_batch:
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
         model=lambda w: PLAN.fit_entry(w.model),
-        factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
+        factors=dataset_setting("factors"),
         # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
         replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
     threads: 1
@@ -380,7 +395,7 @@ rule study_replicate:
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
         model=lambda w: PLAN.fit_entry(w.model),
-        factors=lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)]["factors"],
+        factors=dataset_setting("factors"),
         seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],
     log:
         out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),

@@ -476,10 +476,11 @@ def _check_finite(value: Any, where: str = "") -> None:
             _check_finite(v, f"{where}.{i}")
 
 
-def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[str, Any], Any]]) -> None:
+def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[str, Any], Any]]) -> int:
     """Read the columns the models need from a data file once, and check them as the
     fit step will (missing values, text in numbers, one-level groups, a response
-    the family cannot model, ...), so bad data stops the run before any job."""
+    the family cannot model, ...), so bad data stops the run before any job.
+    Returns the file's number of data rows."""
     from glmm_steps.data import model_frame, read_data, read_header
 
     header = read_header(spec["path"], f"datasets.{name}.path")
@@ -493,6 +494,7 @@ def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[st
     for model, parsed in models:
         model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
                     drop_missing=spec["drop_missing"])
+    return len(frame)
 
 
 def _grouping_frame(spec: dict[str, Any], design: Design | None, parsed) -> Any:
@@ -680,23 +682,21 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
             fits += [Fit(name, model["dataset"], paths.replicate_id(s), versions[name]) for s in seeds]
         if "path" in spec:
             on_file.setdefault(model["dataset"], []).append((model, parsed))
-    for name, models in on_file.items():
-        _check_data_file(name, config["datasets"][name], models)
+    file_rows = {name: _check_data_file(name, config["datasets"][name], models) for name, models in on_file.items()}
     _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
     # Count before expanding any sweep: a typo must be refused, not built.
     _check_job_count(config, fits)
     study_designs = {name: _study_points(name, spec)
                      for name, spec in config["datasets"].items() if "replicates" in spec}
     return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions,
-                rows=_rows(config, designs), study_designs=study_designs)
+                rows=_rows(config, designs, file_rows), study_designs=study_designs)
 
 
-def _rows(config: dict[str, Any], designs: dict[str, Design]) -> dict[str, int]:
-    """Rows of each dataset a model with ``table_format: auto`` fits (a data file is
-    counted only then: Parquet's footer says, a CSV's lines are read)."""
+def _rows(config: dict[str, Any], designs: dict[str, Design], file_rows: dict[str, int]) -> dict[str, int]:
+    """Rows of each dataset a model with ``table_format: auto`` fits: a design's size,
+    or a data file's rows as the config check read them (``file_rows``)."""
     auto = {m["dataset"] for m in config["models"].values() if m.get("table_format", "auto") == "auto"}
-    return {name: designs[name].nrows if name in designs else tables.count_rows(config["datasets"][name]["path"])
-            for name in auto}
+    return {name: designs[name].nrows if name in designs else file_rows[name] for name in auto}
 
 
 def load_config(path: str | Path) -> Plan:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ from glmm_steps.errors import ConfigError, DataError
 from glmm_steps.formula import Formula
 
 _PARQUET_ERRORS = (OSError, ValueError)
+
+
+@contextmanager
+def _parquet_errors(path: str | Path):
+    """Turn pyarrow's error on an unreadable Parquet file into a one-line DataError."""
+    try:
+        yield
+    except _PARQUET_ERRORS as e:
+        raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
 
 # First bytes of files people save with a .csv name by mistake.
 _MAGIC = {
@@ -84,10 +94,8 @@ def read_header(path: str | Path, key: str = "path") -> list[str]:
         what = "is a folder, not a file" if p.is_dir() else "no such file"
         raise ConfigError(key, f"{what} '{path}'")
     if tables.format_of(p) == "parquet":
-        try:
+        with _parquet_errors(path):
             return tables.read_columns(p)
-        except _PARQUET_ERRORS as e:
-            raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
     return [n.lstrip("\ufeff") for n in _sniff(p)]
 
 
@@ -104,11 +112,8 @@ def read_data(path: str | Path, columns=None) -> pd.DataFrame:
     if not p.is_file():
         raise DataError(f"{path}: no such file")
     if tables.format_of(p) == "parquet":
-        try:
-            have = tables.read_columns(p)
-            frame = tables.read_table(p, columns=None if columns is None else [c for c in have if c in set(columns)])
-        except _PARQUET_ERRORS as e:
-            raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
+        with _parquet_errors(path):
+            frame = tables.read_table(p, columns=columns)  # names the file lacks are skipped there
         if frame.empty:
             raise DataError(f"{path}: no data rows")
         return frame

@@ -75,6 +75,12 @@ def replicate_id(seed: int | None) -> str:
     return "file" if seed is None else f"seed-{int(seed)}"
 
 
+def replicate_seed(replicate: str) -> int | None:
+    """The seed in a replicate folder name (the inverse of :func:`replicate_id`): 123 for
+    ``seed-123``, None for ``file``."""
+    return int(replicate.removeprefix("seed-")) if replicate.startswith("seed-") else None
+
+
 def output_path(kind: str, results: str = "results", fmt: str = "csv", **keys: str) -> str:
     """Path of output ``kind`` (a key of TEMPLATES) under folder ``results``.
 

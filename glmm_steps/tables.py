@@ -43,24 +43,9 @@ def read_columns(path: str | Path) -> list[str]:
     return list(pd.read_csv(path, nrows=0).columns)
 
 
-def count_rows(path: str | Path) -> int:
-    """Rows of a table file: Parquet's footer says; a CSV's lines are counted (a quoted
-    field that spans lines counts twice: good enough to choose a format)."""
-    if format_of(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        return int(pq.read_metadata(path).num_rows)
-    lines, last = 0, b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return max(lines + (last != b"\n") - 1, 0)
-
-
 def read_table(path: str | Path, columns: list[str] | None = None, csv_dtype: dict | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file; ``columns`` (names present in the file) limits the
-    read to those columns, in the file's order. ``csv_dtype`` sets column types of a
+    """Read a CSV or Parquet file; ``columns`` limits the read to those columns, in the
+    file's order (names the file lacks are skipped). ``csv_dtype`` sets column types of a
     CSV file (Parquet stores its own). Parser errors propagate."""
     if format_of(path) == "parquet":
         import pyarrow.parquet as pq
