@@ -93,7 +93,8 @@ def link_latest(models_dir: str | Path, current: dict[str, str]) -> None:
         os.replace(tmp, folder / "latest")
 
 
-COMPARED = {"fixed_effects": ["term"], "variance_components": ["group", "term"]}
+# The tables compared, each with the column holding its estimates.
+COMPARED = {"fixed_effects": "estimate", "variance_components": "variance"}
 
 
 def compare_versions(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
@@ -103,8 +104,7 @@ def compare_versions(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
     table, group, term, estimate_a, estimate_b, difference (b - a), relative_difference.
     A parameter present in only one version has NaN on the other side."""
     parts = []
-    for table, keys in COMPARED.items():
-        value = "estimate" if table == "fixed_effects" else "variance"
+    for table, value in COMPARED.items():
         a = pd.read_csv(Path(dir_a) / f"{table}.csv")
         b = pd.read_csv(Path(dir_b) / f"{table}.csv")
         if "group" not in a:
