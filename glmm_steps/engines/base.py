@@ -19,6 +19,12 @@ APPROXIMATIONS = {
 }
 
 
+# The columns of a FitResult's tables, whichever engine fills them.
+FIXEF_COLUMNS = ["term", "estimate", "std_error"]
+VARCORR_COLUMNS = ["group", "term", "variance", "sd", "correlation"]
+RANEF_COLUMNS = ["group", "level", "term", "estimate", "cond_sd"]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What to fit: the model's config entry, as plain values."""
@@ -85,13 +91,9 @@ class FitResult:
 
     spec: ModelSpec
     engine_version: str
-    fixef: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["term", "estimate", "std_error"]))
-    varcorr: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["group", "term", "variance", "sd", "correlation"])
-    )
-    ranef: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["group", "level", "term", "estimate", "cond_sd"])
-    )
+    fixef: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FIXEF_COLUMNS))
+    varcorr: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VARCORR_COLUMNS))
+    ranef: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RANEF_COLUMNS))
     frame: pd.DataFrame | None = None
     observed: np.ndarray | None = None
     fitted: np.ndarray | None = None

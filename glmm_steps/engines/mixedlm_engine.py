@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from glmm_steps.engines.base import FitResult, ModelSpec
+from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.formula import Formula
@@ -72,7 +72,7 @@ def _varcorr(model, names: dict[str, str]) -> pd.DataFrame:
     if model.isLMM():
         sigma = float(model.sigma)
         rows.append({"group": "Residual", "term": "(Intercept)", "variance": sigma**2, "sd": sigma, "correlation": np.nan})
-    return pd.DataFrame(rows, columns=["group", "term", "variance", "sd", "correlation"])
+    return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
 
 def _cond_variances(model) -> dict[str, dict[str, np.ndarray]]:
@@ -133,7 +133,7 @@ def _ranef(model, names: dict[str, str]) -> pd.DataFrame:
                 "cond_sd": np.sqrt(np.maximum(np.asarray(variances[group][term], dtype=float), 0.0)),
             }))
     if not parts:
-        return pd.DataFrame(columns=["group", "level", "term", "estimate", "cond_sd"])
+        return pd.DataFrame(columns=RANEF_COLUMNS)
     return pd.concat(parts, ignore_index=True)
 
 

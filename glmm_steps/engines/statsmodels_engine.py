@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from glmm_steps.engines.base import FitResult, ModelSpec
+from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.errors import GlmmError
 from glmm_steps.formula import Formula, RandomTerm
 
@@ -370,7 +370,7 @@ def _varcorr(terms: list[_Term], re_term: int | None, cov: np.ndarray,
     if residual is not None:
         rows.append({"group": "Residual", "term": "(Intercept)", "variance": residual,
                      "sd": np.sqrt(residual), "correlation": np.nan})
-    return pd.DataFrame(rows, columns=["group", "term", "variance", "sd", "correlation"])
+    return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
 
 def _ranef_rows(terms: list[_Term], term: int, column: int, levels, estimates, cond_var) -> list[dict]:
@@ -388,7 +388,7 @@ def _ranef_rows(terms: list[_Term], term: int, column: int, levels, estimates, c
 def _ranef_table(rows: list[dict]) -> pd.DataFrame:
     """Random effects ordered by term (formula order), level, then column."""
     rows = sorted(rows, key=lambda r: r["_order"])
-    return pd.DataFrame(rows, columns=["group", "level", "term", "estimate", "cond_sd"])
+    return pd.DataFrame(rows, columns=RANEF_COLUMNS)
 
 
 def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataFrame,
@@ -580,5 +580,5 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     else:
         result = _fit_bayes(frame, spec, formula, X, y, terms)
     if not random_effects:
-        result.ranef = FitResult(spec=spec, engine_version=result.engine_version).ranef
+        result.ranef = pd.DataFrame(columns=RANEF_COLUMNS)
     return result
