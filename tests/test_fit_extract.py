@@ -110,3 +110,16 @@ def test_fit_file_and_pickle_roundtrip(tmp_path, bp_data, bp_fit):
     back = load_fit(tmp_path / "fit.pkl")
     pd.testing.assert_frame_equal(back.fixef, bp_fit.fixef)
     assert back.loglik == bp_fit.loglik
+
+
+@pytest.mark.parametrize("engine", ["mixedlm", "statsmodels"])
+def test_skipping_random_effects_changes_no_other_number(bp_data, engine):
+    """A study's batches fit with random_effects=False: the ranef table is empty (with
+    its usual columns) and every other estimate is the one a full fit gives."""
+    spec = ModelSpec("bp_lmm", "bp_study", "bp ~ time + (1 | hospital_id) + (1 | patient_id)", engine=engine)
+    full, lean = fit_model(bp_data, spec), fit_model(bp_data, spec, random_effects=False)
+    assert len(full.ranef) == 110 and lean.ranef.empty
+    assert list(lean.ranef.columns) == list(full.ranef.columns)
+    pd.testing.assert_frame_equal(lean.fixef, full.fixef)
+    pd.testing.assert_frame_equal(lean.varcorr, full.varcorr)
+    assert lean.loglik == full.loglik
