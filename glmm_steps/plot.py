@@ -33,7 +33,9 @@ QQ_QUANTILES = 1000
 _PNG_META = {"Software": None}
 
 
-def _save(fig, path: str | Path) -> None:
+def save_png(fig, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG without a timestamp or software tag (the same
+    figure gives the same bytes), creating the folder, and close it."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata=_PNG_META)
     plt.close(fig)
@@ -46,7 +48,7 @@ def message_figure(text: str, path: str | Path, title: str = "") -> None:
     if title:
         ax.set_title(title)
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=11)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def choose_axes(formula: Formula, predictions: pd.DataFrame) -> tuple[str, str, str | None] | None:
@@ -121,7 +123,7 @@ def trajectories(predictions: pd.DataFrame, x: str, unit: str, colour: str | Non
     ax.set_ylabel(ylabel)
     ax.set_title(title + note)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def caterpillar(random_effects: pd.DataFrame, path: str | Path, title: str) -> None:
@@ -137,7 +139,7 @@ def caterpillar(random_effects: pd.DataFrame, path: str | Path, title: str) -> N
         _caterpillar_panel(ax, rows, group, term)
     fig.suptitle(title + "\nconditional modes with 95% intervals (+/- 1.96 conditional SD)", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _caterpillar_panel(ax, rows: pd.DataFrame, group: str, term: str) -> None:
@@ -195,7 +197,7 @@ def diagnostics(predictions: pd.DataFrame, random_effects: pd.DataFrame, family:
         _qq(ax, rows["estimate"].to_numpy(dtype=float), f"normal QQ: {group} {term}")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 

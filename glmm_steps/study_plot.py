@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmm_steps.plot import _save, message_figure, plt
+from glmm_steps.plot import message_figure, plt, save_png
 
 NOMINAL = 0.95
 
@@ -75,7 +75,7 @@ def estimates_plot(estimates: pd.DataFrame, table: pd.DataFrame, designs: list[s
     fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     fig.suptitle(title + "\nestimates over replicates around the true value", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def coverage_plot(table: pd.DataFrame, designs: list[str], path: str | Path, title: str) -> None:
@@ -99,7 +99,7 @@ def coverage_plot(table: pd.DataFrame, designs: list[str], path: str | Path, tit
         ax.set_ylabel("coverage of the 95% interval")
     fig.suptitle(title + "\ncoverage with Monte-Carlo error (+/- 1.96 MCSE); dashed: nominal 95%", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def power_plot(table: pd.DataFrame, designs: list[str], path: str | Path, title: str) -> None:
@@ -122,7 +122,7 @@ def power_plot(table: pd.DataFrame, designs: list[str], path: str | Path, title:
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(title + "\npower by design, +/- 1.96 Monte-Carlo SE (dotted: 0.8)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def draw_all(estimates: pd.DataFrame, table: pd.DataFrame, designs: list[str], outputs: dict[str, str]) -> None:
