@@ -1,0 +1,113 @@
+# Helpers every rule file shares: output paths, scheduler resources, wildcard
+# constraints and the params looked up from the checked config (PLAN).
+
+def out(kind, **keys):
+    return paths.output_path(kind, PLAN.results, **keys)
+
+
+def resources_of(rule, **defaults):
+    """The scheduler resources of ``rule``: ``defaults``, overridden by the config's
+    ``resources.<rule>``, with memory and time growing on each retry."""
+    return {name: (lambda wildcards, attempt, name=name: cluster.rule_resources(PLAN.config, rule, defaults, attempt)[name])
+            for name in cluster.rule_resources(PLAN.config, rule, defaults)}
+
+
+# A SLURM run without SLURM would fail every job with a shell error: say it once, before
+# any job. The executor is only known once the run starts, hence onstart.
+onstart:
+    if workflow.is_main_process:
+        _problem = cluster.missing_scheduler(workflow.executor_plugin.name)
+        if _problem:
+            print(_problem, file=sys.stderr)
+            sys.exit(1)
+
+
+# A current output whose bytes no longer match its manifest was corrupted after it was
+# written: remove it so Snakemake rebuilds it (and what depends on it). Only the main
+# process does this, and never in a dry run; cluster jobs re-read this file too.
+def _dry_run():
+    """True for `snakemake -n`: while this file is read, `workflow.dryrun` is always
+    False (the executor is chosen later), so look at the command line itself."""
+    short = [a[1:] for a in sys.argv[1:] if a.startswith("-") and not a.startswith("--") and a[1:].isalpha()]
+    return any(a in ("--dry-run", "--dryrun") for a in sys.argv) or any("n" in a for a in short)
+
+
+if workflow.is_main_process and not _dry_run():
+    for _model, _version in PLAN.versions.items():
+        _manifest = out("manifest", model=_model, version=_version)
+        if os.path.exists(_manifest):
+            for _bad in verify_outputs(_manifest):
+                print(f"checksum mismatch: {_bad} differs from {_manifest}; rebuilding it", file=sys.stderr)
+                os.remove(_bad)
+
+
+def extract_outputs(fmt):
+    """The extract step's outputs, predictions and random effects as `fmt` files."""
+    return {t: _table(t, fmt, caption=t in ("fixed_effects", "variance_components")) for t in paths.TABLES}
+
+
+def datasets_writing(fmt):
+    """Wildcard pattern matching the simulated datasets stored as `fmt` files (none: never matches)."""
+    return "|".join(d for d, _ in dict.fromkeys(PLAN.simulated()) if PLAN.data_format(d) == fmt) or "(?!)"
+
+
+def models_writing(fmt):
+    """Wildcard pattern matching the models whose large tables are `fmt` files (none: never matches)."""
+    return "|".join(PLAN.models_with_table_format(fmt)) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z][A-Za-z0-9_]*",
+    model=r"[A-Za-z][A-Za-z0-9_]*",
+    version=r"[0-9a-f]{10}",
+    version_a=r"[0-9a-f]{10}",
+    version_b=r"[0-9a-f]{10}",
+    replicate=r"seed-\d+|file",
+    seed=r"\d+",
+    design=r"[A-Za-z0-9_.=,+-]+",
+    batch=r"\d+-\d+",
+    index=r"\d+",
+
+
+def replicate_data(w):
+    """The data file of the model's dataset on this replicate."""
+    return PLAN.data_path(PLAN.dataset_of(w.model), w.replicate)
+
+
+def replicate_seed(w):
+    """The replicate's seed (None for a data file)."""
+    return paths.replicate_seed(w.replicate)
+
+
+def dataset_setting(key):
+    """A params function: the model's dataset's config value ``key``."""
+    return lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)][key]
+
+
+def current_version(w):
+    """Fail early if a path names a version other than the config's (its numbers
+    would not be what its key says)."""
+    if PLAN.versions.get(w.model) != w.version:
+        raise GlmmError(f"{w.model}/{w.version} is not the current config's version "
+                        f"({PLAN.versions.get(w.model)}); old versions are kept, never rebuilt")
+    return replicate_data(w)
+
+
+def version_files(w):
+    """Every input and output of one model version, for its manifest."""
+    fits = PLAN.fits_of(w.model)
+    keys = dict(model=w.model, version=w.version)
+    data = sorted({PLAN.data_path(f.dataset, f.replicate) for f in fits})
+    truth = [out("truth", dataset=f.dataset, replicate=f.replicate) for f in fits if f.replicate != "file"]
+    fmt = PLAN.table_format(w.model)
+    outputs = [out(t, replicate=f.replicate, fmt=fmt, **keys) for f in fits for t in ("fit",) + paths.TABLES]
+    outputs += [out("plot", replicate=f.replicate, plot=p, **keys) for f in fits for p in paths.PLOTS]
+    return {"inputs": data + truth, "outputs": outputs}
+
+
+def _table(name, fmt, caption=False):
+    path = out(name, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt)
+    if not caption:
+        return path
+    return report(path, caption=f"../report/{name}.rst", category="{model}", subcategory="{replicate}",
+                  labels={"model": "{model}", "replicate": "{replicate}", "table": name})

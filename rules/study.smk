@@ -1,0 +1,58 @@
+# Simulation studies: batches of replicates in one job each, then recovery tables
+# and plots; a single replicate can be rerun on demand.
+
+# A study: each job simulates, fits and tidies a batch of replicates in-process, since
+# starting a job costs far more than one fit; only tables are written per batch.
+rule study_batch:
+    output:
+        estimates=out("batch_estimates", model="{model}", design="{design}", batch="{batch}"),
+        fits=out("batch_fits", model="{model}", design="{design}", batch="{batch}"),
+    params:
+        design=lambda w: PLAN.design_point(w.model, w.design).spec,
+        model=lambda w: PLAN.fit_entry(w.model),
+        factors=dataset_setting("factors"),
+        # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
+        replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    log:
+        out("log", rule="study_batch", name="{model}_{design}_{batch}"),
+    script:
+        "../scripts/study_batch.py"
+
+
+rule recovery:
+    input:
+        estimates=lambda w: [out("batch_estimates", model=w.model, design=b.design, batch=b.name)
+                             for b in PLAN.batches_of(w.model)],
+        fits=lambda w: [out("batch_fits", model=w.model, design=b.design, batch=b.name)
+                        for b in PLAN.batches_of(w.model)],
+    output:
+        table=out("recovery", model="{model}"),
+        **{p: out("recovery_plot", model="{model}", plot=p) for p in paths.RECOVERY_PLOTS},
+    params:
+        alpha=lambda w: PLAN.config["models"][w.model]["alpha"],
+        power_terms=lambda w: PLAN.config["models"][w.model].get("power_terms"),
+        designs=lambda w: {d: PLAN.design_point(w.model, d).values for d in PLAN.design_names(w.model)},
+    log:
+        out("log", rule="recovery", name="{model}"),
+    script:
+        "../scripts/recovery.py"
+
+
+# On demand only (not part of `all`): one replicate of a study rerun alone from its seed,
+# with the data, tables and plots a per-seed analysis has, e.g.
+#   snakemake results/studies/<model>/<design>/replicates/rep-7/fixed_effects.csv
+rule study_replicate:
+    output:
+        **paths.replicate_outputs(PLAN.results, model="{model}", design="{design}", index="{index}"),
+    params:
+        design=lambda w: PLAN.design_point(w.model, w.design).spec,
+        model=lambda w: PLAN.fit_entry(w.model),
+        factors=dataset_setting("factors"),
+        seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],
+    log:
+        out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),
+    script:
+        "../scripts/study_replicate.py"
