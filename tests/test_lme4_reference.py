@@ -271,3 +271,40 @@ def test_every_fixture_quantity_is_checked() -> None:
     assert set(FIXTURES["quantity"]) <= known
     assert set(FIXTURES["case"]) == set(CASES["case"])
     assert np.isfinite(FIXTURES["value"].astype(float)).all()
+
+
+# Quantities that are counts: R prints them as integers under %.17g.
+_COUNTS = {"nobs", "ngroups", "npar", "Df"}
+# A computed double whose %.17g form ends in k zeros (which %g strips) is printed with
+# 17 - k significant digits, with probability 10**-k. Requiring 13 digits catches a
+# value rounded to 12 digits or fewer (as one slopes_* value once was) and, on the
+# ~400 values, raises a false alarm on a regeneration with probability about 0.4%;
+# if it ever does, the message shows the value, and rerunning R shows whether it is real.
+_MIN_DIGITS = 13
+
+
+def _significant_digits(text: str) -> int:
+    mantissa = text.lstrip("-").split("e")[0]
+    digits = mantissa.replace(".", "").lstrip("0")
+    return len(digits if "." in mantissa else digits.rstrip("0"))
+
+
+@pytest.mark.parametrize("table", ["lme4_fixtures.csv", "lme4_anova.csv"])
+def test_every_fixture_value_is_the_scripts_full_precision_output(table: str) -> None:
+    """Each value is exactly what lme4_reference.R's ``sprintf("%.17g", x)`` prints (not
+    write.csv's 15 digits, not rounded by hand): it round-trips through %.17g, counts
+    are integers, and every other value has at least ``_MIN_DIGITS`` significant digits."""
+    values = pd.read_csv(REF / table, keep_default_na=False, dtype=str)
+    bad = []
+    for row in values.itertuples(index=False):
+        text = row.value
+        x = float(text)
+        where = f"{'/'.join(str(v) for v in row[:-1])}={text}"
+        if "%.17g" % x != text:
+            bad.append(f"{where} (%.17g prints {'%.17g' % x})")
+        elif row.quantity in _COUNTS:
+            if not x.is_integer():
+                bad.append(f"{where} (a count that is not an integer)")
+        elif x != 0 and _significant_digits(text) < _MIN_DIGITS:  # 0: a singular fit's variance
+            bad.append(f"{where} ({_significant_digits(text)} significant digits)")
+    assert not bad, f"{table}: values not written by the script's %.17g: " + "; ".join(bad)
