@@ -316,3 +316,14 @@ def test_every_fixture_value_is_the_scripts_full_precision_output(table: str) ->
         elif x != 0 and _significant_digits(text) < _MIN_DIGITS:  # 0: a singular fit's variance
             bad.append(f"{where} ({_significant_digits(text)} significant digits)")
     assert not bad, f"{table}: values not written by the script's %.17g: " + "; ".join(bad)
+
+
+def test_cases_left_to_the_exact_laplace_test_are_judged_there() -> None:
+    """The estimates not compared with lme4 here (JUDGED_BY_EXACT_LAPLACE) are each
+    asserted by tests/test_exact_laplace.py, which compares fixed effects, variances and
+    the correlation with the exact optimum."""
+    from test_exact_laplace import test_engine_is_closer_than_lme4_to_the_exact_laplace_optimum as judged
+
+    cases = {c for m in judged.pytestmark if m.name == "parametrize" for c in m.args[1]}
+    assert {c for c, _ in JUDGED_BY_EXACT_LAPLACE} == cases
+    assert {q for _, q in JUDGED_BY_EXACT_LAPLACE} == {"fixef", "variance", "correlation"}
