@@ -17,7 +17,10 @@ REML fit of ``bp ~ time + (1 | hospital_id) + (1 | patient_id)``:
     printed too); with ``--snakemake`` (the default) also a real ``snakemake`` run of
     those two jobs, start to finish;
 (c) lme4: ``lmer`` in ``Rscript`` (benchmarks/large_fit.R), the fit call alone, on
-    the same rows written as CSV (R reads no Parquet without the arrow package).
+    the same rows written as CSV (R reads no Parquet without the arrow package). Its
+    fixed effects are compared with the pipeline's, term by term, by the reference
+    test's rule (rtol 1e-4, atol 1e-6): a line says how far apart they are, and a
+    mismatch makes the script exit with status 1 after its report.
 
 Every measurement runs in a fresh process with one BLAS thread, as Snakemake gives a
 ``threads: 1`` rule (on a busy 2-core machine a second OpenBLAS thread only spins: a
@@ -133,7 +136,7 @@ def worker_fit(plan_config: str, model: str) -> None:
                       "engine_s": result.wall_time_s, "engine_call_s": engine_call["s"],
                       "engine_call_cpu_s": engine_call["cpu_s"],
                       "save_s": end - saved, "pickle_mb": out.stat().st_size / 1e6,
-                      "fixef": result.fixef["estimate"].tolist()}))
+                      "fixef": result.fixef["estimate"].tolist(), "terms": result.fixef["term"].tolist()}))
 
 
 def worker_extract(plan_config: str, model: str) -> None:
@@ -275,7 +278,7 @@ def run(args, workdir: Path) -> None:
                 out, usage = run_child(["Rscript", str(ROOT / "benchmarks" / "large_fit.R"), str(csv), FORMULA,
                                         *GROUPS])
                 lines = dict(ln.split(" ", 1) for ln in out.splitlines() if ln.startswith(("read_s", "fit_")))
-                fixef = [float(ln.split()[-1]) for ln in out.splitlines() if ln.startswith("fixef ")]
+                fixef = {ln.split()[1]: float(ln.split()[-1]) for ln in out.splitlines() if ln.startswith("fixef ")}
                 runs.append({"fit_s": float(lines["fit_s"]), "fit_cpu_s": float(lines["fit_cpu_s"]),
                              "read_s": float(lines["read_s"]), "fixef": fixef,
                              **usage})
@@ -306,7 +309,8 @@ def run(args, workdir: Path) -> None:
     print("(peak GB: the whole process, reading the data included)")
     print("fixed effects: engine " + " ".join(f"{b:.8g}" for b in engine["fixef"])
           + " | pipeline " + " ".join(f"{b:.8g}" for b in fit["fixef"])
-          + (" | lme4 " + " ".join(f"{b:.8g}" for b in lme4["fixef"]) if lme4 else ""))
+          + (" | lme4 " + " ".join(f"{b:.8g}" for b in lme4["fixef"].values()) if lme4 else ""))
+    mismatch = lme4 is not None and not fixef_agree(dict(zip(fit["terms"], fit["fixef"])), lme4["fixef"])
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in load)}")
     cpu_ratio = pipeline["total_cpu_s"] / engine["fit_cpu_s"]
     print(f"CPU-time ratios (less sensitive to other load than wall time, not immune): "
@@ -331,6 +335,26 @@ def run(args, workdir: Path) -> None:
           + f"fit step peak {peak_gb:.2f} GB (< 4: {'met' if peak_gb < 4 else 'MISSED'})")
     print(f"pipeline/engine: {ratio:.2f} lme4/pipeline: {f'{speedup:.2f}' if speedup else 'n/a'} "
           f"peak_gb: {peak_gb:.2f}")
+    if mismatch:
+        raise SystemExit("lme4's fixed effects differ from the pipeline's (see above)")
+
+
+# The reference test's rule for fixed effects (tests/test_lme4_reference.py): lme4 prints
+# them with 10 significant digits, far finer than this.
+FIXEF_RTOL, FIXEF_ATOL = 1e-4, 1e-6
+
+
+def fixef_agree(pipeline: dict[str, float], lme4: dict[str, float]) -> bool:
+    """Print how far the pipeline's fixed effects are from lme4's, term by term (the same
+    terms by name), and return whether every one is within FIXEF_RTOL * |lme4| + FIXEF_ATOL."""
+    if sorted(pipeline) != sorted(lme4):
+        print(f"fixed effects vs lme4: MISMATCH: terms {sorted(pipeline)} vs lme4 {sorted(lme4)}")
+        return False
+    rel = {t: abs(pipeline[t] - lme4[t]) / abs(lme4[t]) if lme4[t] else abs(pipeline[t]) for t in lme4}
+    ok = all(abs(pipeline[t] - lme4[t]) <= FIXEF_RTOL * abs(lme4[t]) + FIXEF_ATOL for t in lme4)
+    print(f"fixed effects vs lme4: largest relative difference {max(rel.values()):.2g} "
+          f"({'agree' if ok else 'MISMATCH'} at rtol {FIXEF_RTOL:g}, atol {FIXEF_ATOL:g})")
+    return ok
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
-    DataError; anything the engine raises is caught and recorded in the result."""
+    DataError; what the engines raise when a model cannot be fitted (see
+    :func:`engine_errors`) is caught and recorded in the result; any other exception
+    (a KeyError, TypeError, ... of this project's own code) propagates."""
     formula = formula_mod.parse(spec.formula)
     model_frame, notes = data_mod.model_frame(frame, formula, where, factors, family=spec.family,
                                               drop_missing=drop_missing)
@@ -39,11 +41,23 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
         result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects)
     except GlmmError:
         raise
-    except Exception as e:  # an engine failure is a result to record, not a crash
+    except engine_errors() as e:  # an engine failure is a result to record, not a crash
         result = _failed(spec, f"{type(e).__name__}: {e}", model_frame)
     result.notes = notes + result.notes
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def engine_errors() -> tuple[type[BaseException], ...]:
+    """The exception types the engines raise for a model they cannot fit: ValueError
+    (numpy/scipy's LinAlgError is one; mixedlm's checks of a non-finite theta or
+    deviance), RuntimeError (mixedlm's "did not produce a valid fit", the statsmodels
+    engine's "every optimizer failed"), ArithmeticError (FloatingPointError, overflow,
+    division by zero) and mixedlm's ModelCheckError (its lme4-style model checks).
+    Imported on call, when the engine is already loaded."""
+    from mixedlm.models.checks import ModelCheckError
+
+    return ValueError, RuntimeError, ArithmeticError, ModelCheckError
 
 
 def _failed(spec: ModelSpec, error: str, frame: pd.DataFrame | None = None) -> FitResult:

@@ -97,6 +97,29 @@ def test_failed_fit_is_recorded_not_raised(bp_data):
     assert extract.augment(r)["fitted"].isna().all()
 
 
+@pytest.mark.parametrize("engine, error", [("mixedlm", "ValueError"), ("statsmodels", "RuntimeError")])
+def test_what_each_engine_raises_is_recorded(bp_data, engine, error):
+    """An engine's own failure (ValueError from mixedlm's finite checks; the statsmodels
+    engine's RuntimeError when every optimizer fails) is a failed fit, not a crash."""
+    data = bp_data.assign(huge=bp_data["bp"] * 1e200)
+    r = fit_model(data, ModelSpec("m", "d", "huge ~ time + (1 | hospital_id)", engine=engine))
+    assert not r.ok and r.error.startswith(f"{error}: ")
+
+
+@pytest.mark.parametrize("bug", [KeyError("term"), TypeError("unsupported operand"), AttributeError("tidy")])
+def test_a_bug_in_the_projects_own_code_is_raised_not_recorded(bp_data, monkeypatch, bug):
+    """The project's post-processing around the engine call (here its VarCorr table)
+    failing is a bug to see, not a fit to record as failed."""
+    from glmm_steps.engines import mixedlm_engine
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(mixedlm_engine, "_varcorr", broken)
+    with pytest.raises(type(bug)):
+        fit_model(bp_data, ModelSpec("m", "d", "bp ~ time + (1 | hospital_id)"))
+
+
 def test_text_response_is_a_data_error(bp_data):
     with pytest.raises(DataError, match="column 'bp' must be numeric"):
         fit_model(bp_data.assign(bp="high"), REF)

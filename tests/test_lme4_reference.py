@@ -47,8 +47,11 @@ SE_RTOL, SE_ATOL = 1e-3, 1e-8
 # relative comparison is meaningless; 1e-6 is negligible next to every nonzero
 # variance in these cases (the smallest is ~0.1).
 VAR_RTOL, VAR_ATOL = 1e-4, 1e-6
-# Correlations are bounded in [-1, 1]: absolute 1e-3.
-COR_ATOL = 1e-3
+# Correlations are bounded in [-1, 1], so an absolute 1e-4 is the estimates' 1e-4
+# relative at their own scale (a relative rule would demand too much near 0). Observed:
+# every correlation within 3.3e-5 except where lme4's default tolPwrss leaves it off
+# (slopes_binomial_laplace, 3.9e-4; listed below).
+COR_ATOL = 1e-4
 # Residual sd (gaussian): sqrt of a variance, so 1e-4 relative is generous.
 SIGMA_RTOL = 1e-4
 # logLik is a sum over observations: |logLik_py - logLik_r| / nobs <= 1e-6.
@@ -79,12 +82,15 @@ _HESSIAN_SE = (
     "lme4's GLMM vcov() inverts the finite-difference Hessian over (theta, beta); the "
     "engine reports the RX-based vcov (lme4's vcov(use.hessian=FALSE)), checked as se_rx"
 )
-_SLOPES_LAPLACE = (
-    "on the Poisson random-slope case lme4's Laplace deviance stays 1.6e-4 above the exact "
-    "Laplace approximation even with tolPwrss=1e-10, and its estimates 1e-4 (relative) from "
-    "the exact optimum; the engine agrees with that optimum to 1e-7 "
-    "(tests/test_exact_laplace.py computes it from first principles)"
-)
+# On the Poisson random-slope cases lme4 stops 2e-5..1.4e-4 (relative) from the exact
+# Laplace optimum, even with tolPwrss=1e-10: right at the 1e-4 tolerance, so a pass or a
+# fail against lme4 there says nothing about the engine. Their estimates are judged by
+# tests/test_exact_laplace.py instead, which asserts the measured claim (the engine is at
+# the exact optimum, lme4 measurably further away) with a stated margin.
+JUDGED_BY_EXACT_LAPLACE = {
+    (c, q) for c in ("slopes_poisson_laplace", "slopes_poisson_laplace_tolpwrss")
+    for q in ("fixef", "variance", "correlation")
+}
 _AGQ_SCALE = (
     "with nAGQ > 1 lme4's logLik leaves out the saturated log-likelihood (lme4 issue "
     "#161): -50.005 vs the engine's -91.983 on cbpp, a gap of exactly the fixture "
@@ -95,9 +101,9 @@ _KNOWN_MIXEDLM: dict[tuple[str, str], str] = {
     # Laplace-only effect), so only the Laplace cases are listed.
     **{(c, "fixef"): _STALE_LDL2 for c in _GLMM_DEFAULT if c not in ("cbpp_agq9", "slopes_poisson_laplace")},
     **{(c, "variance"): _STALE_LDL2 for c in _GLMM_DEFAULT if c not in ("cbpp_agq9", "slopes_poisson_laplace")},
-    # With default controls its variances happen to stay within 1e-4, not its fixed effects.
-    ("slopes_poisson_laplace", "fixef"): _SLOPES_LAPLACE,
-    **{("slopes_poisson_laplace_tolpwrss", q): _SLOPES_LAPLACE for q in ("fixef", "variance")},
+    # The binomial slope case's correlation is off like its fixed effects and variances
+    # (3.9e-4 with default controls, 3.1e-6 with tolPwrss=1e-10).
+    ("slopes_binomial_laplace", "correlation"): _STALE_LDL2,
     # cbpp has only 56 rows, so the ~2.8e-4..4.6e-4 logLik shift exceeds 1e-6 per row.
     **{(c, q): _STALE_LDL2 for c in ("cbpp_laplace", "cbpp_poisson_offset") for q in ("loglik", "aic_bic")},
     **{(c, "se"): _HESSIAN_SE for c in _GLMM_ALL},
@@ -175,6 +181,8 @@ def _params():
                 continue
             for check in CHECKS:
                 if (check == "se_rx" and family == "gaussian") or (check == "loglik_full" and nagq == 1):
+                    continue
+                if engine == "mixedlm" and (name, check) in JUDGED_BY_EXACT_LAPLACE:
                     continue
                 reason = KNOWN_DISAGREEMENTS.get((engine, name, check))
                 marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
@@ -271,3 +279,51 @@ def test_every_fixture_quantity_is_checked() -> None:
     assert set(FIXTURES["quantity"]) <= known
     assert set(FIXTURES["case"]) == set(CASES["case"])
     assert np.isfinite(FIXTURES["value"].astype(float)).all()
+
+
+# Quantities that are counts: R prints them as integers under %.17g.
+_COUNTS = {"nobs", "ngroups", "npar", "Df"}
+# A computed double whose %.17g form ends in k zeros (which %g strips) is printed with
+# 17 - k significant digits, with probability 10**-k. Requiring 13 digits catches a
+# value rounded to 12 digits or fewer (as one slopes_* value once was) and, on the
+# ~400 values, raises a false alarm on a regeneration with probability about 0.4%;
+# if it ever does, the message shows the value, and rerunning R shows whether it is real.
+_MIN_DIGITS = 13
+
+
+def _significant_digits(text: str) -> int:
+    mantissa = text.lstrip("-").split("e")[0]
+    digits = mantissa.replace(".", "").lstrip("0")
+    return len(digits if "." in mantissa else digits.rstrip("0"))
+
+
+@pytest.mark.parametrize("table", ["lme4_fixtures.csv", "lme4_anova.csv"])
+def test_every_fixture_value_is_the_scripts_full_precision_output(table: str) -> None:
+    """Each value is exactly what lme4_reference.R's ``sprintf("%.17g", x)`` prints (not
+    write.csv's 15 digits, not rounded by hand): it round-trips through %.17g, counts
+    are integers, and every other value has at least ``_MIN_DIGITS`` significant digits."""
+    values = pd.read_csv(REF / table, keep_default_na=False, dtype=str)
+    bad = []
+    for row in values.itertuples(index=False):
+        text = row.value
+        x = float(text)
+        where = f"{'/'.join(str(v) for v in row[:-1])}={text}"
+        if "%.17g" % x != text:
+            bad.append(f"{where} (%.17g prints {'%.17g' % x})")
+        elif row.quantity in _COUNTS:
+            if not x.is_integer():
+                bad.append(f"{where} (a count that is not an integer)")
+        elif x != 0 and _significant_digits(text) < _MIN_DIGITS:  # 0: a singular fit's variance
+            bad.append(f"{where} ({_significant_digits(text)} significant digits)")
+    assert not bad, f"{table}: values not written by the script's %.17g: " + "; ".join(bad)
+
+
+def test_cases_left_to_the_exact_laplace_test_are_judged_there() -> None:
+    """The estimates not compared with lme4 here (JUDGED_BY_EXACT_LAPLACE) are each
+    asserted by tests/test_exact_laplace.py, which compares fixed effects, variances and
+    the correlation with the exact optimum."""
+    from test_exact_laplace import test_engine_is_closer_than_lme4_to_the_exact_laplace_optimum as judged
+
+    cases = {c for m in judged.pytestmark if m.name == "parametrize" for c in m.args[1]}
+    assert {c for c, _ in JUDGED_BY_EXACT_LAPLACE} == cases
+    assert {q for _, q in JUDGED_BY_EXACT_LAPLACE} == {"fixef", "variance", "correlation"}
