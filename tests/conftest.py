@@ -3,8 +3,14 @@ small study run end to end in a fresh clone (for the reproducibility and SLURM t
 
 from __future__ import annotations
 
-import json
 import os
+
+# The suite's fits are small: OpenBLAS's worker threads spin on them (measured about 4x
+# slower per fit on 2 cores) and every Snakemake job the tests start inherits this.
+# Set before numpy is first imported, which the imports below do.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import json
 import shutil
 import subprocess
 import sys
