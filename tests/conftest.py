@@ -116,7 +116,7 @@ def comparable_results(results: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for p in sorted(results.rglob("*")):
         rel = str(p.relative_to(results))
-        if not p.is_file() or rel.startswith("logs/") or p.suffix == ".pkl":
+        if not p.is_file() or rel.startswith("logs/") or p.name == "fit.zip":
             continue
         if p.suffix == ".json":
             rec = json.loads(p.read_text())
@@ -124,7 +124,7 @@ def comparable_results(results: Path) -> dict[str, object]:
                 rec.pop(key, None)
             if "outputs" in rec:  # a manifest: checksums of timing-bearing files vary
                 rec["outputs"] = {k: v for k, v in rec["outputs"].items()
-                                  if not k.endswith(("fit_stats.json", "fit.pkl"))}
+                                  if not k.endswith(("fit_stats.json", "fit.zip"))}
                 rec.pop("git", None)
             out[rel] = rec
         elif rel == "catalog.csv":
