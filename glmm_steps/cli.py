@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from glmm_steps import integrity
+from glmm_steps import integrity, study
 from glmm_steps.errors import GlmmError
 
 DEFAULT_CONFIG = "config/config.yaml"
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         check_options(rest)
         raw, plan = check(path)
+        study.check_targets(plan, rest)
         command_line = snakemake_command(config_json(raw, plan.results), rest)
     except GlmmError as error:
         print(error, file=sys.stderr)

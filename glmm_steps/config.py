@@ -588,7 +588,7 @@ def _check_paths(config: dict[str, Any]) -> None:
     for where, value in entries:
         if value.startswith("~"):
             raise ConfigError(where, f"{abbreviate(value)} starts with '~', which Snakemake does not expand; "
-                              "write the folder out in full (e.g. /home/me/...) or relative to the working directory")
+                              "write the path out in full (e.g. /home/me/...) or relative to the working directory")
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ConfigError(where, f"{abbreviate(value)} holds a control character (a line break?)")
     results = config["results_dir"]

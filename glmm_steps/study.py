@@ -162,15 +162,15 @@ def check_targets(plan: Any, targets: list[str]) -> None:
             continue
         model, design = m["model"], m["design"]
         if model not in plan.study_models:
-            raise GlmmError(f"{abbreviate(target)}: {abbreviate(model)} is not a model of a study in this config "
+            raise GlmmError(f"{target}: {abbreviate(model)} is not a model of a study in this config "
                             f"(study models: {', '.join(plan.study_models) or 'none'})")
         if design not in plan.design_names(model):
-            raise GlmmError(f"{abbreviate(target)}: {abbreviate(design)} is not a design point of {model}'s study "
+            raise GlmmError(f"{target}: {abbreviate(design)} is not a design point of {model}'s study "
                             f"({', '.join(plan.design_names(model))})")
         n = plan.config["datasets"][plan.dataset_of(model)]["replicates"]
         if m["index"] is not None and int(m["index"]) >= n:
-            raise GlmmError(f"{abbreviate(target)}: {model}'s study has replicates 0-{n - 1} (replicates: {n})")
+            raise GlmmError(f"{target}: {model}'s study has replicates 0-{n - 1} (replicates: {n})")
         batches = [b.name for b in plan.batches_of(model) if b.design == design]
         if m["batch"] is not None and m["batch"] not in batches:
             shown = ", ".join(batches[:3]) + (", ..." if len(batches) > 3 else "")
-            raise GlmmError(f"{abbreviate(target)}: not a batch of {model}'s study (its batches: {shown})")
+            raise GlmmError(f"{target}: not a batch of {model}'s study (its batches: {shown})")
