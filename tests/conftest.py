@@ -116,7 +116,9 @@ def comparable_results(results: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for p in sorted(results.rglob("*")):
         rel = str(p.relative_to(results))
-        if not p.is_file() or rel.startswith("logs/") or p.name == "fit.zip":
+        # logs, fit files (they hold the fit's time) and the lock and configs the runs
+        # leave in .glmm-steps/ are not results
+        if not p.is_file() or rel.startswith(("logs/", ".glmm-steps/")) or p.name == "fit.zip":
             continue
         if p.suffix == ".json":
             rec = json.loads(p.read_text())
