@@ -24,7 +24,9 @@ try:
         _default = read_yaml("config/config.yaml")
         update_config(_default, workflow.config_settings.overwrite_config)  # `--config key=value` still wins
         config.update(_default)
-    PLAN = check_config(config, files=list(workflow.config_settings.configfiles) or ["config/config.yaml"])
+    # YAML files are read again strictly (duplicate keys); JSON, e.g. the launcher's, is not YAML's to judge.
+    _yaml = [f for f in workflow.config_settings.configfiles if not str(f).endswith(".json")]
+    PLAN = check_config(config, files=_yaml if workflow.config_settings.configfiles else ["config/config.yaml"])
 except GlmmError as error:
     # One line, no traceback, before any job: existing results stay as they are.
     print(error, file=sys.stderr)
