@@ -40,16 +40,16 @@ USAGE = ("usage: glmm-steps run [CONFIG] [snakemake options ...]\n"
          f"CONFIG defaults to {DEFAULT_CONFIG}; run passes --cores all to Snakemake unless given.")
 
 
-def check(path: str):
+def check(path: str, locked: bool = True):
     """Read and check the config file ``path`` as a run does before its first job: the
-    config and the data files it names, and that no other run holds its results folder.
-    Returns (the config as read, the checked glmm_steps.config.Plan). Writes nothing;
-    raises a one-line GlmmError."""
+    config and the data files it names, and (``locked``) that no other run holds its
+    results folder. Returns (the config as read, the checked glmm_steps.config.Plan).
+    Writes nothing; raises a one-line GlmmError."""
     from glmm_steps.config import check_config, read_yaml
 
     raw = read_yaml(path)
     plan = check_config(raw)
-    if integrity.is_locked(plan.results):
+    if locked and integrity.is_locked(plan.results):
         raise GlmmError(f"another run is using the results folder {plan.results}; wait for it to end "
                         "(or give this run another results_dir)")
     return raw, plan
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: config ok, {plan.job_count:,} jobs for a fresh run, results in {plan.results}")
             return 0
         check_options(rest)
-        raw, plan = check(path)
+        raw, plan = check(path, locked=integrity.is_run(rest))  # a dry run may look while a run works
         study.check_targets(plan, rest)
         command_line = snakemake_command(config_json(raw, plan.results), rest)
     except GlmmError as error:

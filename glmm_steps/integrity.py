@@ -103,7 +103,8 @@ def repair(results: str | Path, manifests: dict[str, list[list[list[str]]]]) -> 
             continue
         digests = read_digests(manifest)
         if digests is None:
-            messages.append(f"unreadable manifest: {manifest} (truncated or edited); rebuilding it")
+            messages.append(f"unreadable manifest: {manifest} (truncated, edited or of an older version); "
+                            "rebuilding it")
             messages += _remove(manifest, root)
             continue
         for stages in fits:

@@ -108,7 +108,8 @@ def test_an_unreadable_or_old_manifest_is_removed_to_be_rebuilt(tmp_path):
         results, manifest, stages = _version(tmp_path / str(len(content)))
         manifest.write_text(content)
         messages = integrity.repair(results, {str(manifest): [stages]})
-        assert messages == [f"unreadable manifest: {manifest} (truncated or edited); rebuilding it"]
+        assert messages == [f"unreadable manifest: {manifest} (truncated, edited or of an older version); "
+                            "rebuilding it"]
         assert not manifest.exists() and all(os.path.exists(s[0]) for s in stages)
 
 

@@ -126,8 +126,8 @@ def test_every_listed_file_is_rebuilt_and_nothing_else_removed(clean_run, tmp_pa
     rel = f"results/models/bp_lmm/{bp.parent.name}"
     assert f"checksum mismatch: {rel}/seed-5/fit.zip differs from {rel}/manifest.json; rebuilding it" in lines
     assert f"missing: results/data/study/seed-6/data.csv (listed in {rel}/manifest.json); rebuilding it" in lines
-    assert (f"unreadable manifest: results/models/events_glmm/{events.name}/manifest.json (truncated or edited); "
-            "rebuilding it") in lines
+    assert (f"unreadable manifest: results/models/events_glmm/{events.name}/manifest.json "
+            "(truncated, edited or of an older version); rebuilding it") in lines
     assert "Traceback" not in proc.stderr
     for v in victims:
         assert v.read_text() == "not the workflow's\n"
