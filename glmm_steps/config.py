@@ -50,6 +50,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            # a list or mapping as a key (YAML's "? [a, b]: ..."): no config key is one
+            raise ConfigError("", f"line {key_node.start_mark.line + 1}: a {type(key).__name__} used as a key; "
+                              "keys are names")
         if key in seen:
             raise ConfigError(
                 "", f"duplicate key '{key}' at line {key_node.start_mark.line + 1} "
