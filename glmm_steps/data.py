@@ -141,11 +141,14 @@ def as_factor(values: pd.Series) -> pd.Categorical:
         # One hashing pass instead of unique-then-lookup: 2x faster on a million ids.
         codes, levels = pd.factorize(values, sort=True)
         return pd.Categorical.from_codes(codes, categories=levels)
-    try:
-        levels = sorted(pd.unique(values.dropna()))
-    except TypeError:  # numbers mixed with text: all text, as R's factor() would make them
-        values = values.map(lambda v: v if pd.isna(v) else str(v))
-        levels = sorted(pd.unique(values.dropna()))
+    from glmm_steps.model_matrix import r_sort_key
+
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.Categorical(values)
+    # Text sorts as R sorts it (ICU: case-insensitive first, '3+' after '2'); numbers
+    # mixed with text become all text, as R's factor() would make them.
+    values = values.map(lambda v: v if pd.isna(v) else str(v))
+    levels = sorted(pd.unique(values.dropna()), key=r_sort_key)
     return pd.Categorical(values, categories=levels)
 
 
@@ -164,8 +167,9 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
     """Refuse text where numbers are needed: in the response, trials and offset, and
     in a covariate whose values are mostly numbers (one stray 'n/a' or '1,5' makes
     pandas read the whole column as text, which would silently fit it as a factor)."""
-    numeric = list(formula.trials or (formula.response,)) + ([formula.offset] if formula.offset else [])
-    covariates = dict.fromkeys(formula.fixed_variables + tuple(s for t in formula.random for s in t.slopes))
+    numeric = list(formula.response_columns) + ([formula.offset] if formula.offset else [])
+    wrapped = set(formula.factor_columns)
+    covariates = {c: None for c in formula.fixed_variables + formula.slope_columns if c not in wrapped}
     for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
         col = frame[c]
         if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors:
@@ -181,11 +185,13 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
             # All text, or all numbers stored as text: a categorical covariate by intent.
             if not bad.any() and len(values):
                 raise DataError(f"{where}: column '{c}' holds numbers stored as text (e.g. {_show(values.iloc[0])}); "
-                                "store them as numbers, or list the column under the dataset's factors")
+                                f"store them as numbers, or write factor({c}) in the formula or list the column "
+                                "under the dataset's factors:")
             continue
         else:
             raise DataError(f"{where}: column '{c}' looks numeric but holds text {_show(values[bad].iloc[0])} "
-                            f"on line {values[bad].index[0] + 2}; fix the value, "
+                            f"on line {values[bad].index[0] + 2}; if '{c}' is categorical write factor({c}) "
+                            "in the formula or list it under the dataset's factors:, else fix the value "
                             "or leave the cell empty to mark it missing")
         frame[c] = pd.to_numeric(col.astype(str).str.strip(), errors="coerce").where(col.notna())
 
@@ -287,7 +293,11 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     adds the proportion column ``formula.response`` (successes / trials). Rows with
     a missing value are an error unless ``drop_missing``. ``family`` (when given)
     checks the response's values. ``where`` names the data in error messages.
-    Raises DataError."""
+    Raises DataError. A transformed response (``log(y)``) is added as a column of that name.
+    ``factors`` is the dataset's ``factors:`` list (names or option mappings)."""
+    from glmm_steps.model_matrix import factor_columns, response_values
+
+    factors = factor_columns(factors)
     missing = [c for c in formula.columns if c not in data.columns]
     if missing:
         raise DataError(f"{where}: formula {formula.text!r} needs column '{missing[0]}', which is missing")
@@ -295,7 +305,7 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     frame = data.loc[:, [c for c in data.columns if c in formula.columns]].reset_index(drop=True)
     if frame.empty:
         raise DataError(f"{where}: no data rows")
-    outcome = set(formula.trials or (formula.response,)) | {formula.offset}
+    outcome = set(formula.response_columns) | {formula.offset}
     for c in factors:
         if c in outcome:
             raise DataError(f"{where}: column '{c}' is listed under the dataset's factors, but the formula "
@@ -315,7 +325,9 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     _check_groups(frame, formula, where, family)
     for g in dict.fromkeys(formula.grouping_factors + tuple(c for c in factors if c in frame)):
         frame[g] = as_factor(frame[g])
+    if not formula.trials and formula.response not in frame.columns:
+        frame[formula.response] = response_values(formula, frame, where=where)
     _check_response(frame, formula, where, family)
     if formula.trials:
-        frame[formula.response] = frame[formula.trials[0]] / formula.n_trials(frame)
+        frame[formula.response] = response_values(formula, frame, where=where)
     return frame.reset_index(drop=True), notes
