@@ -399,8 +399,9 @@ class _Parser:
 
 def _check_call(node: Call, err) -> None:
     """Arguments of a call, checked without evaluating anything: one column or
-    expression per transform, arithmetic (``+ - * / ^``, numbers) only inside ``I()``,
-    literal degrees and flags; ``factor()`` and ``poly()`` only as a term of their own."""
+    arithmetic expression (``+ - * / ^``, numbers, listed calls) per transform, as R
+    evaluates ``log(x + 1)``; literal degrees and flags; ``factor()`` takes a column, and
+    ``factor()`` and ``poly()`` are only terms of their own."""
     stack = [(node, False, True)]
     while stack:
         n, in_i, top = stack.pop()
@@ -424,7 +425,8 @@ def _check_call(node: Call, err) -> None:
                 raise err(f"{n.fn}() inside {node}")
             if n.fn in ("factor", "as.factor", "poly") and not top:
                 raise err(f"{n.fn}() inside {node}: {n.fn}() must be a term of its own")
-            stack.append((n.args[0], n.fn == "I" or (in_i and n.fn not in ("factor", "as.factor")), False))
+            # Inside a call R's operators are arithmetic (log(x + 1)); only factor() takes a column.
+            stack.append((n.args[0], n.fn not in ("factor", "as.factor"), False))
 
 
 def _check_one_call(n: Call, err) -> None:
