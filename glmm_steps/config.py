@@ -483,18 +483,35 @@ def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[st
     Returns the file's number of data rows."""
     from glmm_steps.data import model_frame, read_data, read_header
 
+    from glmm_steps.model_matrix import build, factor_columns
+
     header = read_header(spec["path"], f"datasets.{name}.path")
-    for i, col in enumerate(spec["factors"]):
+    declared = _factor_columns(name, spec["factors"])
+    for i, col in enumerate(declared):
         if col not in header:
             close = difflib.get_close_matches(col, header, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (columns: {', '.join(header)})"
             raise ConfigError(f"datasets.{name}.factors.{i}", f"no column '{col}' in {spec['path']}{hint}")
-    needed = {c for _, parsed in models for c in parsed.columns} | set(spec["factors"])
+    needed = {c for _, parsed in models for c in parsed.columns} | set(factor_columns(spec["factors"]))
     frame = read_data(spec["path"], columns=needed)
     for model, parsed in models:
-        model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
-                    drop_missing=spec["drop_missing"])
+        fitted, _ = model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
+                                drop_missing=spec["drop_missing"])
+        # The fit step's own model matrix: a transform that is not finite (log of 0), a
+        # level the factor options leave out, a factor split by '||' stop the run here.
+        build(parsed, fitted, spec["factors"], where=spec["path"])
     return len(frame)
+
+
+def _factor_columns(name: str, factors: list) -> list[str]:
+    """The columns a dataset's ``factors:`` list names (each item a column or a mapping
+    with ``column``), checking the mappings' options."""
+    from glmm_steps.model_matrix import factor_options
+
+    try:
+        return list(factor_options(factors))
+    except ConfigError as e:
+        raise ConfigError(f"datasets.{name}.{e.path}", e.problem) from None
 
 
 def _grouping_frame(spec: dict[str, Any], design: Design | None, parsed) -> Any:
@@ -604,7 +621,7 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
         return
     if not is_study:
         raise ConfigError(where, "applies to models of a study dataset (one with 'replicates') only")
-    known = ["(Intercept)", *formula.fixed_variables]
+    known = list(dict.fromkeys(["(Intercept)", *formula.fixed_term_labels, *formula.fixed_variables]))
     for term in terms:
         if term not in known:
             raise ConfigError(where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})")

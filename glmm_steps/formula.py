@@ -35,7 +35,10 @@ from glmm_steps.errors import GlmmError
 TRANSFORMS = ("log", "log1p", "log2", "log10", "exp", "sqrt", "abs")
 FUNCTIONS = TRANSFORMS + ("I", "scale", "poly", "factor", "as.factor", "as.numeric")
 SPECIAL = ("offset", "cbind")
-SUPPORTED = ", ".join(f"{f}()" for f in FUNCTIONS + SPECIAL)
+# What the messages list: every call a formula may make, as it is written.
+SUPPORTED = ("log(x), log1p(x), log2(x), log10(x), exp(x), sqrt(x), abs(x), I(+ - * / ^), "
+             "scale(x, center = TRUE, scale = TRUE), poly(x, degree, raw = FALSE), factor(x), "
+             "as.factor(x), as.numeric(x), offset(x), cbind(successes, failures)")
 # Keyword arguments each function takes, with the values allowed.
 _BOOL = {"TRUE": True, "T": True, "FALSE": False, "F": False}
 MAX_LENGTH = 20_000
@@ -430,6 +433,10 @@ def _check_call(node: Call, err) -> None:
 
 
 def _check_one_call(n: Call, err) -> None:
+    _check_arguments(n, lambda problem: err(f"{problem}; supported: {SUPPORTED}"))
+
+
+def _check_arguments(n: Call, err) -> None:
     allowed = {"scale": ("center", "scale"), "poly": ("degree", "raw")}.get(n.fn, ())
     for key, value in n.kwargs:
         if key not in allowed:

@@ -345,8 +345,13 @@ class _Builder:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise self.error(f"{label} is not a finite number on line {row + 2} "
-                             f"({', '.join(f'{c} = {self.frame[c].iloc[row]!r}' for c in _columns(node))})")
+                             f"({', '.join(f'{c} = {_show(self.frame[c].iloc[row])}' for c in _columns(node))})")
         return ("num", values, names)
+
+
+def _show(value) -> str:
+    """A cell value as the user wrote it (``-5.56``, not ``np.float64(-5.56)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _columns(node) -> list[str]:
@@ -437,7 +442,8 @@ def build(formula: Formula, frame: pd.DataFrame, factors=(), state: dict[str, An
             if wide:
                 raise b.error(f"{rterm}: '{wide[0]}' has {len(rassign[wide[0]])} columns, and '||' would make "
                               "them independent where lme4 keeps a factor's columns correlated; write "
-                              f"(0 + {wide[0]} | {rterm.group_name}) as a term of its own")
+                              f"(0 + {wide[0]} | {rterm.group_name}) as a term of its own, as lme4 "
+                              "expands '||'")
         random.append(RandomBlock(rnames, np.column_stack(rcols), term_of))
     response = response_values(formula, frame, b)
     return ModelMatrix(response=response, X=X, fixed_names=names, term_columns=assign, random=random,
@@ -455,7 +461,7 @@ def response_values(formula: Formula, frame: pd.DataFrame, builder: _Builder | N
     bad = ~np.isfinite(y)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        cols = ", ".join(f"{c} = {frame[c].iloc[row]!r}" for c in _columns(formula.response_node))
+        cols = ", ".join(f"{c} = {_show(frame[c].iloc[row])}" for c in _columns(formula.response_node))
         line = frame.index[row] + 2 if isinstance(frame.index, pd.RangeIndex) or frame.index.is_integer() else row + 2
         raise b.error(f"the response {formula.response} is not a finite number on line {line} ({cols})")
     return y

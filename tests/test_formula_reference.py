@@ -179,3 +179,23 @@ def test_fit_records_state_and_term_columns() -> None:
     assert res.term_columns["factor(livch)"] == ["factor(livch)1", "factor(livch)2", "factor(livch)3+"]
     assert res.transform_state["factors"]["factor(livch)"]["levels"] == ["0", "1", "2", "3+"]
     json.dumps(res.transform_state)  # plain JSON values
+
+
+ALGEBRA = FIXTURES[FIXTURES["quantity"] == "column"]
+
+
+@pytest.mark.parametrize("text", list(dict.fromkeys(ALGEBRA["case"])))
+def test_columns_and_terms_equal_r_model_matrix(text: str) -> None:
+    """The term algebra (a/b, %in%, ^, -, 0 +, :, *) and the names of every transform:
+    column names in R's order and each column's term (R's assign), as model.matrix()
+    makes them on the Exam data."""
+    frame = pd.read_csv(REF / "data" / "Exam.csv")
+    ref = ALGEBRA[ALGEBRA["case"] == text].sort_values("value", key=lambda v: v.astype(float))
+    mm = build(parse(text + " + (1 | school)"), frame)
+    assert mm.fixed_names == ref["term"].tolist()
+    want: dict[str, list[str]] = {}
+    for term, col in zip(ref["group"], ref["term"]):
+        want.setdefault(term, []).append(col)
+    assert mm.term_columns == want
+    # every column holds numbers of the right shape, and the term map covers them all
+    assert mm.X.shape == (len(frame), len(ref)) and np.isfinite(mm.X).all()

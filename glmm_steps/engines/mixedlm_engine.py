@@ -72,11 +72,21 @@ def engine_inputs(formula: Formula, design: ModelMatrix, frame: pd.DataFrame
     return f"y__ ~ {' + '.join(fixed + bars)}", out, names, groups
 
 
+def _group_name(name: str, groups: dict[str, str]) -> str:
+    """lme4's name of mixedlm's group ``name``: a second term on the same factor,
+    ``(1 | g) + (0 + x | g)``, is ``g__0.1`` to mixedlm and ``g`` here (lme4's cnms name;
+    its VarCorr prints ``g.1``)."""
+    if name in groups:
+        return groups[name]
+    base, _, k = name.rpartition(".")
+    return groups.get(base, name) if k.isdigit() else name
+
+
 def _varcorr(model, names: dict[str, str], columns: dict[str, str]) -> pd.DataFrame:
     rows = []
     vc = model.VarCorr()
     for mname, grp in vc.groups.items():
-        gname = names.get(mname, mname)
+        gname = _group_name(mname, names)
         terms = [columns.get(t, t) for t in grp.term_names]
         for i, t in enumerate(terms):
             var = float(grp.cov[i, i])
@@ -148,7 +158,7 @@ def _ranef(model, names: dict[str, str], columns: dict[str, str]) -> pd.DataFram
         for term, estimate in terms.items():
             n = len(estimate)
             parts.append(pd.DataFrame({
-                "group": np.repeat(names.get(group, group), n),
+                "group": np.repeat(_group_name(group, names), n),
                 "level": levels[group],
                 "term": np.repeat(columns.get(term, term), n),
                 "estimate": np.asarray(estimate, dtype=float),
@@ -252,7 +262,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         fitted=fitted,
         fitted_marginal=marginal,
         nobs=int(model.nobs()),
-        ngroups={group_names.get(str(k), str(k)): int(v) for k, v in model.ngrps().items()},
+        ngroups={_group_name(str(k), group_names): int(v) for k, v in model.ngrps().items()},
         loglik=float(model.logLik().value),
         aic=float(model.AIC()),
         bic=float(model.BIC()),

@@ -165,6 +165,28 @@ s <- scale(ortho$age)
 add("scale_age", "scale_center", "", "", attr(s, "scaled:center"))
 add("scale_age", "scale_scale", "", "", attr(s, "scaled:scale"))
 
+# R's model.matrix() column names and terms (assign) for the term algebra, on the
+# Exam data (numbers standLRT, normexam; factors sex, vr, intake, schgend).
+algebra <- c(
+  "normexam ~ vr/sex", "normexam ~ sex %in% vr", "normexam ~ (vr + sex + standLRT)^2",
+  "normexam ~ vr * sex - vr", "normexam ~ 0 + vr:sex", "normexam ~ standLRT:vr",
+  "normexam ~ vr:standLRT + standLRT", "normexam ~ -1 + vr", "normexam ~ standLRT %in% vr",
+  "normexam ~ standLRT/(vr + sex)", "normexam ~ vr * standLRT + sex - 1", "normexam ~ vr + sex + vr:sex:standLRT",
+  "normexam ~ standLRT + vr:sex", "normexam ~ sex + vr:sex:standLRT", "normexam ~ (vr + sex)^3",
+  "normexam ~ vr - 1 + 1", "normexam ~ standLRT - standLRT", "normexam ~ 0 + sex + vr",
+  "normexam ~ 0 + standLRT + sex:vr", "normexam ~ sex * vr * intake", "normexam ~ (sex + vr + intake)^2 - sex:vr",
+  "normexam ~ I(standLRT^2) + log(standLRT + 5) + poly(standLRT, 2) + scale(standLRT)",
+  "normexam ~ I(standLRT * 2) + I(standLRT/2) + I(standLRT - 1) + I(-standLRT + 1e5) + I(0.5 * standLRT) + I(standLRT^-1) + I(1/(standLRT + 9))",
+  "normexam ~ poly(standLRT, 2, raw = TRUE) + factor(sex) + as.factor(vr):standLRT",
+  "normexam ~ scale(standLRT, scale = FALSE) * sex + schgend"
+)
+for (fo in algebra) {
+  mm <- model.matrix(as.formula(fo), exam)
+  labels <- c("(Intercept)", attr(terms(as.formula(fo)), "term.labels"))
+  asg <- attr(mm, "assign")
+  for (k in seq_along(asg)) add(fo, "column", labels[asg[k] + 1], colnames(mm)[k], k)
+}
+
 fixtures <- do.call(rbind, rows)
 write.csv(fixtures, file.path(ref_dir, "formula_fixtures.csv"), row.names = FALSE)
 write.csv(do.call(rbind, case_rows), file.path(ref_dir, "formula_cases.csv"), row.names = FALSE)
