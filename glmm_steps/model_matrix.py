@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps.errors import ConfigError, DataError
-from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, r_number
+from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, cut, r_number
 
 CONTRASTS = ("treatment", "sum")
 _UNARY = {
@@ -169,7 +169,7 @@ class _Builder:
         self.where = where
 
     def error(self, problem: str) -> DataError:
-        return DataError(f"{self.where}: {problem}")
+        return DataError(f"{self.where}: {cut(problem)}")
 
     def column(self, name: str) -> pd.Series:
         if name not in self.frame.columns:
