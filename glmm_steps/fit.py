@@ -22,13 +22,16 @@ from glmm_steps.errors import DataError, GlmmError
 
 
 def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
-              drop_missing: bool = False, *, random_effects: bool = True) -> FitResult:
+              drop_missing: bool = False, *, random_effects: bool = True,
+              state: dict | None = None) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
     ``factors`` is the dataset's ``factors:`` list (column names, or mappings that also set
     a factor's levels, reference level and contrasts); ``drop_missing`` allows
     dropping rows with a missing value (else they are an error). ``random_effects=False``
     skips the conditional modes and their variances (most of a small fit's time, and
-    unused by a study); every other number is the same either way.
+    unused by a study); every other number is the same either way. ``state``: a fit's
+    ``transform_state`` to code the rows exactly as that fit did (a refit of its rows by
+    another engine or by ML), instead of computing levels, centres and coefficients anew.
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
@@ -36,7 +39,7 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     formula = formula_mod.parse(spec.formula)
     model_frame, notes = data_mod.model_frame(frame, formula, where, factors, family=spec.family,
                                               drop_missing=drop_missing)
-    design = model_matrix.build(formula, model_frame, factors, where=where)
+    design = model_matrix.build(formula, model_frame, factors, state=state, where=where)
     start = time.perf_counter()
     try:
         result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects,

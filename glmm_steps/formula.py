@@ -50,13 +50,14 @@ MAX_CALL_OPERATORS = 200
 # Operators by binding power (R's ?Syntax, low to high); '^' is right-associative.
 _BINARY = {"|": 1, "||": 1, "+": 2, "-": 2, "*": 3, "/": 3, "%in%": 4, ":": 5, "^": 7}
 _UNARY = 6
+_UNSUPPORTED = ("==", "!=", "<=", ">=", "<", ">", "&", "&&", "!")
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w.]))
   | (?P<name>[A-Za-z_.][\w.]*)
   | (?P<quoted>`[^`]*`)
-  | (?P<op>\|\||%in%|[~+\-*/^:|(),=])
+  | (?P<op>\|\||%in%|==|!=|<=|>=|&&|[~+\-*/^:|(),=<>&!])
 """, re.VERBOSE)
 _SYNTACTIC = re.compile(r"^(?:[A-Za-z]|\.(?![0-9]))[\w.]*$")
 
@@ -367,6 +368,9 @@ class _Parser:
         left = self.unary()
         while True:
             kind, op, _ = self.peek()
+            if kind == "op" and op in _UNSUPPORTED:
+                raise self.error(f"'{op}' is not supported in a formula (comparisons and logic are not "
+                                 f"transforms); supported: {SUPPORTED}")
             power = _BINARY.get(op) if kind == "op" else None
             if power is None or power < min_power:
                 break
@@ -573,6 +577,10 @@ class _Terms:
                 raise self.err(f"the power in {node} must be a whole number "
                                "(write I(x^2) for a squared covariate)")
             base = list(self.factors_of(self.expand(node.left), "^", node.left))
+            if len(base) == 1:
+                # R reads x^2 as x (the power crosses terms): almost always a square was meant.
+                raise self.err(f"{node} outside I() is R's term power, which leaves the single term "
+                               f"{node.left} as it is: write I({node}) for its power, or {node.left} for itself")
             out = dict.fromkeys(base)
             for _ in range(min(int(node.right.value), len(base)) - 1):
                 out.update(dict.fromkeys(self.cross(list(out), base)))
