@@ -204,3 +204,24 @@ def test_transformed_response_and_study_formula_fit():
     other = fit_model(res.frame, ModelSpec(name="m", dataset="d", formula=spec.formula, engine="statsmodels"),
                       state=res.transform_state)
     np.testing.assert_allclose(other.fixef["estimate"], res.fixef["estimate"], rtol=1e-4)
+
+
+def test_study_replicate_with_transformed_formula():
+    """A simulation study's replicate fits a transformed formula like any other: terms
+    named as lme4 names them, a true value only where the design has one."""
+    from glmm_steps.batch import fit_replicate, parameters
+    from glmm_steps.simulate import design_from_config
+
+    design = design_from_config({
+        "levels": [{"name": "site", "n": 6}, {"name": "subject", "n": 5}],
+        "repeated": {"name": "visit", "values": [0, 1, 2, 3]},
+        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}},
+    })
+    spec = ModelSpec(name="m", dataset="d", formula="y ~ visit + I(visit^2) + (1 + scale(visit, scale = FALSE) || site)")
+    _, truth, result = fit_replicate(design, spec, 7)
+    assert result.ok, result.error
+    rows = {r["term"]: r for r in parameters(result, truth, design)}
+    assert {"visit", "I(visit^2)", "sd__scale(visit, scale = FALSE)"} <= set(rows)
+    assert rows["visit"]["true_value"] == 1.0 and np.isnan(rows["I(visit^2)"]["true_value"])
+    assert result.transform_state["scale"]["scale(visit, scale = FALSE)"] == {"center": 1.5, "scale": 1.0}
