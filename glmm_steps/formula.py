@@ -242,6 +242,12 @@ class Formula:
         return tuple(dict.fromkeys(columns_of(self.response_node)))
 
     @property
+    def outcome(self) -> str:
+        """The data column the response is made of: the successes of a cbind, ``y`` of
+        ``log(y)`` (the first column when an ``I()`` reads several)."""
+        return self.response_columns[0]
+
+    @property
     def factor_columns(self) -> tuple[str, ...]:
         """Columns the formula wraps in ``factor()``/``as.factor()``: categorical by intent."""
         out: dict[str, None] = {}

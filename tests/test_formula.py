@@ -225,3 +225,27 @@ def test_study_replicate_with_transformed_formula():
     assert {"visit", "I(visit^2)", "sd__scale(visit, scale = FALSE)"} <= set(rows)
     assert rows["visit"]["true_value"] == 1.0 and np.isnan(rows["I(visit^2)"]["true_value"])
     assert result.transform_state["scale"]["scale(visit, scale = FALSE)"] == {"center": 1.5, "scale": 1.0}
+
+
+def test_config_check_builds_simulated_right_hand_sides():
+    """A transform the design's own values cannot take stops the run before any job."""
+    import copy
+
+    from glmm_steps.config import check_config
+    from glmm_steps.errors import ConfigError
+
+    base = {"datasets": {"s": {"seeds": [1], "simulate": {
+        "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+        "repeated": {"name": "visit", "values": [0, 1, 2]},
+        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
+        "models": {"m": {"dataset": "s", "formula": ""}}}
+    for text, needle in [("y ~ log(visit) + (1 | site)", r"log\(visit\) is not a finite number"),
+                         ("y ~ poly(visit, 3) + (1 | site)", "less than the number of distinct values")]:
+        config = copy.deepcopy(base)
+        config["models"]["m"]["formula"] = text
+        with pytest.raises(ConfigError, match=needle):
+            check_config(config)
+    config = copy.deepcopy(base)
+    config["models"]["m"]["formula"] = "log(y) ~ poly(visit, 2) + (1 + scale(visit) || site)"
+    assert check_config(config).fits
