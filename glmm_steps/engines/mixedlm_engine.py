@@ -68,7 +68,7 @@ def engine_inputs(formula: Formula, design: ModelMatrix, frame: pd.DataFrame
         bars.append(f"({' + '.join(cols)} {'|' if term.correlated else '||'} {group})")
     out = pd.DataFrame(data)
     for g, safe in safe_group.items():
-        out[safe] = frame[g].to_numpy()
+        out[safe] = frame[g].array  # a Categorical stays one (its level order is the table's)
     return f"y__ ~ {' + '.join(fixed + bars)}", out, names, groups
 
 
