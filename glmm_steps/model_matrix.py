@@ -356,7 +356,8 @@ class _Builder:
 
 def _show(value) -> str:
     """A cell value as the user wrote it (``-5.56``, not ``np.float64(-5.56)``)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    value = value.item() if isinstance(value, np.generic) else value
+    return level_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
 def _columns(node) -> list[str]:
