@@ -249,3 +249,24 @@ def test_config_check_builds_simulated_right_hand_sides():
     config = copy.deepcopy(base)
     config["models"]["m"]["formula"] = "log(y) ~ poly(visit, 2) + (1 + scale(visit) || site)"
     assert check_config(config).fits
+
+
+def test_power_terms_name_transformed_coefficients():
+    """A study's power_terms may name a coefficient of a transform or a factor level, as
+    lme4 names it; the config check knows them from the design's rows."""
+    import copy
+
+    from glmm_steps.config import check_config
+    from glmm_steps.errors import ConfigError
+
+    config = {"datasets": {"sim": {"replicates": 4, "base_seed": 7, "simulate": {
+        "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+        "repeated": {"name": "visit", "values": [0, 1, 2]},
+        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
+        "models": {"m": {"dataset": "sim", "formula": "y ~ factor(visit) + (1 | site)",
+                         "power_terms": ["factor(visit)2"]}}}
+    assert check_config(copy.deepcopy(config)).study_designs
+    config["models"]["m"]["power_terms"] = ["factor(visit)3"]
+    with pytest.raises(ConfigError, match=r"'factor\(visit\)3' is not a fixed effect .*factor\(visit\)2"):
+        check_config(config)
