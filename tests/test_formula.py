@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -270,3 +272,19 @@ def test_power_terms_name_transformed_coefficients():
     config["models"]["m"]["power_terms"] = ["factor(visit)3"]
     with pytest.raises(ConfigError, match=r"'factor\(visit\)3' is not a fixed effect .*factor\(visit\)2"):
         check_config(config)
+
+
+def test_text_binomial_response_is_a_factor_as_in_r():
+    """The issue's own model on mlmRev's Contraception with use as N/Y: R's glmer takes
+    the first level as failure; the fixed effects equal the 0/1 coding's."""
+    data = pd.read_csv(Path(__file__).parent / "reference" / "data" / "Contraception.csv")
+    text = data.assign(use=np.where(data["use01"] == 1, "Y", "N")).drop(columns="use01")
+    spec = ModelSpec(name="m", dataset="d", formula="use ~ age + I(age^2) + urban + factor(livch) + (1 | district)",
+                     family="binomial")
+    res = fit_model(text, spec)
+    ref = fit_model(data, ModelSpec(name="m", dataset="d", family="binomial",
+                                    formula=spec.formula.replace("use ~", "use01 ~")))
+    assert res.ok and "binomial response 'use' is text: 'N' (its first level) is 0, 'Y' 1, as in R" in res.notes
+    np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
+    assert res.fixef["term"].tolist() == ["(Intercept)", "age", "I(age^2)", "urbanY", "factor(livch)1",
+                                          "factor(livch)2", "factor(livch)3+"]
