@@ -801,6 +801,7 @@ def _parse(text: str) -> tuple[Formula, int]:
     problem = _structure_problem(text)
     if problem:
         raise GlmmError(f"formula {quote(text)}: {problem}")
+
     def err(problem: str) -> GlmmError:
         return GlmmError(f"formula {quote(text)}: {cut(problem)}")
 
@@ -814,9 +815,11 @@ def _parse(text: str) -> tuple[Formula, int]:
         raise err(f"expected '+' or the end of the formula near {parser.near()}")
     response, response_node, trials, trials_total = _response(lhs, err)
 
-    variables: dict[str, object] = {}
-    fixed = _Terms(err, variables)
+    # The fixed part numbers its variables by itself (lme4 fits nobars(formula)); each
+    # random term's by itself (model.matrix of its left side).
+    fixed = _Terms(err, {})
     random_builder = _Terms(err, {})
+    random_variables: dict[str, object] = {}
     random: list[RandomTerm] = []
     offset, offset_log = None, False
     fixed_items = _Exp()
@@ -828,7 +831,7 @@ def _parse(text: str) -> tuple[Formula, int]:
             random_builder.variables = {}
             random += _random_terms(inner, random_builder, err)
             for label, tree in random_builder.variables.items():
-                variables.setdefault(label, tree)
+                random_variables.setdefault(label, tree)
             continue
         if _contains_bar(node):
             raise err(f"'|' belongs inside a random term in parentheses, e.g. (1 | g); got {node}")
@@ -839,6 +842,7 @@ def _parse(text: str) -> tuple[Formula, int]:
             continue
         fixed_items = fixed.apply("-" if negated else "+", fixed_items, fixed.expand(node), node)
     intercept, fixed_terms = fixed.finish(fixed_items)
+    variables = {**fixed.variables, **{k: v for k, v in random_variables.items() if k not in fixed.variables}}
     if not random:
         raise err("no random-effect term such as (1 | group)")
     fixed_cols: dict[str, None] = {}

@@ -288,3 +288,10 @@ def test_text_binomial_response_is_a_factor_as_in_r():
     np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
     assert res.fixef["term"].tolist() == ["(Intercept)", "age", "I(age^2)", "urbanY", "factor(livch)1",
                                           "factor(livch)2", "factor(livch)3+"]
+
+
+def test_fixed_variables_numbered_without_random_terms():
+    """lme4 fits the fixed part as its own formula: a random term written first does not
+    change the order of variables in a fixed interaction's name."""
+    assert parse("y ~ (1 + x | g) + z + z:x").fixed_term_labels == ("z", "z:x")
+    assert parse("y ~ z + z:x + (1 + x | g)").fixed_term_labels == ("z", "z:x")
