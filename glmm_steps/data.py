@@ -167,8 +167,9 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
     """Refuse text where numbers are needed: in the response, trials and offset, and
     in a covariate whose values are mostly numbers (one stray 'n/a' or '1,5' makes
     pandas read the whole column as text, which would silently fit it as a factor)."""
-    numeric = list(formula.response_columns) + ([formula.offset] if formula.offset else [])
-    wrapped = set(formula.factor_columns)
+    numeric = ([c for c in formula.response_columns if c not in formula.converted_columns]
+               + ([formula.offset] if formula.offset else []))
+    wrapped = set(formula.factor_columns) | set(formula.converted_columns)
     covariates = {c: None for c in formula.fixed_variables + formula.slope_columns if c not in wrapped}
     for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
         col = frame[c]

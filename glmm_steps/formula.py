@@ -257,6 +257,16 @@ class Formula:
         return tuple(out)
 
     @property
+    def converted_columns(self) -> tuple[str, ...]:
+        """Columns the formula reads through ``as.numeric()``: text that holds numbers is
+        converted there, as R's as.numeric() does."""
+        out: dict[str, None] = {}
+        for node in list(self.variables.values()) + [self.response_node]:
+            for c in _factor_args(node, ("as.numeric",)):
+                out.setdefault(c, None)
+        return tuple(out)
+
+    @property
     def slope_columns(self) -> tuple[str, ...]:
         """The data columns random slopes read."""
         out: dict[str, None] = {}
@@ -308,10 +318,20 @@ def columns_of(node) -> list[str]:
     return out
 
 
-def _factor_args(node) -> list[str]:
-    if isinstance(node, Call) and node.fn in ("factor", "as.factor") and isinstance(node.args[0], Name):
-        return [node.args[0].name]
-    return []
+def _factor_args(node, functions=("factor", "as.factor")) -> list[str]:
+    """Columns given directly to one of ``functions`` anywhere in the tree."""
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Call):
+            if n.fn in functions and n.args and isinstance(n.args[0], Name):
+                out.append(n.args[0].name)
+            stack.extend(n.args)
+        elif isinstance(n, BinOp):
+            stack += [n.left, n.right]
+        elif isinstance(n, (Neg, Paren)):
+            stack.append(n.operand if isinstance(n, Neg) else n.inner)
+    return out
 
 
 # ---- scanning and parsing -------------------------------------------------------------

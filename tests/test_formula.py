@@ -295,3 +295,12 @@ def test_fixed_variables_numbered_without_random_terms():
     change the order of variables in a fixed interaction's name."""
     assert parse("y ~ (1 + x | g) + z + z:x").fixed_term_labels == ("z", "z:x")
     assert parse("y ~ z + z:x + (1 + x | g)").fixed_term_labels == ("z", "z:x")
+
+
+def test_as_numeric_converts_text_numbers():
+    data = FRAME.assign(t=FRAME["x"].map(lambda v: f"{v:.3f}"))
+    res = fit_model(data, ModelSpec(name="m", dataset="d", formula="y ~ as.numeric(t) + (1 | g)"))
+    ref = fit_model(data.assign(t=data["t"].astype(float)), ModelSpec(name="m", dataset="d",
+                                                                      formula="y ~ t + (1 | g)"))
+    assert res.ok and res.fixef["term"].tolist() == ["(Intercept)", "as.numeric(t)"]
+    np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
