@@ -304,3 +304,8 @@ def test_as_numeric_converts_text_numbers():
                                                                       formula="y ~ t + (1 | g)"))
     assert res.ok and res.fixef["term"].tolist() == ["(Intercept)", "as.numeric(t)"]
     np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
+
+
+def test_one_level_factor_refused_as_r_does():
+    with pytest.raises(DataError, match="f has only one level \\(a\\)"):
+        build(parse("y ~ f + (1 | g)"), FRAME.assign(f="a"))
