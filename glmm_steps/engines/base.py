@@ -23,6 +23,18 @@ APPROXIMATIONS = {
 FIXEF_COLUMNS = ["term", "estimate", "std_error"]
 VARCORR_COLUMNS = ["group", "term", "variance", "sd", "correlation"]
 RANEF_COLUMNS = ["group", "level", "term", "estimate", "cond_sd"]
+ANOVA_COLUMNS = ["term", "statistic", "num_df", "den_df", "p_value", "test", "df_method"]
+# How fixed_effects.csv tests each coefficient, by config value of `inference`.
+TESTS = {"satterthwaite": "Satterthwaite t", "kenward_roger": "Kenward-Roger t", "wald": "Wald z"}
+
+
+def default_inference(entry: dict[str, Any]) -> str:
+    """A model entry's ``inference`` when the config leaves it out, as R's defaults:
+    ``satterthwaite`` (lmerTest's summary) for a gaussian model fitted by mixedlm,
+    else ``wald`` (glmer's z tests; statsmodels' MixedLM)."""
+    gaussian = entry.get("family", "gaussian") == "gaussian"
+    mixedlm = entry.get("engine", "mixedlm") == "mixedlm"
+    return "satterthwaite" if gaussian and mixedlm and entry.get("approximation") is None else "wald"
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class ModelSpec:
     engine: str = "mixedlm"
     nagq: int = 1
     approximation: str | None = None
+    inference: str = "wald"
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -50,6 +63,7 @@ class ModelSpec:
             engine=entry.get("engine", "mixedlm"),
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
+            inference=entry.get("inference") or default_inference(entry),
         )
 
     @property
@@ -87,7 +101,13 @@ class FitResult:
     ``warnings`` are about the fit's quality; ``notes`` record what was done to the
     data on the way (rows dropped, numeric grouping columns treated as factors).
     ``details`` holds what an engine wants on record beside the numbers (optimizers
-    tried, gradient, priors); it is written to fit_stats.json as ``engine_details``."""
+    tried, gradient, priors); it is written to fit_stats.json as ``engine_details``.
+    ``fixef`` has a ``df`` column when its tests are t tests (``spec.inference``
+    satterthwaite or kenward_roger; ``std_error`` is then Kenward-Roger's adjusted one
+    for the latter); ``test`` names the test the table's ``df`` and the extract step's
+    p-values and intervals follow (``TESTS``; a fallback to another method is in
+    ``warnings``). ``anova``: one type III test per fixed-effect term
+    (ANOVA_COLUMNS, :mod:`glmm_steps.anova`)."""
 
     spec: ModelSpec
     engine_version: str
@@ -114,6 +134,8 @@ class FitResult:
     optimizer: str = ""
     wall_time_s: float = float("nan")
     details: dict[str, Any] = field(default_factory=dict)
+    test: str = TESTS["wald"]
+    anova: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ANOVA_COLUMNS))
 
     @property
     def ok(self) -> bool:

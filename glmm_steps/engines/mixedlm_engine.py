@@ -13,6 +13,7 @@ import pandas as pd
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
+from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
 from glmm_steps.formula import Formula
 
 # Above this many rows the Hessian check (2k^2 + 1 deviance evaluations) costs about
@@ -31,17 +32,17 @@ def _family(name: str):
 
 def r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
     """mixedlm names treatment-contrast columns ``period.1``; R names them after the
-    level (``period2``). Rename so tables match lme4's and other engines'."""
-    out = []
-    for name in names:
+    level (``period2``), also inside interactions (``recipeB:temperature185``). Rename
+    so tables match lme4's and other engines'."""
+    def one(name: str) -> str:
         base, _, idx = name.rpartition(".")
         if base in frame.columns and idx.isdigit() and not pd.api.types.is_numeric_dtype(frame[base]):
             col = frame[base]
             levels = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.unique())
-            out.append(f"{base}{levels[int(idx)]}")
-        else:
-            out.append(name)
-    return out
+            return f"{base}{levels[int(idx)]}"
+        return name
+
+    return [":".join(one(part) for part in name.split(":")) for name in names]
 
 
 def _lme4_names(formula: Formula) -> dict[str, str]:
@@ -192,8 +193,6 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         else:
             model = mixedlm.glmer(formula.engine_text, frame, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
     group_names = _lme4_names(formula)
-    beta = np.asarray(model.beta, dtype=float)
-    se = np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))
     names = r_term_names(list(model.matrices.fixed_names), frame)
     observed = frame[formula.response].to_numpy(dtype=float)
     if spec.family == "gaussian":
@@ -215,11 +214,17 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deviance evaluations next to the optimum; failures are reported
+        fixef, anova_table, test, test_messages = fixed_effect_inference(model, spec, names, frame)
+    messages += test_messages
     optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
-        fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
+        fixef=fixef,
+        test=test,
+        anova=anova_table,
         varcorr=_varcorr(model, group_names),
         **optional,
         frame=frame,
