@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import inference, paths, study, tables
+from glmm_steps import inference, paths, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
@@ -427,6 +427,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
         _check_simulated_model(where, parsed, family, designs[dataset], dataset)
     _check_engine(name, model, parsed, config["datasets"][dataset], designs.get(dataset))
     inference.check(name, model)
+    profile.check(name, model)
     return parsed
 
 

@@ -34,7 +34,7 @@ FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
 Z_95 = float(special.ndtri(0.975))
 
 FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high", "test",
-                 "method"]
+                 "interval", "method"]
 PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
 
 
@@ -52,6 +52,11 @@ def tidy(result: FitResult) -> pd.DataFrame:
     se = fe["std_error"].to_numpy(dtype=float)
     df = fe["df"].to_numpy(dtype=float) if "df" in fe.columns else np.full_like(est, np.nan)
     stat, p, low, high = inference.t_test(est, se, df)
+    interval = np.where(np.isnan(df), "z", "t").astype(object)
+    limits = _interval_limits(result, "fixed", fe["term"], None)
+    if limits is not None:
+        low, high = limits
+        interval[:] = result.spec.intervals
     if not result.spec.maximum_likelihood:
         stat = p = np.full_like(est, np.nan)
     return pd.DataFrame({
@@ -64,8 +69,22 @@ def tidy(result: FitResult) -> pd.DataFrame:
         "conf_low": low,
         "conf_high": high,
         "test": result.test if result.spec.maximum_likelihood else "",
+        "interval": interval,
         "method": result.spec.method,
     }, columns=FIXED_COLUMNS)
+
+
+def _interval_limits(result: FitResult, effect: str, terms: pd.Series, groups: pd.Series | None):
+    """(conf_low, conf_high) arrays from the fit's profile/bootstrap ``intervals`` for
+    the rows (group, term), or None when the fit has none of that ``effect``."""
+    table = getattr(result, "intervals", None)
+    if table is None or not len(table) or not (table["effect"] == effect).any():
+        return None
+    rows = table[table["effect"] == effect]
+    key = dict(zip(zip(rows["group"], rows["term"]), zip(rows["conf_low"], rows["conf_high"])))
+    groups = [""] * len(terms) if groups is None else list(groups)
+    pairs = [key.get((g, t), (np.nan, np.nan)) for g, t in zip(groups, terms)]
+    return (np.array([a for a, _ in pairs], dtype=float), np.array([b for _, b in pairs], dtype=float))
 
 
 def anova(result: FitResult) -> pd.DataFrame:
@@ -82,8 +101,12 @@ def anova(result: FitResult) -> pd.DataFrame:
 def variance_components(result: FitResult) -> pd.DataFrame:
     """Variance components: group, term, variance, sd, correlation (rows ``cor(a,b)``
     carry the covariance in ``variance``; gaussian models end with a Residual row),
-    method."""
-    return result.varcorr.reset_index(drop=True).assign(method=result.spec.method)
+    conf_low and conf_high (the interval of the SD, or of the correlation, when the
+    model's ``intervals`` are profile or bootstrap; else empty), method."""
+    vc = result.varcorr.reset_index(drop=True)
+    limits = _interval_limits(result, "ran_pars", vc["term"], vc["group"])
+    low, high = limits if limits is not None else (np.full(len(vc), np.nan), np.full(len(vc), np.nan))
+    return vc.assign(conf_low=low, conf_high=high, method=result.spec.method)
 
 
 def random_effects(result: FitResult) -> pd.DataFrame:

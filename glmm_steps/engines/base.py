@@ -24,6 +24,7 @@ FIXEF_COLUMNS = ["term", "estimate", "std_error"]
 VARCORR_COLUMNS = ["group", "term", "variance", "sd", "correlation"]
 RANEF_COLUMNS = ["group", "level", "term", "estimate", "cond_sd"]
 ANOVA_COLUMNS = ["term", "statistic", "num_df", "den_df", "p_value", "test", "df_method"]
+INTERVAL_COLUMNS = ["effect", "group", "term", "conf_low", "conf_high"]
 # How fixed_effects.csv tests each coefficient, by config value of `inference`.
 TESTS = {"satterthwaite": "Satterthwaite t", "kenward_roger": "Kenward-Roger t", "wald": "Wald z"}
 
@@ -50,6 +51,7 @@ class ModelSpec:
     nagq: int = 1
     approximation: str | None = None
     inference: str = "wald"
+    intervals: str = "wald"
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -64,6 +66,7 @@ class ModelSpec:
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
             inference=entry.get("inference") or default_inference(entry),
+            intervals=entry.get("intervals", "wald"),
         )
 
     @property
@@ -107,7 +110,10 @@ class FitResult:
     for the latter); ``test`` names the test the table's ``df`` and the extract step's
     p-values and intervals follow (``TESTS``; a fallback to another method is in
     ``warnings``). ``anova``: one type III test per fixed-effect term
-    (ANOVA_COLUMNS, :mod:`glmm_steps.anova`)."""
+    (ANOVA_COLUMNS, :mod:`glmm_steps.anova`). ``intervals``: the profile (or
+    bootstrap) limits ``spec.intervals`` asks for, PROFILE_COLUMNS (effect fixed or
+    ran_pars, group and term as in ``fixef``/``varcorr``, conf_low, conf_high on the
+    SD/correlation scale); empty for Wald intervals."""
 
     spec: ModelSpec
     engine_version: str
@@ -136,6 +142,7 @@ class FitResult:
     details: dict[str, Any] = field(default_factory=dict)
     test: str = TESTS["wald"]
     anova: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ANOVA_COLUMNS))
+    intervals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INTERVAL_COLUMNS))
 
     @property
     def ok(self) -> bool:

@@ -14,6 +14,7 @@ from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, M
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
+from glmm_steps.engines.mixedlm_profile import profile_intervals
 from glmm_steps.formula import Formula
 
 # Above this many rows the Hessian check (2k^2 + 1 deviance evaluations) costs about
@@ -219,6 +220,16 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         fixef, anova_table, test, test_messages = fixed_effect_inference(model, spec, names, frame)
     messages += test_messages
     optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
+    if spec.intervals == "profile":
+        def refit_ml():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                return mixedlm.lmer(formula.engine_text, frame, REML=False, **kwargs)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optional["intervals"], profile_messages = profile_intervals(model, spec, refit_ml, names, group_names)
+        messages += profile_messages
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
