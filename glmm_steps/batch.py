@@ -69,7 +69,8 @@ def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) ->
 
 def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list[dict[str, Any]]:
     """The estimated parameters of one fit, each next to its true value: fixed effects
-    with their Wald statistics (:func:`glmm_steps.extract.tidy`), then the variance
+    with their tests (:func:`glmm_steps.extract.tidy`: the model's ``inference`` and
+    ``intervals``), then the variance
     components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
     group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
     value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
@@ -79,8 +80,10 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     rows = [{"effect": "fixed", "group": "", **r, "true_value": _fixed_truth(r["term"], outcome, design)}
             for r in extract.tidy(result).to_dict("records")]
     for vc in extract.variance_components(result).to_dict("records"):
+        # Profile intervals of an SD or correlation (intervals: profile) give the
+        # recovery table their coverage; Wald intervals leave them empty.
         base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
-                "p_value": NAN, "conf_low": NAN, "conf_high": NAN}
+                "p_value": NAN, "conf_low": vc.get("conf_low", NAN), "conf_high": vc.get("conf_high", NAN)}
         if vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
             rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"], "true_value": NAN})

@@ -169,3 +169,37 @@ def test_richardson_derivatives_are_accurate() -> None:
     np.testing.assert_allclose(inference.hessian(f, x), want, rtol=1e-7)
     np.testing.assert_allclose(inference.jacobian(lambda v: np.array([f(v)]), x)[:, 0],
                                [np.exp(0.3) * np.sin(1.2) + 0.72, np.exp(0.3) * np.cos(1.2) + 0.09], rtol=1e-8)
+
+
+@pytest.mark.slow
+def test_satterthwaite_keeps_type_one_error_with_few_clusters() -> None:
+    """5 hospitals: the intercept's test has about 4 df. Over 300 simulated studies the
+    Satterthwaite t test of H0: intercept = its true value rejects at about alpha = 0.05
+    (within 2.6 Monte-Carlo SEs) where the z test rejects at about P(|t_4| > 1.96) =
+    0.12. Both tests are read off the same fits (one tidy table with df; the z test is
+    estimate / SE against the normal)."""
+    from glmm_steps.batch import run_batch
+    from glmm_steps.simulate import design_from_config
+
+    design = design_from_config({
+        "levels": [{"name": "hospital_id", "n": 5}, {"name": "patient_id", "n": 4}],
+        "repeated": {"name": "time", "values": [1, 2, 3]},
+        "outcomes": {"bp": {"family": "gaussian", "intercept": 120.0, "coefficients": {"time": 0.5},
+                            "random_sd": {"hospital_id": 4.0, "patient_id": 1.0}, "residual_sd": 2.0}},
+    })
+    spec = ModelSpec.from_config("few", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)"})
+    assert spec.inference == "satterthwaite"
+    n = 300
+    estimates, fits = run_batch(design, spec, "base", [(i, 5000 + i) for i in range(n)])
+    assert (fits["status"] != "failed").all()
+    rows = estimates[estimates["term"] == "(Intercept)"]
+    t = (rows["estimate"] - 120.0) / rows["std_error"]
+    from scipy import stats
+
+    reject_t = float(np.mean(np.abs(t) > stats.t.ppf(0.975, rows["df"])))
+    reject_z = float(np.mean(np.abs(t) > stats.norm.ppf(0.975)))
+    mcse = math.sqrt(0.05 * 0.95 / n)
+    print(f"type I error at alpha 0.05 over {n} replicates: Satterthwaite t {reject_t:.3f}, z {reject_z:.3f} "
+          f"(MC SE {mcse:.3f})")
+    assert abs(reject_t - 0.05) <= 2.6 * mcse
+    assert reject_z - 0.05 > 3 * mcse
