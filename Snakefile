@@ -8,7 +8,7 @@
 import os
 import sys
 
-from glmm_steps import cluster, paths, study
+from glmm_steps import bootstrap, cluster, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.provenance import verify_outputs
@@ -55,6 +55,7 @@ rule all:
 
 include: "rules/simulate.smk"
 include: "rules/fit.smk"
+include: "rules/inference.smk"
 include: "rules/extract.smk"
 include: "rules/plot.smk"
 include: "rules/provenance.smk"

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import inference, paths, profile, study, tables
+from glmm_steps import bootstrap, inference, paths, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
@@ -428,6 +428,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
     _check_engine(name, model, parsed, config["datasets"][dataset], designs.get(dataset))
     inference.check(name, model)
     profile.check(name, model)
+    bootstrap.check(name, model)
     return parsed
 
 
@@ -600,6 +601,9 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
             if model.get(key):
                 raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
                                   "model of a study dataset (one with 'replicates')")
+        if model.get("intervals") == "bootstrap":
+            raise ConfigError(f"models.{name}.intervals", "bootstrap applies to per-seed fits only (a study "
+                              "would bootstrap every replicate); use wald or profile")
     where = f"models.{name}.power_terms"
     terms = model.get("power_terms")
     if terms is None:

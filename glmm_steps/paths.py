@@ -24,6 +24,9 @@ TEMPLATES = {
     "fit": _MODEL + "/fit.pkl",
     "fixed_effects": _MODEL + "/fixed_effects.csv",
     "anova": _MODEL + "/anova.csv",
+    # intervals: bootstrap: the refits of each batch job, and their percentile limits
+    "bootstrap_batch": _MODEL + "/bootstrap/batch-{batch}.csv",
+    "bootstrap": _MODEL + "/bootstrap.csv",
     "variance_components": _MODEL + "/variance_components.csv",
     "random_effects": _MODEL + "/random_effects.{fmt}",
     "predictions": _MODEL + "/predictions.{fmt}",
