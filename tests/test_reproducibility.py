@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, clone_command, comparable_results, fresh_clone, run_clone
+from glmm_steps import paths
 from glmm_steps.provenance import sha256, verify_outputs
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def test_manifest_lists_real_versions_and_checksums(clean_run):
         for pkg in ("snakemake", "pandas", "numpy", "scipy", "statsmodels", "mixedlm", "matplotlib"):
             assert m["packages"][pkg] == version(pkg)
         assert m["platform"]["machine"] and m["python"].count(".") == 2
-        assert len(m["outputs"]) == 2 * (1 + 5 + 3) and len(m["inputs"]) == 4
+        assert len(m["outputs"]) == 2 * (1 + len(paths.TABLES) + 3) and len(m["inputs"]) == 4
         for rel, digest in {**m["inputs"], **m["outputs"]}.items():
             assert sha256(clean_run / rel) == digest, rel
         assert m["config"]["model"]["formula"] in m["config"]["model"].values()
