@@ -604,6 +604,9 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
         if model.get("intervals") == "bootstrap":
             raise ConfigError(f"models.{name}.intervals", "bootstrap applies to per-seed fits only (a study "
                               "would bootstrap every replicate); use wald or profile")
+    if model.get("test") is not None and not is_study:
+        raise ConfigError(f"models.{name}.test", "applies to models of a study dataset (one with 'replicates') "
+                          "only; a per-seed model's tests follow `inference`")
     where = f"models.{name}.power_terms"
     terms = model.get("power_terms")
     if terms is None:

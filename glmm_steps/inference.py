@@ -43,10 +43,15 @@ def check(name: str, entry: dict[str, Any]) -> None:
     df for a binomial/Poisson model or for the statsmodels engine, Kenward-Roger
     for an ML fit (pbkrtest and lmerTest refuse it too). The schema has checked the
     value is one of METHODS."""
-    method = entry.get("inference")
+    method, key = entry.get("inference"), f"models.{name}.inference"
+    test = entry.get("test")
+    if test is not None:
+        if method is not None and method != test:
+            raise ConfigError(f"models.{name}.test", f"{test} differs from inference: {method} (a study's power "
+                              f"test is its fixed-effect test; give one of the two)")
+        method, key = test, f"models.{name}.test"
     if method is None or method == "wald":
         return
-    key = f"models.{name}.inference"
     family = entry.get("family", "gaussian")
     if family != "gaussian":
         raise ConfigError(key, f"{method} needs a gaussian model; a {family} model is tested by 'wald' "

@@ -203,3 +203,12 @@ def test_satterthwaite_keeps_type_one_error_with_few_clusters() -> None:
           f"(MC SE {mcse:.3f})")
     assert abs(reject_t - 0.05) <= 2.6 * mcse
     assert reject_z - 0.05 > 3 * mcse
+
+
+def test_study_test_key_sets_the_power_test() -> None:
+    spec = ModelSpec.from_config("s", {"dataset": "d", "formula": "y ~ x + (1|g)", "test": "kenward_roger"})
+    assert spec.inference == "kenward_roger"
+    with pytest.raises(ConfigError, match="models.s.test"):
+        inference.check("s", {"test": "wald", "inference": "satterthwaite"})
+    with pytest.raises(ConfigError, match="models.s.test: kenward_roger needs a REML fit"):
+        inference.check("s", {"test": "kenward_roger", "reml": False})

@@ -65,7 +65,8 @@ class ModelSpec:
             engine=entry.get("engine", "mixedlm"),
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
-            inference=entry.get("inference") or default_inference(entry),
+            # A study model's power test (`test`) is its fixed-effect test.
+            inference=entry.get("inference") or entry.get("test") or default_inference(entry),
             intervals=entry.get("intervals", "wald"),
         )
 
