@@ -52,3 +52,11 @@ def test_study_throughput_runs_and_loop_and_pipeline_agree():
 def test_statsmodels_optimum_runs():
     lines = run_benchmark("statsmodels_optimum.py", "123", "1")
     assert re.fullmatch(r"default fit\(\) short of the optimum by > 1e-3 on [01] of 1 seeds", lines[-1]), lines[-1]
+
+
+@pytest.mark.slow
+def test_inference_benchmark_runs():
+    lines = run_benchmark("inference.py", "--n", "20", "--no-r")
+    assert re.fullmatch(rf"bootstrap/bare_refits: {NUMBER} profile_lme4/profile: n/a bootstrap_lme4/bootstrap: n/a",
+                        lines[-1]), lines[-1]
+    assert any(ln.startswith("bootstrap of 20 replicates (glmm_steps, 0 failed)") for ln in lines)
