@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps import study, tables
-from glmm_steps.engines.base import INTERVAL_COLUMNS, ModelSpec
+from glmm_steps.engines.base import INTERVAL_COLUMNS, REFIT_COLUMNS, ModelSpec
 from glmm_steps.errors import ConfigError
 
 DEFAULTS = {"n": 1000, "seed": 1, "batch_size": 250}
-REFIT_COLUMNS = ["replicate", "seed", "status", "error", "effect", "group", "term", "estimate"]
 SUMMARY_COLUMNS = INTERVAL_COLUMNS + ["n_estimated", "n_failed", "n_not_converged", "n_replicates"]
 SIGNIFICANT_DIGITS = 10
 

@@ -25,6 +25,8 @@ VARCORR_COLUMNS = ["group", "term", "variance", "sd", "correlation"]
 RANEF_COLUMNS = ["group", "level", "term", "estimate", "cond_sd"]
 ANOVA_COLUMNS = ["term", "statistic", "num_df", "den_df", "p_value", "test", "df_method"]
 INTERVAL_COLUMNS = ["effect", "group", "term", "conf_low", "conf_high"]
+# One bootstrap refit's estimates, one row per parameter (glmm_steps.bootstrap).
+REFIT_COLUMNS = ["replicate", "seed", "status", "error", "effect", "group", "term", "estimate"]
 # How fixed_effects.csv tests each coefficient, by config value of `inference`.
 TESTS = {"satterthwaite": "Satterthwaite t", "kenward_roger": "Kenward-Roger t", "wald": "Wald z"}
 

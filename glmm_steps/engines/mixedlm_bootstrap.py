@@ -15,8 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from glmm_steps.bootstrap import REFIT_COLUMNS
-from glmm_steps.engines.base import ModelSpec
+from glmm_steps.engines.base import REFIT_COLUMNS, ModelSpec
 from glmm_steps.engines.mixedlm_engine import _family, _lme4_names, r_term_names
 from glmm_steps.engines.mixedlm_profile import _SdCor
 from glmm_steps.formula import Formula
