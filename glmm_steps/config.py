@@ -597,8 +597,12 @@ def _study_points(name: str, spec: dict[str, Any]) -> dict[str, study.DesignPoin
 def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool) -> None:
     if is_study:
         # A study's batches write recovery tables only: no second engine, no anova tables.
+        lrt = model.get("test") == "lrt"
+        if lrt and len(model.get("compare_with") or []) != 1:
+            raise ConfigError(f"models.{name}.compare_with", "test: lrt needs exactly one model to test against "
+                              "(a study model's compare_with)")
         for key in ("verify", "compare_with"):
-            if model.get(key):
+            if model.get(key) and not (key == "compare_with" and lrt):
                 raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
                                   "model of a study dataset (one with 'replicates')")
         if model.get("intervals") == "bootstrap":

@@ -45,6 +45,8 @@ def check(name: str, entry: dict[str, Any]) -> None:
     value is one of METHODS."""
     method, key = entry.get("inference"), f"models.{name}.inference"
     test = entry.get("test")
+    if test == "lrt":
+        test = None  # a likelihood-ratio test needs no df (its checks are the study's)
     if test is not None:
         if method is not None and method != test:
             raise ConfigError(f"models.{name}.test", f"{test} differs from inference: {method} (a study's power "

@@ -212,3 +212,42 @@ def test_study_test_key_sets_the_power_test() -> None:
         inference.check("s", {"test": "wald", "inference": "satterthwaite"})
     with pytest.raises(ConfigError, match="models.s.test: kenward_roger needs a REML fit"):
         inference.check("s", {"test": "kenward_roger", "reml": False})
+
+
+def test_study_lrt_test_gives_a_power_row() -> None:
+    """test: lrt against compare_with: each replicate gets a likelihood-ratio row
+    (REML refitted by ML, as lme4's anova()), and the recovery table its power."""
+    from glmm_steps import recovery
+    from glmm_steps.batch import run_batch
+    from glmm_steps.simulate import design_from_config
+
+    design = design_from_config({
+        "levels": [{"name": "hospital_id", "n": 6}, {"name": "patient_id", "n": 4}],
+        "repeated": {"name": "time", "values": [1, 2, 3]},
+        "outcomes": {"bp": {"family": "gaussian", "intercept": 120.0, "coefficients": {"time": 2.0},
+                            "random_sd": {"hospital_id": 2.0, "patient_id": 1.0}, "residual_sd": 2.0}},
+    })
+    full = ModelSpec.from_config("full", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+                                          "test": "lrt", "compare_with": ["null"]})
+    null = ModelSpec.from_config("null", {"dataset": "d", "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)"})
+    estimates, fits = run_batch(design, full, "base", [(i, 100 + i) for i in range(8)], compare_with=null)
+    lrt = estimates[estimates["effect"] == "lrt"]
+    assert len(lrt) == 8 and (lrt["term"] == "vs null").all() and (lrt["df"] == 1).all()
+    assert (lrt["p_value"] < 1e-4).all()  # a slope of 2 per visit against a residual SD of 2
+    table = recovery.summarise(estimates, fits, 0.05, ["time"])
+    row = table[table["effect"] == "lrt"].iloc[0]
+    assert row["power"] == 1.0 and row["n_estimated"] == 8
+
+
+def test_study_lrt_config_checks(root) -> None:
+    import yaml
+
+    from glmm_steps.config import check_config
+
+    cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    cfg["models"]["bp_null_recovery"] = {"dataset": "bp_recovery", "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)"}
+    cfg["models"]["bp_lmm_recovery"] |= {"test": "lrt", "compare_with": ["bp_null_recovery"]}
+    check_config(cfg)
+    cfg["models"]["bp_lmm_recovery"]["compare_with"] = []
+    with pytest.raises(ConfigError, match="test: lrt needs exactly one model"):
+        check_config(cfg)

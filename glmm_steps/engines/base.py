@@ -68,7 +68,8 @@ class ModelSpec:
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
             # A study model's power test (`test`) is its fixed-effect test.
-            inference=entry.get("inference") or entry.get("test") or default_inference(entry),
+            inference=(entry.get("inference") or (entry.get("test") if entry.get("test") != "lrt" else None)
+                       or default_inference(entry)),
             intervals=entry.get("intervals", "wald"),
         )
 
