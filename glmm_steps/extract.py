@@ -41,9 +41,11 @@ PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
 def tidy(result: FitResult) -> pd.DataFrame:
     """Fixed effects with their tests: term, estimate, std_error, statistic
     (estimate / std_error), df (the t test's denominator df; empty for a Wald z test),
-    p_value (two-sided), conf_low and conf_high (95%, t quantiles with those df, or
-    normal ones), test (``Satterthwaite t``, ``Kenward-Roger t`` or ``Wald z``, as the
-    model's ``inference`` chose; :mod:`glmm_steps.inference`), method. For a Bayesian
+    p_value (two-sided), conf_low and conf_high (95%: t quantiles with those df, or
+    normal ones, or the fit's profile/bootstrap limits), test (``Satterthwaite t``,
+    ``Kenward-Roger t`` or ``Wald z``, as the model's ``inference`` chose;
+    :mod:`glmm_steps.inference`), interval (``t``, ``z``, ``profile`` or
+    ``bootstrap``: how conf_low/conf_high were made), method. For a Bayesian
     approximation the estimate is a posterior mean or mode, std_error the posterior
     sd, the interval estimate +/- 1.96 sd, and statistic and p_value are empty: there
     is no likelihood to test against."""

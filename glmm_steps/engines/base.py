@@ -115,7 +115,7 @@ class FitResult:
     p-values and intervals follow (``TESTS``; a fallback to another method is in
     ``warnings``). ``anova``: one type III test per fixed-effect term
     (ANOVA_COLUMNS, :mod:`glmm_steps.anova`). ``intervals``: the profile (or
-    bootstrap) limits ``spec.intervals`` asks for, PROFILE_COLUMNS (effect fixed or
+    bootstrap) limits ``spec.intervals`` asks for, INTERVAL_COLUMNS (effect fixed or
     ran_pars, group and term as in ``fixef``/``varcorr``, conf_low, conf_high on the
     SD/correlation scale); empty for Wald intervals."""
 
