@@ -31,7 +31,7 @@ report: "report/workflow.rst"
 
 # Bookkeeping rules that take well under a second: on a cluster they run in the main
 # process, since queueing them would cost more than running them.
-localrules: all, manifest, catalog, summary, compare_versions
+localrules: all, manifest, catalog, summary, compare_versions, bootstrap
 
 
 include: "rules/common.smk"
