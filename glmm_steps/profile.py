@@ -88,6 +88,13 @@ def profile_limits(deviance: Callable[[np.ndarray], float], estimate: np.ndarray
             return deviance(par)
 
         dev, rest = _minimise(d, warm[side], lower[free], upper[free], scale[free])
+        # An SD is a stationary point of the deviance at 0 (it enters squared), so a
+        # start there stays there: restart from the estimates and keep the better one.
+        stuck = (rest <= lower[free]) & (estimate[free] > lower[free])
+        if stuck.any():
+            dev2, rest2 = _minimise(d, estimate[free], lower[free], upper[free], scale[free])
+            if dev2 < dev:
+                dev, rest = dev2, rest2
         warm[side] = rest
         if dev < base - 1e-6 * max(1.0, abs(base)):
             raise ProfileError(f"the profile's deviance {dev:.10g} is below the fit's {base:.10g}")

@@ -97,3 +97,25 @@ def test_profile_interval_of_a_quadratic_deviance_is_the_wald_interval() -> None
 def test_profile_refused_for_statsmodels() -> None:
     with pytest.raises(ConfigError, match="models.m.intervals"):
         profile.check("m", {"engine": "statsmodels", "intervals": "profile"})
+
+
+@pytest.mark.slow
+def test_study_with_profile_intervals_has_variance_component_coverage() -> None:
+    from glmm_steps import recovery
+    from glmm_steps.batch import run_batch
+    from glmm_steps.simulate import design_from_config
+
+    design = design_from_config({
+        "levels": [{"name": "hospital_id", "n": 6}, {"name": "patient_id", "n": 4}],
+        "repeated": {"name": "time", "values": [1, 2, 3]},
+        "outcomes": {"bp": {"family": "gaussian", "intercept": 120.0, "coefficients": {"time": 0.5},
+                            "random_sd": {"hospital_id": 2.0, "patient_id": 1.0}, "residual_sd": 2.0}},
+    })
+    spec = ModelSpec.from_config("s", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+                                       "intervals": "profile"})
+    estimates, fits = run_batch(design, spec, "base", [(i, 300 + i) for i in range(4)])
+    sds = estimates[estimates["effect"] == "ran_pars"]
+    assert sds["conf_low"].notna().all() and (sds["conf_low"] <= sds["estimate"]).all()
+    assert (sds["estimate"] <= sds["conf_high"]).all()
+    table = recovery.summarise(estimates, fits)
+    assert table[table["effect"] == "ran_pars"]["coverage"].notna().all()
