@@ -10,7 +10,7 @@ import sys
 
 from snakemake.utils import update_config
 
-from glmm_steps import cluster, integrity, paths, study
+from glmm_steps import bootstrap, cluster, integrity, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.summary import status_line
@@ -37,7 +37,7 @@ report: "report/workflow.rst"
 
 # Bookkeeping rules that take well under a second: on a cluster they run in the main
 # process, since queueing them would cost more than running them.
-localrules: all, manifest, catalog, summary, compare_versions
+localrules: all, manifest, catalog, summary, compare_versions, bootstrap
 
 
 include: "rules/common.smk"
@@ -61,6 +61,7 @@ rule all:
 
 include: "rules/simulate.smk"
 include: "rules/fit.smk"
+include: "rules/inference.smk"
 include: "rules/extract.smk"
 include: "rules/plot.smk"
 include: "rules/provenance.smk"

@@ -69,7 +69,8 @@ def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) ->
 
 def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list[dict[str, Any]]:
     """The estimated parameters of one fit, each next to its true value: fixed effects
-    with their Wald statistics (:func:`glmm_steps.extract.tidy`), then the variance
+    with their tests (:func:`glmm_steps.extract.tidy`: the model's ``inference`` and
+    ``intervals``), then the variance
     components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
     group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
     value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
@@ -79,8 +80,10 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     rows = [{"effect": "fixed", "group": "", **r, "true_value": _fixed_truth(r["term"], outcome, design)}
             for r in extract.tidy(result).to_dict("records")]
     for vc in extract.variance_components(result).to_dict("records"):
+        # Profile intervals of an SD or correlation (intervals: profile) give the
+        # recovery table their coverage; Wald intervals leave them empty.
         base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
-                "p_value": NAN, "conf_low": NAN, "conf_high": NAN}
+                "p_value": NAN, "conf_low": vc.get("conf_low", NAN), "conf_high": vc.get("conf_high", NAN)}
         if vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
             rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"], "true_value": NAN})
@@ -105,18 +108,42 @@ def fit_record(result: FitResult) -> dict[str, Any]:
     }
 
 
+def lrt_row(result: FitResult, data: pd.DataFrame, other: ModelSpec, factors=()) -> dict[str, Any]:
+    """A study's ``test: lrt``: the likelihood-ratio test of ``result``'s model against
+    ``other`` (its ``compare_with``) fitted to the same replicate ``data``, as lme4's
+    ``anova()`` (REML fits refitted by ML). One estimates row: effect ``lrt``, term
+    ``vs <other>``, chisq as estimate and statistic, its df, the p-value; empty when a
+    fit failed."""
+    from glmm_steps.compare import compare, ml_fit
+
+    row = {"effect": "lrt", "group": "", "term": f"vs {other.name}", "true_value": NAN, "std_error": NAN,
+           "conf_low": NAN, "conf_high": NAN, "test": "LRT", "interval": "", "method": "ML"}
+    try:
+        second = fit_model(data, other, where=f"{other.dataset} model {other.name}", factors=factors,
+                           random_effects=False)
+    except DataError as e:
+        second = _failed(other, f"DataError: {e}")
+    pairs = [ml_fit(f) for f in (result, second)]
+    table, _ = compare([f for f, _ in pairs], [r for _, r in pairs])
+    last = table.iloc[-1]
+    return {**row, "estimate": last["chisq"], "statistic": last["chisq"], "df": last["df"], "p_value": last["p_value"]}
+
+
 def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: list[tuple[int, int]],
-              factors=(), report=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``.
+              factors=(), report=None, compare_with: ModelSpec | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``
+    (and ``compare_with`` too, for a likelihood-ratio test row: :func:`lrt_row`).
 
     Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
     and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after
     each replicate (see :func:`glmm_steps.logs.progress`)."""
     estimates, fits, failed = [], [], 0
     for done, (index, seed) in enumerate(replicates, start=1):
-        _, truth, result = fit_replicate(design, spec, seed, factors)
+        data, truth, result = fit_replicate(design, spec, seed, factors)
         keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
         estimates += [{**keys, **row} for row in parameters(result, truth, design)]
+        if compare_with is not None and result.ok:
+            estimates.append({**keys, **lrt_row(result, data, compare_with, factors)})
         fits.append({**keys, **fit_record(result)})
         failed += not result.ok
         if report is not None:
@@ -125,14 +152,19 @@ def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: lis
 
 
 def batch_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], design_name: str,
-                   replicates: list[tuple[int, int]], factors, outputs: dict[str, str]) -> pd.DataFrame:
+                   replicates: list[tuple[int, int]], factors, outputs: dict[str, str],
+                   compare_with: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """The study_batch step: run a batch (:func:`run_batch`) of the ``simulate:`` mapping
     ``simulate_spec`` with the model's config entry, printing a progress line every 10%,
-    and write the ``estimates`` and ``fits`` tables to ``outputs``. Returns the fits."""
+    and write the ``estimates`` and ``fits`` tables to ``outputs``. ``compare_with``
+    ({name: config entry}, ``test: lrt`` only) is the model to test against. Returns
+    the fits."""
     spec = ModelSpec.from_config(model, model_entry)
+    other = next((ModelSpec.from_config(n, e) for n, e in (compare_with or {}).items()), None)
     first, last = replicates[0][0], replicates[-1][0]
     report = progress(f"{model} {design_name} replicates {first}-{last}", len(replicates))
-    estimates, fits = run_batch(design_from_config(simulate_spec), spec, design_name, replicates, factors, report)
+    estimates, fits = run_batch(design_from_config(simulate_spec), spec, design_name, replicates, factors, report,
+                                compare_with=other)
     extract.write_csv(estimates, outputs["estimates"])
     extract.write_csv(fits, outputs["fits"])
     return fits

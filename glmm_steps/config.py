@@ -20,8 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import formula_size
-from glmm_steps import paths, study, tables
+from glmm_steps import bootstrap, formula_size, inference, paths, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError, abbreviate
 from glmm_steps.provenance import sha256
@@ -511,6 +510,9 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
     if dataset in designs:
         _check_simulated_model(where, parsed, family, designs[dataset], dataset)
     _check_engine(name, model, parsed, config["datasets"][dataset], designs.get(dataset))
+    inference.check(name, model)
+    profile.check(name, model)
+    bootstrap.check(name, model)
     return parsed
 
 
@@ -747,10 +749,20 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
                       design: Design | None = None) -> None:
     if is_study:
         # A study's batches write recovery tables only: no second engine, no anova tables.
+        lrt = model.get("test") == "lrt"
+        if lrt and len(model.get("compare_with") or []) != 1:
+            raise ConfigError(f"models.{name}.compare_with", "test: lrt needs exactly one model to test against "
+                              "(a study model's compare_with)")
         for key in ("verify", "compare_with"):
-            if model.get(key):
+            if model.get(key) and not (key == "compare_with" and lrt):
                 raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
                                   "model of a study dataset (one with 'replicates')")
+        if model.get("intervals") == "bootstrap":
+            raise ConfigError(f"models.{name}.intervals", "bootstrap applies to per-seed fits only (a study "
+                              "would bootstrap every replicate); use wald or profile")
+    if model.get("test") is not None and not is_study:
+        raise ConfigError(f"models.{name}.test", "applies to models of a study dataset (one with 'replicates') "
+                          "only; a per-seed model's tests follow `inference`")
     where = f"models.{name}.power_terms"
     terms = model.get("power_terms")
     if terms is None:

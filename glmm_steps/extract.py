@@ -26,48 +26,89 @@ import pandas as pd
 # second it takes to import scipy.stats: a study's batch job starts faster.
 from scipy import special
 
-from glmm_steps import tables
-from glmm_steps.engines.base import FitResult
+from glmm_steps import inference, tables
+from glmm_steps.engines.base import ANOVA_COLUMNS, FitResult
 
 SIGNIFICANT_DIGITS = 10
 FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
 Z_95 = float(special.ndtri(0.975))
 
-FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "method"]
+FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high", "test",
+                 "interval", "method"]
 PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
 
 
 def tidy(result: FitResult) -> pd.DataFrame:
-    """Fixed effects with Wald statistics: term, estimate, std_error, statistic
-    (estimate / std_error), p_value (two-sided, normal reference), conf_low and
-    conf_high (95% Wald interval), method. For a Bayesian approximation the estimate
-    is a posterior mean or mode, std_error the posterior sd, the interval
-    estimate +/- 1.96 sd, and statistic and p_value are empty: there is no
-    likelihood to test against."""
+    """Fixed effects with their tests: term, estimate, std_error, statistic
+    (estimate / std_error), df (the t test's denominator df; empty for a Wald z test),
+    p_value (two-sided), conf_low and conf_high (95%: t quantiles with those df, or
+    normal ones, or the fit's profile/bootstrap limits), test (``Satterthwaite t``,
+    ``Kenward-Roger t`` or ``Wald z``, as the model's ``inference`` chose;
+    :mod:`glmm_steps.inference`), interval (``t``, ``z``, ``profile`` or
+    ``bootstrap``: how conf_low/conf_high were made), method. For a Bayesian
+    approximation the estimate is a posterior mean or mode, std_error the posterior
+    sd, the interval estimate +/- 1.96 sd, and statistic and p_value are empty: there
+    is no likelihood to test against."""
     fe = result.fixef
     est = fe["estimate"].to_numpy(dtype=float)
     se = fe["std_error"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = est / se
+    df = fe["df"].to_numpy(dtype=float) if "df" in fe.columns else np.full_like(est, np.nan)
+    stat, p, low, high = inference.t_test(est, se, df)
+    interval = np.where(np.isnan(df), "z", "t").astype(object)
+    limits = _interval_limits(result, "fixed", fe["term"], None)
+    if limits is not None:
+        low, high = limits
+        interval[:] = result.spec.intervals
     if not result.spec.maximum_likelihood:
-        z = np.full_like(est, np.nan)
+        stat = p = np.full_like(est, np.nan)
     return pd.DataFrame({
         "term": fe["term"].to_numpy(),
         "estimate": est,
         "std_error": se,
-        "statistic": z,
-        "p_value": 2 * special.ndtr(-np.abs(z)),
-        "conf_low": est - Z_95 * se,
-        "conf_high": est + Z_95 * se,
+        "statistic": stat,
+        "df": df,
+        "p_value": p,
+        "conf_low": low,
+        "conf_high": high,
+        "test": result.test if result.spec.maximum_likelihood else "",
+        "interval": interval,
         "method": result.spec.method,
     }, columns=FIXED_COLUMNS)
+
+
+def _interval_limits(result: FitResult, effect: str, terms: pd.Series, groups: pd.Series | None):
+    """(conf_low, conf_high) arrays from the fit's profile/bootstrap ``intervals`` for
+    the rows (group, term), or None when the fit has none of that ``effect``."""
+    table = getattr(result, "intervals", None)
+    if table is None or not len(table) or not (table["effect"] == effect).any():
+        return None
+    rows = table[table["effect"] == effect]
+    key = dict(zip(zip(rows["group"], rows["term"]), zip(rows["conf_low"], rows["conf_high"])))
+    groups = [""] * len(terms) if groups is None else list(groups)
+    pairs = [key.get((g, t), (np.nan, np.nan)) for g, t in zip(groups, terms)]
+    return (np.array([a for a, _ in pairs], dtype=float), np.array([b for _, b in pairs], dtype=float))
+
+
+def anova(result: FitResult) -> pd.DataFrame:
+    """Type III tests of the fixed-effect terms (:mod:`glmm_steps.anova`): term,
+    statistic (F, or the Wald chi-square), num_df, den_df (empty for chi-square),
+    p_value, test, df_method, method; no rows for an intercept-only model or a
+    failed fit."""
+    table = getattr(result, "anova", None)
+    if table is None:
+        table = pd.DataFrame(columns=ANOVA_COLUMNS)
+    return table.reset_index(drop=True).assign(method=result.spec.method)
 
 
 def variance_components(result: FitResult) -> pd.DataFrame:
     """Variance components: group, term, variance, sd, correlation (rows ``cor(a,b)``
     carry the covariance in ``variance``; gaussian models end with a Residual row),
-    method."""
-    return result.varcorr.reset_index(drop=True).assign(method=result.spec.method)
+    conf_low and conf_high (the interval of the SD, or of the correlation, when the
+    model's ``intervals`` are profile or bootstrap; else empty), method."""
+    vc = result.varcorr.reset_index(drop=True)
+    limits = _interval_limits(result, "ran_pars", vc["term"], vc["group"])
+    low, high = limits if limits is not None else (np.full(len(vc), np.nan), np.full(len(vc), np.nan))
+    return vc.assign(conf_low=low, conf_high=high, method=result.spec.method)
 
 
 def random_effects(result: FitResult) -> pd.DataFrame:
@@ -181,9 +222,12 @@ def write_json(record: dict[str, Any], path: str | Path) -> None:
 def extract(result: FitResult, outputs: dict[str, str | Path], *, seed: int | None = None,
             data_path: str | None = None) -> dict[str, Any]:
     """Write every tidy table of ``result`` to ``outputs`` (keys: fixed_effects,
-    variance_components, random_effects, predictions, fit_stats), each table as CSV
-    or Parquet by its path's extension. Returns the glance record written to fit_stats."""
+    variance_components, random_effects, predictions, fit_stats, and anova when
+    given), each table as CSV or Parquet by its path's extension. Returns the glance
+    record written to fit_stats."""
     write_table(tidy(result), outputs["fixed_effects"])
+    if "anova" in outputs:
+        write_table(anova(result), outputs["anova"])
     write_table(variance_components(result), outputs["variance_components"])
     write_table(random_effects(result), outputs["random_effects"])
     write_table(augment(result), outputs["predictions"])

@@ -23,6 +23,10 @@ TEMPLATES = {
     "truth": _DATA + "/truth.json",
     "fit": _MODEL + "/fit.zip",  # glmm_steps.fitfile: JSON, Arrow and .npy, no pickle
     "fixed_effects": _MODEL + "/fixed_effects.csv",
+    "anova": _MODEL + "/anova.csv",
+    # intervals: bootstrap: the refits of each batch job, and their percentile limits
+    "bootstrap_batch": _MODEL + "/bootstrap/batch-{batch}.csv",
+    "bootstrap": _MODEL + "/bootstrap.csv",
     "variance_components": _MODEL + "/variance_components.csv",
     "random_effects": _MODEL + "/random_effects.{fmt}",
     "predictions": _MODEL + "/predictions.{fmt}",
@@ -47,6 +51,7 @@ TEMPLATES = {
     "replicate_data": _REPLICATE + "/data.csv",
     "replicate_truth": _REPLICATE + "/truth.json",
     "replicate_fixed_effects": _REPLICATE + "/fixed_effects.csv",
+    "replicate_anova": _REPLICATE + "/anova.csv",
     "replicate_variance_components": _REPLICATE + "/variance_components.csv",
     "replicate_random_effects": _REPLICATE + "/random_effects.csv",
     "replicate_predictions": _REPLICATE + "/predictions.csv",
@@ -56,7 +61,7 @@ TEMPLATES = {
 }
 
 # The tidy tables the extract step writes, in order.
-TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
+TABLES = ("fixed_effects", "anova", "variance_components", "random_effects", "predictions", "fit_stats")
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 RECOVERY_PLOTS = ("estimates", "coverage", "power")

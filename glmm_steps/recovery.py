@@ -8,15 +8,16 @@ replicates whose fit returned estimates; failed ones are counted in ``n_failed``
   (NaN when theta = 0); ``bias_mcse`` = empirical_sd / sqrt(n)
 - ``empirical_sd`` = SD(x) (n - 1 denominator); ``mean_se`` = mean of the model's standard errors
 - ``rmse`` = sqrt(mean((x - theta)^2))
-- ``coverage`` = share of 95% Wald intervals that contain theta, ``coverage_mcse`` =
-  sqrt(c (1 - c) / n)
+- ``coverage`` = share of the model's 95% intervals that contain theta (Wald z, t with the
+  ``inference`` df, or profile), ``coverage_mcse`` = sqrt(c (1 - c) / n)
 - ``power`` (named fixed effects) = share of *all* replicates with p < alpha: a failed fit
   detects nothing, so failures lower power instead of vanishing; ``power_mcse`` likewise
 - ``share_converged``, ``share_singular`` over all replicates of the design
 
 These are the performance measures and Monte-Carlo standard errors of Morris, White and
 Crowther (2019), "Using simulation studies to evaluate statistical methods", Stat Med 38.
-Variance components (SD scale) have no standard error, so no coverage or power.
+Variance components (SD scale) have no standard error, so no power, and a coverage only
+when the model asks for ``intervals: profile``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def summarise(estimates: pd.DataFrame, fits: pd.DataFrame, alpha: float = 0.05,
         groups = {key: g for key, g in e.groupby(PARAMETER, sort=False)}
         for key in params or [("", "", "")]:
             found = groups.get(key, e.iloc[0:0])
-            with_power = key[0] == "fixed" and key[2] in power_terms
+            # A likelihood-ratio row (test: lrt) is a power row by construction.
+            with_power = (key[0] == "fixed" and key[2] in power_terms) or key[0] == "lrt"
             rows.append({**common, **dict(zip(PARAMETER, key)),
                          **_measures(found, len(f), alpha, with_power)})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -3,6 +3,7 @@
 rule extract:
     input:
         fit=rules.fit.output.fit,
+        bootstrap=bootstrap_intervals,
     output:
         **extract_outputs("csv"),
     wildcard_constraints:

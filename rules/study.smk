@@ -13,6 +13,8 @@ rule study_batch:
         factors=dataset_setting("factors"),
         # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
         replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
+        # test: lrt: the model each replicate is tested against (its config entry).
+        compare_with=lambda w: {m: PLAN.fit_entry(m) for m in PLAN.config["models"][w.model]["compare_with"]},
     threads: 1
     resources:
         mem_mb=2000,

@@ -102,3 +102,11 @@ def test_statsmodels_optimum_finds_what_its_readme_says_on_the_reference_seed():
     assert float(mixedlm_loglik) == pytest.approx(float(lme4.iloc[0]), abs=1e-5)  # printed with 6 decimals
     assert float(default_gap) > 1.0  # measured 2.57: -1545.92 against -1543.35
     assert abs(float(engine_gap)) < 1e-6  # measured 2e-13
+
+
+@pytest.mark.slow
+def test_inference_benchmark_runs():
+    lines = run_benchmark("inference.py", "--n", "20", "--no-r")
+    assert re.fullmatch(rf"bootstrap/bare_refits: {NUMBER} profile_lme4/profile: n/a bootstrap_lme4/bootstrap: n/a",
+                        lines[-1]), lines[-1]
+    assert any(ln.startswith("bootstrap of 20 replicates (glmm_steps, 0 failed)") for ln in lines)

@@ -205,3 +205,15 @@ def test_cbind_of_simulated_trials(cfg):
     cfg["models"]["doses"] = {"dataset": "bp_study", "family": "binomial",
                               "formula": "cbind(doses, doses_trials - doses) ~ time + (1 | patient_id)"}
     assert ("doses", "seed-123") in [(f.model, f.replicate) for f in check_config(cfg).fits]
+
+
+@pytest.mark.parametrize("model,key,value,words", [
+    ("hypertension_glmm", "inference", "satterthwaite", "models.hypertension_glmm.inference: satterthwaite needs a gaussian"),
+    ("bp_lmm", "test", "wald", "models.bp_lmm.test: applies to models of a study dataset"),
+    ("bp_lmm_recovery", "intervals", "bootstrap", "models.bp_lmm_recovery.intervals: bootstrap applies to per-seed"),
+    ("bp_lmm", "bootstrap", {"n": 100}, "models.bp_lmm.bootstrap: is read only with intervals: bootstrap"),
+    ("bp_lmm", "inference", "satterwaite", "models.bp_lmm.inference: expected one of"),
+])
+def test_inference_keys_checked(cfg, model, key, value, words):
+    cfg["models"][model][key] = value
+    assert words in _error(cfg)

@@ -61,7 +61,7 @@ def test_extract_writes_tables(bp_fit, tmp_path):
         assert key in stats
     assert stats["AIC"] == pytest.approx(-2 * stats["logLik"] + 2 * 5)
     assert list(pd.read_csv(outputs["variance_components"]).columns) == ["group", "term", "variance", "sd", "correlation",
-                                                                          "method"]
+                                                                          "conf_low", "conf_high", "method"]
     assert list(pd.read_csv(outputs["random_effects"]).columns) == ["group", "level", "term", "estimate", "cond_sd",
                                                                      "method"]
     assert (pd.read_csv(outputs["fixed_effects"])["method"] == "REML").all()

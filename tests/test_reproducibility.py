@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import STUDY, ROOT, clone_command, comparable_results, fresh_clone, run_clone, stderr_lines
-from glmm_steps import integrity
+from glmm_steps import integrity, paths
 from glmm_steps.provenance import PATHS, sha256, verify_outputs
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_manifest_lists_real_versions_and_checksums(clean_run):
         for pkg in ("snakemake", "pandas", "numpy", "scipy", "statsmodels", "mixedlm", "matplotlib"):
             assert m["packages"][pkg] == version(pkg)
         assert m["platform"]["machine"] and m["python"].count(".") == 2
-        assert len(m["outputs"]) == 2 * (1 + 5 + 3) and len(m["inputs"]) == 4
+        assert len(m["outputs"]) == 2 * (1 + len(paths.TABLES) + 3) and len(m["inputs"]) == 4
         # paths relative to the results folder: a copied folder's manifest names its own files
         assert m["paths"] == PATHS
         for rel, digest in {**m["inputs"], **m["outputs"]}.items():

@@ -23,6 +23,21 @@ APPROXIMATIONS = {
 FIXEF_COLUMNS = ["term", "estimate", "std_error"]
 VARCORR_COLUMNS = ["group", "term", "variance", "sd", "correlation"]
 RANEF_COLUMNS = ["group", "level", "term", "estimate", "cond_sd"]
+ANOVA_COLUMNS = ["term", "statistic", "num_df", "den_df", "p_value", "test", "df_method"]
+INTERVAL_COLUMNS = ["effect", "group", "term", "conf_low", "conf_high"]
+# One bootstrap refit's estimates, one row per parameter (glmm_steps.bootstrap).
+REFIT_COLUMNS = ["replicate", "seed", "status", "error", "effect", "group", "term", "estimate"]
+# How fixed_effects.csv tests each coefficient, by config value of `inference`.
+TESTS = {"satterthwaite": "Satterthwaite t", "kenward_roger": "Kenward-Roger t", "wald": "Wald z"}
+
+
+def default_inference(entry: dict[str, Any]) -> str:
+    """A model entry's ``inference`` when the config leaves it out, as R's defaults:
+    ``satterthwaite`` (lmerTest's summary) for a gaussian model fitted by mixedlm,
+    else ``wald`` (glmer's z tests; statsmodels' MixedLM)."""
+    gaussian = entry.get("family", "gaussian") == "gaussian"
+    mixedlm = entry.get("engine", "mixedlm") == "mixedlm"
+    return "satterthwaite" if gaussian and mixedlm and entry.get("approximation") is None else "wald"
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,8 @@ class ModelSpec:
     engine: str = "mixedlm"
     nagq: int = 1
     approximation: str | None = None
+    inference: str = "wald"
+    intervals: str = "wald"
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -50,6 +67,10 @@ class ModelSpec:
             engine=entry.get("engine", "mixedlm"),
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
+            # A study model's power test (`test`) is its fixed-effect test.
+            inference=(entry.get("inference") or (entry.get("test") if entry.get("test") != "lrt" else None)
+                       or default_inference(entry)),
+            intervals=entry.get("intervals", "wald"),
         )
 
     @property
@@ -91,7 +112,16 @@ class FitResult:
     ``transform_state`` is what the data decided about the formula's transforms
     (factor levels and contrasts, ``scale`` centres and SDs, ``poly`` coefficients),
     plain JSON values that :func:`glmm_steps.model_matrix.build` reapplies to new rows;
-    ``term_columns`` maps each fixed-effect term label to its columns (R's ``assign``)."""
+    ``term_columns`` maps each fixed-effect term label to its columns (R's ``assign``).
+    ``fixef`` has a ``df`` column when its tests are t tests (``spec.inference``
+    satterthwaite or kenward_roger; ``std_error`` is then Kenward-Roger's adjusted one
+    for the latter); ``test`` names the test the table's ``df`` and the extract step's
+    p-values and intervals follow (``TESTS``; a fallback to another method is in
+    ``warnings``). ``anova``: one type III test per fixed-effect term
+    (ANOVA_COLUMNS, :mod:`glmm_steps.anova`). ``intervals``: the profile (or
+    bootstrap) limits ``spec.intervals`` asks for, INTERVAL_COLUMNS (effect fixed or
+    ran_pars, group and term as in ``fixef``/``varcorr``, conf_low, conf_high on the
+    SD/correlation scale); empty for Wald intervals."""
 
     spec: ModelSpec
     engine_version: str
@@ -120,6 +150,9 @@ class FitResult:
     details: dict[str, Any] = field(default_factory=dict)
     transform_state: dict[str, Any] = field(default_factory=dict)
     term_columns: dict[str, list[str]] = field(default_factory=dict)
+    test: str = TESTS["wald"]
+    anova: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ANOVA_COLUMNS))
+    intervals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INTERVAL_COLUMNS))
 
     @property
     def ok(self) -> bool:

@@ -13,6 +13,8 @@ import pandas as pd
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
+from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
+from glmm_steps.engines.mixedlm_profile import profile_intervals
 from glmm_steps.formula import Formula
 from glmm_steps.model_matrix import ModelMatrix, build
 
@@ -80,6 +82,28 @@ def _group_name(name: str, groups: dict[str, str]) -> str:
         return groups[name]
     base, _, k = name.rpartition(".")
     return groups.get(base, name) if k.isdigit() else name
+
+
+def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix,
+                 reml: bool | None = None):
+    """Fit mixedlm to ``design`` as the fit step does (trials as weights, the offset),
+    by REML as ``spec`` says unless ``reml`` is given. Returns ``(model, column_names,
+    group_names)`` (see :func:`engine_inputs`); warnings and printed checks are left to
+    the caller."""
+    import mixedlm
+
+    text, data, column_names, group_names = engine_inputs(formula, design, frame)
+    kwargs = {}
+    if formula.trials:
+        kwargs["weights"] = formula.n_trials(frame)
+    if formula.offset:
+        off = frame[formula.offset].to_numpy(dtype=float)
+        kwargs["offset"] = np.log(off) if formula.offset_log else off
+    if spec.family == "gaussian":
+        model = mixedlm.lmer(text, data, REML=spec.reml if reml is None else reml, **kwargs)
+    else:
+        model = mixedlm.glmer(text, data, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
+    return model, column_names, group_names
 
 
 def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
@@ -214,24 +238,12 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     import mixedlm
 
     design = design if design is not None else build(formula, frame)
-    text, data, column_names, group_names = engine_inputs(formula, design, frame)
-    kwargs = {}
-    if formula.trials:
-        kwargs["weights"] = formula.n_trials(frame)
-    if formula.offset:
-        off = frame[formula.offset].to_numpy(dtype=float)
-        kwargs["offset"] = np.log(off) if formula.offset_log else off
     printed = io.StringIO()
     # mixedlm reports some checks (a rank-deficient design, dropped columns) by printing
     # them: capture those with the warnings so they land in fit_stats.json.
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
         warnings.simplefilter("always")
-        if spec.family == "gaussian":
-            model = mixedlm.lmer(text, data, REML=spec.reml, **kwargs)
-        else:
-            model = mixedlm.glmer(text, data, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
-    beta = np.asarray(model.beta, dtype=float)
-    se = np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))
+        model, column_names, group_names = engine_model(frame, spec, formula, design)
     names = [column_names.get(n, n) for n in model.matrices.fixed_names]
     observed = design.response
     if spec.family == "gaussian":
@@ -253,11 +265,29 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
+    terms = {t: cols for t, cols in design.term_columns.items() if t != "(Intercept)"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deviance evaluations next to the optimum; failures are reported
+        fixef, anova_table, test, test_messages = fixed_effect_inference(model, spec, names, terms, frame)
+    messages += test_messages
     optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
+    if spec.intervals == "profile":
+        def refit_ml():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                return engine_model(frame, spec, formula, design, reml=False)[0]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optional["intervals"], profile_messages = profile_intervals(model, spec, refit_ml, names, group_names,
+                                                                            column_names)
+        messages += profile_messages
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
-        fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
+        fixef=fixef,
+        test=test,
+        anova=anova_table,
         varcorr=_varcorr(model, group_names, column_names),
         **optional,
         frame=frame,
