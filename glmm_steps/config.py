@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import paths, study, tables
+from glmm_steps import answers, paths, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
@@ -687,6 +687,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
         _check_study_keys(name, model, parsed, "replicates" in spec)
+        answers.check(name, model, parsed, spec, study="replicates" in spec)
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
         if "replicates" not in spec:

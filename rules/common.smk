@@ -102,7 +102,41 @@ def version_files(w):
     fmt = PLAN.table_format(w.model)
     outputs = [out(t, replicate=f.replicate, fmt=fmt, **keys) for f in fits for t in ("fit",) + paths.TABLES]
     outputs += [out("plot", replicate=f.replicate, plot=p, **keys) for f in fits for p in paths.PLOTS]
+    outputs += [t for f in fits for t in answer_targets(f)]
     return {"inputs": data + truth, "outputs": outputs}
+
+
+def models_asking(key, fmt=None):
+    """Wildcard pattern matching the models whose config has `key` (predict, emmeans);
+    with `fmt`, only those whose predictions_new file is `fmt` (none: never matches)."""
+    return "|".join(m for m, e in PLAN.config["models"].items()
+                    if e.get(key) and (fmt is None or predict_format(m) == fmt)) or "(?!)"
+
+
+def predict_format(model):
+    """predictions_new is Parquet when the model's newdata file is, else CSV."""
+    newdata = (PLAN.config["models"][model].get("predict") or {}).get("newdata", "")
+    return "parquet" if str(newdata).endswith(".parquet") else "csv"
+
+
+def predict_newdata(w):
+    """The model's predict: newdata file (an input of its fit), or nothing."""
+    newdata = (PLAN.config["models"][w.model].get("predict") or {}).get("newdata")
+    return [newdata] if newdata else []
+
+
+def answer_targets(f):
+    """The answer files of one fit (glmm_steps.answers): the effect plot and its table
+    for every model, predictions_new and its plot for predict:, emmeans and contrasts."""
+    keys = dict(model=f.model, version=f.version, replicate=f.replicate)
+    entry = PLAN.config["models"][f.model]
+    targets = [out("effects", **keys), out("plot", plot="effects", **keys)]
+    if entry.get("predict"):
+        targets += [out("predictions_new", fmt=predict_format(f.model), **keys),
+                    out("plot", plot="predictions_new", **keys)]
+    if entry.get("emmeans"):
+        targets += [out("emmeans", **keys), out("contrasts", **keys)]
+    return targets
 
 
 def _table(name, fmt, caption=False):

@@ -91,7 +91,16 @@ class FitResult:
     ``transform_state`` is what the data decided about the formula's transforms
     (factor levels and contrasts, ``scale`` centres and SDs, ``poly`` coefficients),
     plain JSON values that :func:`glmm_steps.model_matrix.build` reapplies to new rows;
-    ``term_columns`` maps each fixed-effect term label to its columns (R's ``assign``)."""
+    ``term_columns`` maps each fixed-effect term label to its columns (R's ``assign``).
+
+    The answers computed where the fit lives (:mod:`glmm_steps.answers`): ``vcov``, the
+    covariance of the fixed effects (the one ``fixef``'s std_error comes from);
+    ``vcov_jacobian`` (one p x p derivative of vcov per variance parameter) and
+    ``vcov_varpar`` (their covariance), lmerTest's Satterthwaite parts, None where the
+    df are asymptotic; ``variance_explained``, ICC and Nakagawa's R² (JSON values, with a
+    ``note`` where they do not apply); ``predictions_new``, ``emmeans``, ``contrasts``
+    and ``effects``, the tables of the model's ``predict:`` and ``emmeans:`` and of its
+    effect plot (None when not asked for)."""
 
     spec: ModelSpec
     engine_version: str
@@ -120,6 +129,14 @@ class FitResult:
     details: dict[str, Any] = field(default_factory=dict)
     transform_state: dict[str, Any] = field(default_factory=dict)
     term_columns: dict[str, list[str]] = field(default_factory=dict)
+    vcov: np.ndarray | None = None
+    vcov_jacobian: np.ndarray | None = None
+    vcov_varpar: np.ndarray | None = None
+    variance_explained: dict[str, Any] = field(default_factory=dict)
+    predictions_new: pd.DataFrame | None = None
+    emmeans: pd.DataFrame | None = None
+    contrasts: pd.DataFrame | None = None
+    effects: pd.DataFrame | None = None
 
     @property
     def ok(self) -> bool:

@@ -199,12 +199,35 @@ def _hessian(model) -> tuple[bool | None, str | None]:
     return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
 
 
+def _ddf_parts(model, spec: ModelSpec) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """Satterthwaite parts (see :mod:`glmm_steps.engines.mixedlm_ddf`) for a gaussian
+    fit, or (None, None) with a note: GLMMs' marginal means are asymptotic (as emmeans),
+    and above HESSIAN_MAX_NOBS rows the derivatives cost more than the fit."""
+    from glmm_steps.engines.mixedlm_ddf import satterthwaite_parts
+
+    if spec.family != "gaussian":
+        return None, None, []
+    if model.nobs() > HESSIAN_MAX_NOBS:
+        return None, None, [f"Satterthwaite df not computed (more than {HESSIAN_MAX_NOBS} rows): "
+                            "marginal means and predictions use the normal reference"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jac, varpar = satterthwaite_parts(model)
+        return jac, varpar, []
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError) as e:
+        return None, None, [f"Satterthwaite df not computed ({e}): marginal means use the normal reference"]
+
+
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
-        design: ModelMatrix | None = None) -> FitResult:
+        design: ModelMatrix | None = None, ddf: bool = False) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
     ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
     than the fit itself). ``design`` is the model matrix of :func:`glmm_steps.model_matrix.build`
     (built here with default factor coding when not given).
+
+    ``ddf=True`` also computes the Satterthwaite parts of a gaussian fit
+    (``vcov_jacobian``, ``vcov_varpar``) that marginal means take their df from.
 
     Returns a FitResult; engine warnings (singular fit, convergence) are recorded
     in ``warnings``. Exceptions propagate: the caller records them."""
@@ -251,10 +274,14 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
     optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
+    if ddf:
+        optional["vcov_jacobian"], optional["vcov_varpar"], ddf_notes = _ddf_parts(model, spec)
+        notes += ddf_notes
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
+        vcov=np.asarray(model.vcov(), dtype=float),
         varcorr=_varcorr(model, group_names, column_names),
         **optional,
         frame=frame,
