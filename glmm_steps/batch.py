@@ -48,7 +48,7 @@ def fit_replicate(design: Design, spec: ModelSpec, seed: int, factors=(), *,
 
 def _truth_outcome(spec: ModelSpec, truth: dict[str, Any]) -> dict[str, Any]:
     formula = parse(spec.formula)
-    return truth["outcomes"][formula.trials[0] if formula.trials else formula.response]
+    return truth["outcomes"][formula.outcome]
 
 
 def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:

@@ -435,7 +435,7 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
     a simulated outcome of the model's family (successes out of trials as
     ``cbind(y, y_failures)``), and each grouping factor must have 2 or more units."""
     outcomes = {o.name: o for o in design.outcomes}
-    name = parsed.trials[0] if parsed.trials else parsed.response
+    name = parsed.outcome
     outcome = outcomes.get(name)
     if outcome is None:
         raise ConfigError(f"{where}.formula", f"the response '{name}' is not a simulated outcome of dataset "
@@ -447,6 +447,14 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
         raise ConfigError(f"{where}.formula", f"'{name}' is simulated as successes out of {outcome.trials} trials "
                           f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures) "
                           f"or cbind({name}, {name}_trials - {name})")
+    from glmm_steps.model_matrix import build
+
+    try:
+        # The right-hand side on the design's own rows: log(visit) with a visit 0, a
+        # poly() degree above the visits, ... stop here, not in every replicate.
+        build(parsed, unit_ids(design), where=f"dataset '{dataset}'", response=False)
+    except GlmmError as e:
+        raise ConfigError(f"{where}.formula", str(e)) from None
     units, n = {}, 1
     for lv in design.levels:
         n *= lv.n

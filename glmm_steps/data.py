@@ -172,7 +172,8 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
     covariates = {c: None for c in formula.fixed_variables + formula.slope_columns if c not in wrapped}
     for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
         col = frame[c]
-        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors:
+        if (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors
+                or isinstance(col.dtype, pd.CategoricalDtype)):  # a refit's rows: already a factor
             continue
         values = col.dropna()
         parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")

@@ -26,16 +26,18 @@ from glmm_steps.variance_explained import null_formula
 
 def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
               drop_missing: bool = False, *, random_effects: bool = True,
-              answers: dict | None = None) -> FitResult:
+              state: dict | None = None, answers: dict | None = None) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
     ``factors`` is the dataset's ``factors:`` list (column names, or mappings that also set
     a factor's levels, reference level and contrasts); ``drop_missing`` allows
     dropping rows with a missing value (else they are an error). ``random_effects=False``
     skips the conditional modes and their variances (most of a small fit's time, and
-    unused by a study); every other number is the same either way. With the random
-    effects come the answers (:func:`glmm_steps.answers.add_answers`): ICC and R², the
-    effect-plot table, and the ``predict:``/``emmeans:`` tables of ``answers`` (the
-    model's config entry).
+    unused by a study); every other number is the same either way. ``state``: a fit's
+    ``transform_state`` to code the rows exactly as that fit did (a refit of its rows by
+    another engine or by ML), instead of computing levels, centres and coefficients anew.
+    ``answers`` (the model's config entry; None: skip, as refits for verify and compare
+    do) asks for the answers (:func:`glmm_steps.answers.add_answers`): ICC and R², the
+    effect-plot table, and the tables of its ``predict:`` and ``emmeans:`` keys.
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
@@ -43,11 +45,11 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     formula = formula_mod.parse(spec.formula)
     model_frame, notes = data_mod.model_frame(frame, formula, where, factors, family=spec.family,
                                               drop_missing=drop_missing)
-    design = model_matrix.build(formula, model_frame, factors, where=where)
+    design = model_matrix.build(formula, model_frame, factors, state=state, where=where)
     start = time.perf_counter()
     try:
         result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects,
-                                         design=design, ddf=random_effects)
+                                         design=design, ddf=answers is not None)
     except GlmmError:
         raise
     except Exception as e:  # an engine failure is a result to record, not a crash
@@ -56,8 +58,8 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     result.transform_state = design.state
     result.term_columns = design.term_columns
     result.wall_time_s = time.perf_counter() - start
-    if random_effects:
-        add_answers(result, formula, design, answers or {}, factors,
+    if answers is not None:
+        add_answers(result, formula, design, answers, factors,
                     null_intercept=lambda: _null_intercept(model_frame, spec, formula, factors, where))
     return result
 

@@ -44,16 +44,20 @@ _BOOL = {"TRUE": True, "T": True, "FALSE": False, "F": False}
 MAX_LENGTH = 20_000
 MAX_DEPTH = 64
 MAX_TERMS = 4096
+# Operators inside one function call (I(a + b + ...)): evaluating and naming the call
+# walks its tree recursively, so it is kept well inside Python's recursion limit.
+MAX_CALL_OPERATORS = 200
 # Operators by binding power (R's ?Syntax, low to high); '^' is right-associative.
 _BINARY = {"|": 1, "||": 1, "+": 2, "-": 2, "*": 3, "/": 3, "%in%": 4, ":": 5, "^": 7}
 _UNARY = 6
+_UNSUPPORTED = ("==", "!=", "<=", ">=", "<", ">", "&", "&&", "!")
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w.]))
   | (?P<name>[A-Za-z_.][\w.]*)
   | (?P<quoted>`[^`]*`)
-  | (?P<op>\|\||%in%|[~+\-*/^:|(),=])
+  | (?P<op>\|\||%in%|==|!=|<=|>=|&&|[~+\-*/^:|(),=<>&!])
 """, re.VERBOSE)
 _SYNTACTIC = re.compile(r"^(?:[A-Za-z]|\.(?![0-9]))[\w.]*$")
 
@@ -103,9 +107,17 @@ class BinOp:
     right: object
 
     def __str__(self) -> str:
-        if self.op in ("^", "/", ":"):
-            return f"{self.left}{self.op}{self.right}"
-        return f"{self.left} {self.op} {self.right}"
+        if self.op == "^":
+            return f"{self.left}^{self.right}"
+        # A long chain a + b + c ... is deep on the left: walk it with a loop.
+        spine, node = [], self
+        while isinstance(node, BinOp) and node.op != "^":
+            spine.append(node)
+            node = node.left
+        text = str(node)
+        for n in reversed(spine):
+            text += f"{n.op}{n.right}" if n.op in ("^", "/", ":") else f" {n.op} {n.right}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,17 @@ class Paren:
 
     def __str__(self) -> str:
         return f"({self.inner})"
+
+
+def quote(text: str, limit: int = 200) -> str:
+    """A formula for a message: quoted, and cut at ``limit`` characters so the line stays
+    bounded."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def cut(problem: str, limit: int = 600) -> str:
+    """A message part cut at ``limit`` characters (it may quote a long term)."""
+    return problem if len(problem) <= limit else problem[:limit] + "..."
 
 
 def r_number(value: float) -> str:
@@ -217,6 +240,12 @@ class Formula:
         if self.trials:
             return tuple(dict.fromkeys(self.trials))
         return tuple(dict.fromkeys(columns_of(self.response_node)))
+
+    @property
+    def outcome(self) -> str:
+        """The data column the response is made of: the successes of a cbind, ``y`` of
+        ``log(y)`` (the first column when an ``I()`` reads several)."""
+        return self.response_columns[0]
 
     @property
     def factor_columns(self) -> tuple[str, ...]:
@@ -312,10 +341,19 @@ class _Parser:
         self.tokens.append(("end", "", len(text)))
         self.i = 0
         self.depth = 0
+        self.in_call = 0
+        self.call_operators = 0
         self.work = len(self.tokens)
 
     def error(self, problem: str) -> GlmmError:
-        return GlmmError(f"formula {self.text!r}: {problem}")
+        return GlmmError(f"formula {quote(self.text)}: {cut(problem)}")
+
+    def operator(self) -> None:
+        self.work += 1
+        if self.in_call:
+            self.call_operators += 1
+            if self.call_operators > MAX_CALL_OPERATORS:
+                raise self.error(f"more than {MAX_CALL_OPERATORS} operators inside one function call")
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.i]
@@ -336,13 +374,16 @@ class _Parser:
         left = self.unary()
         while True:
             kind, op, _ = self.peek()
+            if kind == "op" and op in _UNSUPPORTED:
+                raise self.error(f"'{op}' is not supported in a formula (comparisons and logic are not "
+                                 f"transforms); supported: {SUPPORTED}")
             power = _BINARY.get(op) if kind == "op" else None
             if power is None or power < min_power:
                 break
             self.i += 1
+            self.operator()
             right = self.expression(power if op == "^" else power + 1)
             left = BinOp(op, left, right)
-            self.work += 1
         self.depth -= 1
         return left
 
@@ -350,8 +391,8 @@ class _Parser:
         kind, value, pos = self.peek()
         if kind == "op" and value in ("-", "+"):
             self.i += 1
+            self.operator()
             operand = self.expression(_UNARY)
-            self.work += 1
             return Neg(operand) if value == "-" else operand
         return self.primary()
 
@@ -381,6 +422,9 @@ class _Parser:
             hint = f" (did you mean {close[0]}()?)" if close else ""
             raise self.error(f"unknown function {fn}(){hint}; supported: {SUPPORTED}")
         self.take("(")
+        if not self.in_call:
+            self.call_operators = 0
+        self.in_call += 1
         args, kwargs = [], []
         if self.peek()[:2] != ("op", ")"):
             while True:
@@ -397,6 +441,7 @@ class _Parser:
                     continue
                 break
         self.take(")")
+        self.in_call -= 1
         return Call(fn, tuple(args), tuple(kwargs))
 
 
@@ -462,14 +507,27 @@ def _check_arguments(n: Call, err) -> None:
 
 # ---- R's terms ------------------------------------------------------------------------
 
-_ON, _OFF = "+1", "-1"  # intercept markers in an expansion, in formula order
+class _Exp:
+    """An expansion: R's terms in order (a dict used as an ordered set) and what it says
+    about the intercept (None: nothing; True: ``+ 1``; False: ``0 +`` or ``- 1``)."""
+
+    __slots__ = ("terms", "intercept")
+
+    def __init__(self, terms=(), intercept: bool | None = None):
+        self.terms: dict[frozenset, None] = dict.fromkeys(terms)
+        self.intercept = intercept
+
+
+_LEFT_ASSOC = ("+", "-", "*", "/", ":", "%in%")
 
 
 class _Terms:
     """Expands a right-hand side into R's terms (terms.formula): ``+`` joins, ``-``
     deletes, ``:`` crosses, ``*`` is ``a + b + a:b``, ``/`` is ``a + (all of a):b``,
     ``%in%`` is ``b:(all of a)``, ``^ n`` all interactions up to order n. Variables
-    are numbered in order of first appearance, as R numbers them."""
+    are numbered in order of first appearance, as R numbers them. Chains of
+    left-associative operators are walked with a loop and each step costs the size of
+    its right operand, so the work is linear in the formula's length."""
 
     def __init__(self, err, variables: dict[str, object]):
         self.err = err
@@ -481,15 +539,27 @@ class _Terms:
         self.variables.setdefault(label, node)
         return frozenset({label})
 
-    def expand(self, node) -> list:
+    def expand(self, node) -> _Exp:
+        while isinstance(node, Paren):
+            node = node.inner
+        spine = []
+        while isinstance(node, BinOp) and node.op in _LEFT_ASSOC:
+            spine.append((node.op, node.right))
+            node = node.left
+            while isinstance(node, Paren):
+                node = node.inner
+        result = self.single(node)
+        for op, right in reversed(spine):
+            result = self.apply(op, result, self.expand(right), right)
+        return result
+
+    def single(self, node) -> _Exp:
         self.work += 1
-        if isinstance(node, Paren):
-            return self.expand(node.inner)
         if isinstance(node, Num):
             if node.value == 1:
-                return [_ON]
+                return _Exp(intercept=True)
             if node.value == 0:
-                return [_OFF]
+                return _Exp(intercept=False)
             raise self.err(f"the number {node} is not a term (only 0, 1 and -1 are)")
         if isinstance(node, (Name, Call)):
             if isinstance(node, Name) and node.name in _BOOL:
@@ -500,95 +570,85 @@ class _Terms:
                 if node.fn == "cbind":
                     raise self.err("cbind() belongs on the left of '~'")
                 _check_call(node, self.err)
-            return [self.var(node)]
+            return _Exp([self.var(node)])
         if isinstance(node, Neg):
             # R: a unary minus deletes from nothing, so only '-1' / '-0' say anything.
-            return [_OFF if x == _ON else _ON for x in self.expand(node.operand) if isinstance(x, str)]
-        if isinstance(node, BinOp):
-            op = node.op
-            if op in ("|", "||"):
-                raise self.err(f"'{op}' outside a random term: write ({node})")
-            left = self.expand(node.left)
-            if op == "^":
-                if not (isinstance(node.right, Num) and node.right.value == int(node.right.value)
-                        and node.right.value >= 1):
-                    raise self.err(f"the power in ({node.left})^{node.right} must be a whole number "
-                                   "(write I(x^2) for a squared covariate)")
-                terms = self.terms_only(left)
-                out = list(terms)
-                for _ in range(min(int(node.right.value), len(terms)) - 1):
-                    out = self.join(out, self.cross(out, terms))
-                return out
-            right = self.expand(node.right)
-            if op == "+":
-                return self.join(left, right)
-            if op == "-":
-                drop = {t for t in right if not isinstance(t, str)}
-                marks = [_OFF if x == _ON else _ON for x in right if isinstance(x, str)]
-                return [t for t in left if isinstance(t, str) or t not in drop] + marks
-            if op == ":":
-                return self.cross(self.terms_only(left), self.terms_only(right))
-            if op == "*":
-                a, b = self.terms_only(left), self.terms_only(right)
-                return self.join(self.join(left, right), self.cross(a, b))
-            if op == "/":
-                a, b = self.terms_only(left), self.terms_only(right)
-                whole = frozenset().union(*a) if a else frozenset()
-                return self.join(left, self.cross([whole], b) if whole else b)
-            if op == "%in%":
-                a, b = self.terms_only(left), self.terms_only(right)
-                whole = frozenset().union(*b) if b else frozenset()
-                return self.cross(a, [whole]) if whole else a
+            inner = self.expand(node.operand)
+            return _Exp(intercept=None if inner.intercept is None else not inner.intercept)
+        if isinstance(node, BinOp) and node.op in ("|", "||"):
+            raise self.err(f"'{node.op}' outside a random term: write ({node})")
+        if isinstance(node, BinOp) and node.op == "^":
+            if not (isinstance(node.right, Num) and node.right.value == int(node.right.value)
+                    and node.right.value >= 1):
+                raise self.err(f"the power in {node} must be a whole number "
+                               "(write I(x^2) for a squared covariate)")
+            base = list(self.factors_of(self.expand(node.left), "^", node.left))
+            if len(base) == 1:
+                # R reads x^2 as x (the power crosses terms): almost always a square was meant.
+                raise self.err(f"{node} outside I() is R's term power, which leaves the single term "
+                               f"{node.left} as it is: write I({node}) for its power, or {node.left} for itself")
+            out = dict.fromkeys(base)
+            for _ in range(min(int(node.right.value), len(base)) - 1):
+                out.update(dict.fromkeys(self.cross(list(out), base)))
+            return _Exp(out)
         raise self.err(f"cannot read {node} as a term")  # pragma: no cover
 
-    @staticmethod
-    def terms_only(items: list) -> list:
-        return [t for t in items if not isinstance(t, str)]
+    def factors_of(self, e: _Exp, op: str, node) -> dict:
+        if e.intercept is not None or not e.terms:
+            raise self.err(f"'{op}' joins columns and terms, not numbers: {node}")
+        return e.terms
 
-    def join(self, a: list, b: list) -> list:
-        seen = set(t for t in a if not isinstance(t, str))
-        out = list(a)
-        for t in b:
-            if isinstance(t, str) or t not in seen:
-                out.append(t)
-                if not isinstance(t, str):
-                    seen.add(t)
-        self.guard(out)
-        return out
+    def apply(self, op: str, left: _Exp, right: _Exp, node) -> _Exp:
+        self.work += 1 + len(right.terms)
+        if op == "+":
+            left.terms.update(right.terms)
+            if right.intercept is not None:
+                left.intercept = right.intercept
+            return self.guard(left)
+        if op == "-":
+            for t in right.terms:
+                left.terms.pop(t, None)
+            if right.intercept is not None:
+                left.intercept = not right.intercept
+            return left
+        a = list(self.factors_of(left, op, node))
+        b = list(self.factors_of(right, op, node))
+        if op == ":":
+            return _Exp(self.cross(a, b))
+        if op == "*":
+            left.terms.update(right.terms)
+            left.terms.update(dict.fromkeys(self.cross(a, b)))
+            return self.guard(left)
+        if op == "/":
+            whole = frozenset().union(*a)
+            left.terms.update(dict.fromkeys(self.cross([whole], b)))
+            return self.guard(left)
+        whole = frozenset().union(*b)  # %in%
+        return _Exp(self.cross(a, [whole]))
 
     def cross(self, a: list, b: list) -> list:
-        out, seen = [], set()
+        out: dict[frozenset, None] = {}
         for x in a:
             for y in b:
-                t = x | y
-                if t not in seen:
-                    seen.add(t)
-                    out.append(t)
-                    self.guard(out)
-        return out
+                out[x | y] = None
+                self.work += 1
+                if len(out) > MAX_TERMS:
+                    raise self.err(f"the formula expands to more than {MAX_TERMS} terms")
+        return list(out)
 
-    def guard(self, items: list) -> None:
-        self.work += len(items)
-        if len(items) > MAX_TERMS:
+    def guard(self, e: _Exp) -> _Exp:
+        if len(e.terms) > MAX_TERMS:
             raise self.err(f"the formula expands to more than {MAX_TERMS} terms")
+        return e
 
-    def finish(self, items: list) -> tuple[bool, tuple[tuple[str, ...], ...]]:
+    def finish(self, e: _Exp, intercept: bool = True) -> tuple[bool, tuple[tuple[str, ...], ...]]:
         """(intercept, terms): terms sorted by order (stable), variables within a term
         in order of first appearance."""
-        intercept = True
-        terms: list[frozenset] = []
-        seen = set()
-        for x in items:
-            if x == _ON:
-                intercept = True
-            elif x == _OFF:
-                intercept = False
-            elif x not in seen:
-                seen.add(x)
-                terms.append(x)
         rank = {v: i for i, v in enumerate(self.variables)}
-        ordered = sorted(terms, key=len)
-        return intercept, tuple(tuple(sorted(t, key=rank.__getitem__)) for t in ordered)
+        ordered = sorted(e.terms, key=len)
+        self.work += len(ordered)
+        return (intercept if e.intercept is None else e.intercept,
+                tuple(tuple(sorted(t, key=rank.__getitem__)) for t in ordered))
 
 
 def _split_plus(node) -> list:
@@ -660,8 +720,7 @@ def _lme4_group_name(parts: list[str], slash: bool) -> str:
 def _random_terms(node, terms: _Terms, err) -> list[RandomTerm]:
     bar = node.inner
     correlated = bar.op == "|"
-    items = terms.expand(bar.left)
-    intercept, expanded = terms.finish(items)
+    intercept, expanded = terms.finish(terms.expand(bar.left))
     # The grouping is parsed as (lhs | rhs) with rhs possibly a/b or a:b.
     groups = _group_parts(bar.right, err)
     right = bar.right
@@ -733,16 +792,17 @@ def parse_work(text: str) -> int:
 
 def _parse(text: str) -> tuple[Formula, int]:
     if not isinstance(text, str) or "~" not in text:
-        raise GlmmError(f"formula {text!r}: expected 'response ~ terms + (terms | group)'")
+        raise GlmmError(f"formula {quote(text) if isinstance(text, str) else repr(text)[:200]}: "
+                        "expected 'response ~ terms + (terms | group)'")
     if len(text) > MAX_LENGTH:
-        raise GlmmError(f"formula {text[:40]!r}...: longer than {MAX_LENGTH} characters")
+        raise GlmmError(f"formula {quote(text, 40)}: longer than {MAX_LENGTH} characters")
     if text.count("~") > 1:
-        raise GlmmError(f"formula {text!r}: more than one '~'")
+        raise GlmmError(f"formula {quote(text)}: more than one '~'")
     problem = _structure_problem(text)
     if problem:
-        raise GlmmError(f"formula {text!r}: {problem}")
+        raise GlmmError(f"formula {quote(text)}: {problem}")
     def err(problem: str) -> GlmmError:
-        return GlmmError(f"formula {text!r}: {problem}")
+        return GlmmError(f"formula {quote(text)}: {cut(problem)}")
 
     parser = _Parser(text)
     lhs = parser.expression()
@@ -759,7 +819,7 @@ def _parse(text: str) -> tuple[Formula, int]:
     random_builder = _Terms(err, {})
     random: list[RandomTerm] = []
     offset, offset_log = None, False
-    fixed_items: list = []
+    fixed_items = _Exp()
     for node, negated in _split_plus(rhs):
         inner = node.operand if isinstance(node, Neg) else node
         if _is_bar(inner):
@@ -777,13 +837,7 @@ def _parse(text: str) -> tuple[Formula, int]:
                 raise err("more than one offset() term")
             offset, offset_log = _offset(node, err)
             continue
-        items = fixed.expand(node)
-        if negated:
-            drop = set(fixed.terms_only(items))
-            marks = [_OFF if x == _ON else _ON for x in items if isinstance(x, str)]
-            fixed_items = [t for t in fixed_items if isinstance(t, str) or t not in drop] + marks
-        else:
-            fixed_items = fixed.join(fixed_items, items)
+        fixed_items = fixed.apply("-" if negated else "+", fixed_items, fixed.expand(node), node)
     intercept, fixed_terms = fixed.finish(fixed_items)
     if not random:
         raise err("no random-effect term such as (1 | group)")
@@ -886,6 +940,6 @@ def check_columns(formula: Formula, columns, where: str) -> None:
         if col not in have:
             close = difflib.get_close_matches(col, have, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"columns: {', '.join(sorted(have))}"
-            raise GlmmError(f"formula {formula.text!r} names column '{col}', which {where} lacks ({hint})")
+            raise GlmmError(f"formula {quote(formula.text)} names column '{col}', which {where} lacks ({hint})")
 
 

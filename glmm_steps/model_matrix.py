@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps.errors import ConfigError, DataError
-from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, r_number
+from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, cut, r_number
 
 CONTRASTS = ("treatment", "sum")
 _UNARY = {
@@ -169,7 +169,7 @@ class _Builder:
         self.where = where
 
     def error(self, problem: str) -> DataError:
-        return DataError(f"{self.where}: {problem}")
+        return DataError(f"{self.where}: {cut(problem)}")
 
     def column(self, name: str) -> pd.Series:
         if name not in self.frame.columns:
@@ -416,11 +416,13 @@ def _design(b: _Builder, terms, intercept: bool, values: dict) -> tuple[list[str
 
 
 def build(formula: Formula, frame: pd.DataFrame, factors=(), state: dict[str, Any] | None = None,
-          where: str = "data") -> ModelMatrix:
+          where: str = "data", response: bool = True) -> ModelMatrix:
     """Build the model matrices of ``formula`` on ``frame`` (see the module docstring).
 
     ``factors``: the dataset's ``factors:`` list (names or option mappings). ``state``:
     a fit's transform state to reapply to new rows (None: compute it from ``frame``).
+    ``response=False`` leaves the response out (an empty array): the right-hand side of
+    a simulated design is checked before any outcome is drawn.
     Raises DataError naming the column, term and line of a value it cannot code."""
     b = _Builder(formula, frame, factor_options(factors), None if state is None else _copy(state), where)
     values = {}
@@ -445,8 +447,8 @@ def build(formula: Formula, frame: pd.DataFrame, factors=(), state: dict[str, An
                               f"(0 + {wide[0]} | {rterm.group_name}) as a term of its own, as lme4 "
                               "expands '||'")
         random.append(RandomBlock(rnames, np.column_stack(rcols), term_of))
-    response = response_values(formula, frame, b)
-    return ModelMatrix(response=response, X=X, fixed_names=names, term_columns=assign, random=random,
+    y = response_values(formula, frame, b) if response else np.zeros(0)
+    return ModelMatrix(response=y, X=X, fixed_names=names, term_columns=assign, random=random,
                        state=b.state)
 
 

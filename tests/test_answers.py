@@ -29,7 +29,7 @@ def _read(name: str) -> pd.DataFrame:
 def sleep_fit():
     frame = pd.read_csv(DATA / "sleepstudy.csv")
     spec = ModelSpec("sleep", "d", "Reaction ~ Days + (Days | Subject)")
-    return fit_model(frame, spec)
+    return fit_model(frame, spec, answers={})
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_prediction_intervals_cover_new_data_drawn_from_the_fitted_model(bp_data
     fall inside the 95% prediction interval at 0.95, within Monte-Carlo error: for
     patients in new hospitals (population) and for seen patients (conditional)."""
     spec = ModelSpec("bp", "d", "bp ~ time + (1 | hospital_id) + (1 | patient_id)")
-    result = fit_model(bp_data, spec)
+    result = fit_model(bp_data, spec, answers={})
     rng = np.random.default_rng(20261201)
     vc = result.varcorr.set_index("group")["variance"]
     beta = result.fixef["estimate"].to_numpy()
@@ -137,7 +137,7 @@ def emmeans_fits():
     for case, (data, formula, family, factors, at) in EMMEANS_CASES.items():
         frame = pd.read_csv(DATA / data)
         spec = ModelSpec(case, "d", formula, family=family)
-        result = fit_model(frame, spec, factors=factors)
+        result = fit_model(frame, spec, factors=factors, answers={})
         out[case] = (result, factors, at)
     return out
 
@@ -201,7 +201,8 @@ R2_CASES = {
 @pytest.mark.parametrize("case", list(R2_CASES))
 def test_icc_and_r2_match_performance(case):
     data, formula, family, factors = R2_CASES[case]
-    result = fit_model(pd.read_csv(DATA / data), ModelSpec(case, "d", formula, family=family), factors=factors)
+    result = fit_model(pd.read_csv(DATA / data), ModelSpec(case, "d", formula, family=family), factors=factors,
+                       answers={})
     ref = _read("answers_r2.csv").set_index("case").loc[case]
     got = result.variance_explained
     assert got["note"] is None
@@ -211,13 +212,13 @@ def test_icc_and_r2_match_performance(case):
 
 def test_icc_left_empty_with_a_note_where_performance_gives_none():
     frame = pd.read_csv(DATA / "sleepstudy.csv")
-    slopes_only = fit_model(frame, ModelSpec("m", "d", "Reaction ~ 1 + (Days | Subject)"))
+    slopes_only = fit_model(frame, ModelSpec("m", "d", "Reaction ~ 1 + (Days | Subject)"), answers={})
     got = slopes_only.variance_explained
     assert got["icc_adjusted"] is None and "random slope 'Days'" in got["note"]
     # a singular fit: Days' spread within subjects has no between-subject variance here
     rng = np.random.default_rng(3)
     flat = frame.assign(Reaction=rng.normal(300, 30, len(frame)))
-    singular = fit_model(flat, ModelSpec("m", "d", "Reaction ~ Days + (1 | Subject)"))
+    singular = fit_model(flat, ModelSpec("m", "d", "Reaction ~ Days + (1 | Subject)"), answers={})
     if singular.singular:
         assert singular.variance_explained["r2_marginal"] is None
         assert "singular" in singular.variance_explained["note"]
