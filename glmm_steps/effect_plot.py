@@ -74,15 +74,19 @@ def plot_predictions(table: pd.DataFrame, path: str | Path, response: str = "", 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = plt.cm.tab10(np.linspace(0, 1, 10))
     keys = list(dict.fromkeys(groups))
+    # groups predicted at the same x are nudged apart so their intervals stay readable
+    span = float(np.ptp(x)) if len(x) > 1 and np.ptp(x) > 0 else 1.0
+    step = 0.02 * span if len(keys) <= MAX_CURVES else 0.0
     for i, key in enumerate(keys):
         m = (groups == key).to_numpy()
         c = colours[i % 10]
+        xs = x[m] + (i - (len(keys) - 1) / 2) * step
         label = f"{text[0]} = {key}" if text and len(keys) <= MAX_CURVES else None
         if "conf_low" in table:
             lo, hi = table["conf_low"].to_numpy(dtype=float)[m], table["conf_high"].to_numpy(dtype=float)[m]
-            ax.errorbar(x[m], y[m], yerr=[y[m] - lo, hi - y[m]], fmt="o", color=c, capsize=3, label=label)
+            ax.errorbar(xs, y[m], yerr=[y[m] - lo, hi - y[m]], fmt="o", color=c, capsize=3, label=label)
         else:
-            ax.plot(x[m], y[m], "o", color=c, label=label)
+            ax.plot(xs, y[m], "o", color=c, label=label)
     ax.set_xlabel(numeric[0] if numeric else "row")
     ax.set_ylabel(f"{response} (predicted)")
     if any(ax.get_legend_handles_labels()[1]):

@@ -278,3 +278,65 @@ def test_statsmodels_engine_gives_the_same_answers(tmp_path):
     np.testing.assert_allclose(a.emmeans["std_error"], b.emmeans["std_error"], rtol=1e-3)
     assert np.isinf(b.emmeans["df"]).all() and np.all(a.emmeans["df"] < 50)
     assert b.variance_explained["icc_adjusted"] == pytest.approx(a.variance_explained["icc_adjusted"], rel=1e-3)
+
+
+# ---- plots and the workflow -------------------------------------------------------------
+
+def test_effect_and_prediction_plots(tmp_path, emmeans_fits):
+    from glmm_steps.effect_plot import plot_effects, plot_predictions
+
+    result, factors, _ = emmeans_fits["cake_covariate"]
+    table = answers.effects(result, parse(result.spec.formula), factors)
+    # one curve per recipe over temp's observed range, intervals around the means
+    assert list(table["level"].unique()) == ["A", "B", "C"] and (table["covariate"] == "temp").all()
+    assert table["x"].min() == 175 and table["x"].max() == 225
+    assert ((table["conf_low"] < table["estimate"]) & (table["estimate"] < table["conf_high"])).all()
+    plot_effects(table, tmp_path / "effects.png", response="angle")
+    plot_effects(table.iloc[0:0], tmp_path / "empty.png")
+    rows = pd.DataFrame({"recipe": ["A", "B"], "temp": [180.0, 180.0], "replicate": [1, 99]})
+    pred = predict.predict_new(result, parse(result.spec.formula), rows, {"interval": "prediction"})
+    plot_predictions(pred, tmp_path / "pred.png", response="angle")
+    for name in ("effects.png", "empty.png", "pred.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_workflow_writes_the_answers(tmp_path):
+    import json
+
+    import yaml
+
+    from conftest import run_snakemake, stderr_lines
+
+    (tmp_path / "cake.csv").write_text((DATA / "cake.csv").read_text())
+    (tmp_path / "new.csv").write_text("recipe,temp,replicate\nA,200,1\nB,215,99\n")
+    config = {"datasets": {"cake": {"path": "cake.csv"}},
+              "models": {"cake_lmm": {"dataset": "cake", "formula": "angle ~ recipe + temp + (1 | recipe:replicate)",
+                                      "predict": {"newdata": "new.csv", "interval": "prediction"},
+                                      "emmeans": {"specs": ["recipe"]}}}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_snakemake(tmp_path, "--configfile", str(path))
+    folder = tmp_path / "results" / "models" / "cake_lmm" / "latest" / "file"
+    emm = pd.read_csv(folder / "emmeans.csv")
+    ref = _read("answers_emmeans.csv").query("case == 'cake_covariate'")
+    np.testing.assert_allclose(emm["conf_low"], ref["conf_low"], rtol=1e-4)
+    con = pd.read_csv(folder / "contrasts.csv")
+    assert list(con["contrast"]) == ["A - B", "A - C", "B - C"] and (con["adjust"] == "tukey").all()
+    pred = pd.read_csv(folder / "predictions_new.csv", keep_default_na=False)
+    assert list(pred["new_levels"]) == ["", "recipe:replicate"]
+    width = pred["conf_high"].astype(float) - pred["conf_low"].astype(float)
+    assert width[1] > width[0]  # an unseen replicate carries its whole random-effect variance
+    stats = json.loads((folder / "fit_stats.json").read_text())
+    r2 = _read("answers_r2.csv").set_index("case").loc["cake_covariate"]
+    assert stats["variance_explained"]["icc_adjusted"] == pytest.approx(r2["icc_adjusted"], rel=1e-3)
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    assert summary.loc[0, "r2_marginal"] == pytest.approx(r2["r2_marginal"], rel=1e-3)
+    for name in ("effects.csv", "plots/effects.png", "plots/predictions_new.png"):
+        assert (folder / name).is_file(), name
+    # a newdata file with a recipe the fit never saw is refused before any job, in one line
+    (tmp_path / "new.csv").write_text("recipe,temp,replicate\nD,200,1\n")
+    proc = run_snakemake(tmp_path, "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and "models.cake_lmm.predict.newdata" in lines[0] and "'D'" in lines[0], lines
