@@ -32,6 +32,7 @@ from scipy.stats import studentized_range
 
 from glmm_steps.errors import ConfigError
 from glmm_steps.formula import Formula, columns_of
+from glmm_steps.model_matrix import level_text
 from glmm_steps.predict import design_for, df_of, inverse_link, mu_eta, quantile
 
 ADJUSTMENTS = ("tukey", "holm", "bonferroni", "none")
@@ -68,7 +69,7 @@ def reference_grid(result, formula: Formula, at: dict[str, list] | None = None) 
     state = result.transform_state
     values: dict[str, list] = {}
     for col, levels in _factor_columns(state).items():
-        values[col] = [str(v) for v in at.get(col, levels)]
+        values[col] = [level_text(v) for v in at.get(col, levels)]
     for col in covariates(formula, state):
         values[col] = list(at[col]) if col in at else [float(result.frame[col].astype(float).mean())]
     names = list(values)

@@ -262,6 +262,14 @@ def check(name: str, spec: dict[str, Any], formula: Formula, state: dict[str, An
         raise ConfigError(where, f"column '{missing[0]}' is missing (the formula {formula.text!r} needs "
                           f"{', '.join(needed_columns(formula, spec.get('re_form', 'conditional')))})")
     if state is None:
+        # a simulated dataset: every column but the grouping ids and declared factors is a number
+        declared = set(model_matrix.factor_columns(factors))
+        for c in needed_columns(formula, spec.get("re_form", "conditional")):
+            if c in formula.grouping_factors or c in declared:
+                continue
+            if not pd.api.types.is_numeric_dtype(rows[c]) or pd.api.types.is_bool_dtype(rows[c]):
+                raise ConfigError(where, f"column '{c}' must hold numbers (the formula {formula.text!r} "
+                                  f"uses it as a covariate), got {rows[c].iloc[0]!r}")
         return
     try:
         design_for(formula, _fill_groups(rows, formula), state, factors, where=where)

@@ -103,7 +103,8 @@ def version_files(w):
     outputs = [out(t, replicate=f.replicate, fmt=fmt, **keys) for f in fits for t in ("fit",) + paths.TABLES]
     outputs += [out("plot", replicate=f.replicate, plot=p, **keys) for f in fits for p in paths.PLOTS]
     outputs += [t for f in fits for t in answer_targets(f)]
-    return {"inputs": data + truth, "outputs": outputs}
+    newdata = predict_newdata(w)
+    return {"inputs": data + truth + newdata, "outputs": outputs}
 
 
 def models_asking(key, fmt=None):

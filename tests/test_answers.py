@@ -215,15 +215,13 @@ def test_icc_left_empty_with_a_note_where_performance_gives_none():
     slopes_only = fit_model(frame, ModelSpec("m", "d", "Reaction ~ 1 + (Days | Subject)"), answers={})
     got = slopes_only.variance_explained
     assert got["icc_adjusted"] is None and "random slope 'Days'" in got["note"]
-    # a singular fit: Days' spread within subjects has no between-subject variance here
+    # a singular fit: pure noise around the mean has no between-subject variance
     rng = np.random.default_rng(3)
     flat = frame.assign(Reaction=rng.normal(300, 30, len(frame)))
     singular = fit_model(flat, ModelSpec("m", "d", "Reaction ~ Days + (1 | Subject)"), answers={})
-    if singular.singular:
-        assert singular.variance_explained["r2_marginal"] is None
-        assert "singular" in singular.variance_explained["note"]
-    else:
-        assert singular.variance_explained["note"] is None
+    assert singular.singular
+    assert singular.variance_explained["r2_marginal"] is None
+    assert "singular" in singular.variance_explained["note"]
 
 
 # ---- the config check -------------------------------------------------------------------
@@ -340,3 +338,18 @@ def test_workflow_writes_the_answers(tmp_path):
     assert proc.returncode != 0
     lines = stderr_lines(proc)
     assert len(lines) == 1 and "models.cake_lmm.predict.newdata" in lines[0] and "'D'" in lines[0], lines
+
+
+def test_simulated_dataset_grid_must_hold_numbers(tmp_path):
+    config = {"results_dir": str(tmp_path / "results"),
+              "datasets": {"sim": {"seeds": [1], "simulate": {
+                  "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+                  "repeated": {"name": "visit", "values": [0, 1, 2]},
+                  "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                                     "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
+              "models": {"m": {"dataset": "sim", "formula": "y ~ visit + (1 | site)",
+                               "predict": {"grid": {"visit": ["late"], "site": [1]}}}}}
+    with pytest.raises(ConfigError, match=r"models.m.predict.grid: column 'visit' must hold numbers"):
+        check_config(config)
+    config["models"]["m"]["predict"] = {"grid": {"visit": [5], "site": [1, 99]}}
+    assert check_config(config).config["models"]["m"]["predict"]["re_form"] == "conditional"
