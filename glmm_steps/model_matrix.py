@@ -283,17 +283,22 @@ class _Builder:
         """(codes, levels, contrasts) of a factor, levels as R orders them (or as the
         dataset's ``factors:`` says), remembered under the variable's label."""
         col = self.column(column)
-        values = col.astype(object).where(col.notna(), None)
+        # One hashing pass: a code per row into the distinct values, then per value its level.
         if isinstance(col.dtype, pd.CategoricalDtype):
-            uniques = [c for c in col.cat.categories if (col == c).any()] if self.fitting else list(col.cat.categories)
+            # The categories in their order (the dataset's or natural), those present first
+            # in line for the levels.
             numeric = pd.api.types.is_numeric_dtype(col.cat.categories.dtype)
+            row_codes = col.cat.codes.to_numpy()
+            uniques = list(col.cat.categories)
+            present = [uniques[k] for k in np.unique(row_codes[row_codes >= 0])]
         else:
-            uniques = list(pd.unique(values.dropna()))
+            row_codes, found_values = pd.factorize(col, sort=False)
+            uniques = present = list(found_values)
             numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         texts = {u: level_text(u) for u in uniques}
         option = self.options.get(column, FactorOption(column))
         if self.fitting and label not in self.state["factors"]:
-            found = list(dict.fromkeys(texts.values()))
+            found = list(dict.fromkeys(texts[u] for u in present))
             if option.levels is not None:
                 extra = [t for t in found if t not in option.levels]
                 if extra:
@@ -301,7 +306,7 @@ class _Builder:
                                      f"({', '.join(option.levels)}) leave out")
                 levels = [lv for lv in option.levels if lv in found]
             elif numeric:
-                levels = [texts[u] for u in sorted(uniques)]
+                levels = [texts[u] for u in sorted(present)]
             elif pd.api.types.is_bool_dtype(col):
                 levels = [t for t in ("FALSE", "TRUE") if t in found]
             elif isinstance(col.dtype, pd.CategoricalDtype):
@@ -319,11 +324,11 @@ class _Builder:
         if spec is None:
             raise self.error(f"{label}: no stored levels in the fit's transform state")
         index = {lv: i for i, lv in enumerate(spec["levels"])}
-        mapped = {u: index.get(t, -1) for u, t in texts.items()}
-        codes = values.map(lambda v: -1 if v is None else mapped[v]).to_numpy(dtype=np.int64)
+        lookup = np.array([index.get(texts[u], -1) for u in uniques] + [-1], dtype=np.int64)
+        codes = lookup[np.asarray(row_codes)]  # a missing value's code -1 picks the final -1
         if (codes < 0).any():
             bad = int(np.flatnonzero(codes < 0)[0])
-            raise self.error(f"column '{column}' has level {level_text(values.iloc[bad])!r} on line {bad + 2}, "
+            raise self.error(f"column '{column}' has level {level_text(col.iloc[bad])!r} on line {bad + 2}, "
                              f"not among the fitted levels ({', '.join(spec['levels'])})")
         return codes, list(spec["levels"]), spec["contrasts"]
 

@@ -68,7 +68,7 @@ def engine_inputs(formula: Formula, design: ModelMatrix, frame: pd.DataFrame
         bars.append(f"({' + '.join(cols)} {'|' if term.correlated else '||'} {group})")
     out = pd.DataFrame(data)
     for g, safe in safe_group.items():
-        out[safe] = frame[g].to_numpy()
+        out[safe] = frame[g].array  # a Categorical stays one (its level order is the table's)
     return f"y__ ~ {' + '.join(fixed + bars)}", out, names, groups
 
 
@@ -82,7 +82,8 @@ def _group_name(name: str, groups: dict[str, str]) -> str:
     return groups.get(base, name) if k.isdigit() else name
 
 
-def _varcorr(model, names: dict[str, str], columns: dict[str, str]) -> pd.DataFrame:
+def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
+    columns = columns or {}
     rows = []
     vc = model.VarCorr()
     for mname, grp in vc.groups.items():
@@ -143,11 +144,13 @@ def _levels(structure) -> np.ndarray:
     return levels
 
 
-def _ranef(model, names: dict[str, str], columns: dict[str, str]) -> pd.DataFrame:
+def _ranef(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Conditional modes with conditional SDs, one row per group, term and level, in
     the order of mixedlm's ``tidy(effects="ran_vals")``, built column-wise (that
     method makes a dict per row: minutes for 100,000 levels). ``names`` renames
-    groups to lme4's names (``cask:batch`` for a nested factor)."""
+    groups to lme4's names (``cask:batch`` for a nested factor), ``columns`` the
+    engine's safe column names to lme4's term names (see :func:`engine_inputs`)."""
+    columns = columns or {}
     values = model.ranef()
     variances = _cond_variances(model)
     levels = {}
