@@ -80,7 +80,9 @@ def df_of(result, L: np.ndarray) -> np.ndarray:
     """Satterthwaite df of each row of ``L`` (linear combinations of the fixed effects),
     from the fit's parts; infinite (normal reference) where the fit has none."""
     L = np.atleast_2d(L)
-    if result.vcov_jacobian is None or result.vcov_varpar is None:
+    # a model tested by Wald z (issue 14's `inference: wald`) gets the normal reference here too
+    wald = getattr(result.spec, "inference", None) == "wald"
+    if wald or result.vcov_jacobian is None or result.vcov_varpar is None:
         return np.full(len(L), np.inf)
     V = result.vcov
     var = np.einsum("ij,jk,ik->i", L, V, L)
