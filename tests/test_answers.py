@@ -353,3 +353,25 @@ def test_simulated_dataset_grid_must_hold_numbers(tmp_path):
         check_config(config)
     config["models"]["m"]["predict"] = {"grid": {"visit": [5], "site": [1, 99]}}
     assert check_config(config).config["models"]["m"]["predict"]["re_form"] == "conditional"
+
+
+def test_job_count_includes_the_answers(tmp_path, monkeypatch):
+    """The config check's job count (what it refuses huge configs by) matches
+    Snakemake's own: effects and effect_plot per fit, predict_new and prediction_plot,
+    emmeans."""
+    import yaml
+
+    from conftest import run_snakemake
+
+    config = _config(tmp_path, {"grid": {"recipe": ["A"], "temp": [200]}, "re_form": "population"},
+                     {"specs": ["recipe"]})
+    config["results_dir"] = "results"
+    config["datasets"]["cake"]["path"] = "cake.csv"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path, "--configfile", str(path), "-n")
+    total = int(next(ln.split()[-1] for ln in proc.stdout.splitlines() if ln.startswith("total")))
+    monkeypatch.chdir(tmp_path)
+    # fit, extract, plot; effects, effect_plot; predict_new, prediction_plot; emmeans;
+    # manifest; catalog, summary, all
+    assert total == check_config(config).job_count == 3 + 2 + 2 + 1 + 1 + 3
