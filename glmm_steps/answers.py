@@ -73,6 +73,7 @@ def add_answers(result, formula: Formula, design: ModelMatrix, entry: dict[str, 
     the fit cannot answer (new rows its transforms cannot code) becomes a warning and
     an empty table, never a failed fit."""
     if not result.ok:
+        result.variance_explained = variance_explained(result, formula, design)
         return
     intercept = None
     if result.spec.family == "poisson" and null_intercept is not None and problem(result, formula) is None:
