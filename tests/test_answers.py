@@ -375,3 +375,18 @@ def test_job_count_includes_the_answers(tmp_path, monkeypatch):
     # fit, extract, plot; effects, effect_plot; predict_new, prediction_plot; emmeans;
     # manifest; catalog, summary, all
     assert total == check_config(config).job_count == 3 + 2 + 2 + 1 + 1 + 3
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ poly(Days, 2) + (1 | Subject)",
+                                     "Reaction ~ scale(Days) + I(Days^2) + (1 | Subject)"])
+def test_new_rows_reuse_the_fits_transforms(formula):
+    """A few new rows are coded with the fit's poly coefficients and scale centre, not
+    their own: predicting fitted rows gives the fit's own fitted values."""
+    frame = pd.read_csv(DATA / "sleepstudy.csv")
+    result = fit_model(frame, ModelSpec("m", "d", formula), answers={})
+    rows = frame.iloc[[0, 13, 25]].drop(columns="Reaction").reset_index(drop=True)
+    parsed = parse(formula)
+    pop = predict.predict_new(result, parsed, rows, {"re_form": "population", "interval": "none"})
+    cond = predict.predict_new(result, parsed, rows, {"re_form": "conditional", "interval": "none"})
+    np.testing.assert_allclose(pop["predicted"], result.fitted_marginal[[0, 13, 25]], rtol=1e-10)
+    np.testing.assert_allclose(cond["predicted"], result.fitted[[0, 13, 25]], rtol=1e-8)
