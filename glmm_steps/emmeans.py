@@ -1,7 +1,8 @@
 """Estimated marginal means and their pairwise contrasts, as R's emmeans computes them.
 
 The reference grid crosses every factor of the fixed part (its fitted levels) with each
-covariate at its mean over the fitted rows, or at the values ``at:`` gives; rows are
+covariate at its mean over the fitted rows (an offset: the offset's mean), or at the
+values ``at:`` gives; rows are
 coded by the one model-matrix builder with the fit's transform state. A marginal
 mean of a ``specs`` combination (within each ``by`` combination) is the equally
 weighted average of its grid rows' linear predictors: L beta, with standard error
@@ -72,6 +73,12 @@ def reference_grid(result, formula: Formula, at: dict[str, list] | None = None) 
         values[col] = [level_text(v) for v in at.get(col, levels)]
     for col in covariates(formula, state):
         values[col] = list(at[col]) if col in at else [float(result.frame[col].astype(float).mean())]
+    if formula.offset and formula.offset not in values:
+        # emmeans puts an offset at its mean over the data: for offset(log(n)) the mean
+        # of log(n) (n at its geometric mean), not log of n's mean
+        raw = result.frame[formula.offset].astype(float)
+        values[formula.offset] = list(at[formula.offset]) if formula.offset in at else \
+            [float(np.exp(np.log(raw).mean())) if formula.offset_log else float(raw.mean())]
     names = list(values)
     grid = pd.DataFrame(list(itertools.product(*(values[n] for n in names))), columns=names)
     for g in formula.grouping_factors:
@@ -117,6 +124,11 @@ def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()
     family = result.spec.family
     grid = reference_grid(result, formula, spec.get("at"))
     X = design_for(formula, grid, result.transform_state, factors, where="emmeans reference grid").X
+    # an offset enters at its grid value (its mean over the data unless `at` sets it)
+    off = np.zeros(len(grid))
+    if formula.offset:
+        raw = grid[formula.offset].to_numpy(dtype=float)
+        off = np.log(raw) if formula.offset_log else raw
     beta = result.fixef["estimate"].to_numpy(dtype=float)
     V = result.vcov
     emm_rows, con_rows = [], []
@@ -124,7 +136,7 @@ def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()
         if not members:
             continue
         L = np.array([X[idx].mean(axis=0) for _, idx in members])
-        est = L @ beta
+        est = L @ beta + np.array([off[idx].mean() for _, idx in members])
         se = np.sqrt(np.einsum("ij,jk,ik->i", L, V, L))
         df = df_of(result, L)
         q = quantile(level, df)

@@ -128,6 +128,7 @@ EMMEANS_CASES = {
     "cake_covariate_at": ("cake.csv", "angle ~ recipe + temp + (1 | recipe:replicate)", "gaussian", [],
                           {"temp": [215]}),
     "cbpp_response": ("cbpp.csv", "cbind(incidence, healthy) ~ period + (1 | herd)", "binomial", ["period"], {}),
+    "cbpp_rate_offset": ("cbpp.csv", "incidence ~ period + offset(log(size)) + (1 | herd)", "poisson", ["period"], {}),
 }
 
 

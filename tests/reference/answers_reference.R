@@ -102,6 +102,9 @@ add_emm("cbpp_response", emmeans(m_cbpp, ~ period, type = "response",
                                  vcov. = as.matrix(vcov(m_cbpp, use.hessian = FALSE))))
 add_emm("contra_response", emmeans(m_contra, ~ urban, type = "response",
                                    vcov. = as.matrix(vcov(m_contra, use.hessian = FALSE))), adjusts = "none")
+m_cbpp_rate <- glmer(incidence ~ period + offset(log(size)) + (1 | herd), cbpp, poisson, control = ctrl)
+add_emm("cbpp_rate_offset", emmeans(m_cbpp_rate, ~ period, type = "response",
+                                    vcov. = as.matrix(vcov(m_cbpp_rate, use.hessian = FALSE))), adjusts = "tukey")
 write.csv(do.call(rbind, emm_rows), file.path(ref_dir, "answers_emmeans.csv"), row.names = FALSE)
 write.csv(do.call(rbind, con_rows), file.path(ref_dir, "answers_contrasts.csv"), row.names = FALSE)
 
