@@ -106,7 +106,7 @@ def _group_keys(rows: pd.DataFrame, group: tuple[str, ...]) -> np.ndarray:
     return np.array(["/".join(p) if all(x is not None for x in p) else "" for p in zip(*parts)], dtype=object)
 
 
-def _sigma(varcorr: pd.DataFrame, group: str, names: list[str]) -> np.ndarray:
+def re_covariance(varcorr: pd.DataFrame, group: str, names: list[str]) -> np.ndarray:
     """The estimated covariance of the random-effect columns ``names`` of ``group``."""
     rows = varcorr[varcorr["group"] == group]
     var = {t: v for t, v in zip(rows["term"], rows["variance"]) if not str(t).startswith("cor(")}
@@ -139,7 +139,7 @@ def random_part(result, formula: Formula, design: ModelMatrix, rows: pd.DataFram
             sd = pd.Series(keys).map(values["cond_sd"]).fillna(0.0).to_numpy(dtype=float)
             zb += block.values[:, j] * b
             var_seen += (block.values[:, j] * sd) ** 2
-        S = _sigma(result.varcorr, term.group_name, block.names)
+        S = re_covariance(result.varcorr, term.group_name, block.names)
         quad = np.einsum("ij,jk,ik->i", block.values, S, block.values)
         var_new += np.where(seen, 0.0, quad)
         for i in np.flatnonzero(~seen):
@@ -152,7 +152,7 @@ def population_variance(result, formula: Formula, design: ModelMatrix) -> np.nda
     """z' Sigma z summed over the random terms: the variance of a new group's effects."""
     total = np.zeros(len(design.X))
     for term, block in zip(formula.random, design.random):
-        S = _sigma(result.varcorr, term.group_name, block.names)
+        S = re_covariance(result.varcorr, term.group_name, block.names)
         total += np.einsum("ij,jk,ik->i", block.values, S, block.values)
     return total
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from glmm_steps.formula import Formula
 from glmm_steps.model_matrix import ModelMatrix
-from glmm_steps.predict import _sigma
+from glmm_steps.predict import re_covariance
 
 FIELDS = ("icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional",
           "variance_fixed", "variance_random", "variance_residual")
@@ -80,7 +80,7 @@ def variance_explained(result, formula: Formula, design: ModelMatrix, null_inter
     var_f = float(np.var(design.X @ beta, ddof=1)) if len(design.X) > 1 else 0.0
     var_r = 0.0
     for term, block in zip(formula.random, design.random):
-        S = _sigma(result.varcorr, term.group_name, block.names)
+        S = re_covariance(result.varcorr, term.group_name, block.names)
         var_r += float(np.mean(np.einsum("ij,jk,ik->i", block.values, S, block.values)))
     family = result.spec.family
     if family == "gaussian":
