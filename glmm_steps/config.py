@@ -621,7 +621,8 @@ def _study_points(name: str, spec: dict[str, Any]) -> dict[str, study.DesignPoin
     return {p.name: p for p in points}
 
 
-def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool) -> None:
+def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool,
+                      design: Design | None = None) -> None:
     if is_study:
         # A study's batches write recovery tables only: no second engine, no anova tables.
         for key in ("verify", "compare_with"):
@@ -635,6 +636,11 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
     if not is_study:
         raise ConfigError(where, "applies to models of a study dataset (one with 'replicates') only")
     known = list(dict.fromkeys(["(Intercept)", *formula.fixed_term_labels, *formula.fixed_variables]))
+    if design is not None:
+        # The coefficients' own names (factor(visit)1, poly(visit, 2)2), from the design's rows.
+        from glmm_steps.model_matrix import build
+
+        known = list(dict.fromkeys(known + build(formula, unit_ids(design), response=False).fixed_names))
     for term in terms:
         if term not in known:
             raise ConfigError(where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})")
@@ -699,7 +705,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     for name, model in config["models"].items():
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
-        _check_study_keys(name, model, parsed, "replicates" in spec)
+        _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
         answers.check(name, model, parsed, spec, study="replicates" in spec)
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])

@@ -167,8 +167,9 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
     """Refuse text where numbers are needed: in the response, trials and offset, and
     in a covariate whose values are mostly numbers (one stray 'n/a' or '1,5' makes
     pandas read the whole column as text, which would silently fit it as a factor)."""
-    numeric = list(formula.response_columns) + ([formula.offset] if formula.offset else [])
-    wrapped = set(formula.factor_columns)
+    numeric = ([c for c in formula.response_columns if c not in formula.converted_columns]
+               + ([formula.offset] if formula.offset else []))
+    wrapped = set(formula.factor_columns) | set(formula.converted_columns)
     covariates = {c: None for c in formula.fixed_variables + formula.slope_columns if c not in wrapped}
     for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
         col = frame[c]
@@ -195,6 +196,27 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
                             "in the formula or list it under the dataset's factors:, else fix the value "
                             "or leave the cell empty to mark it missing")
         frame[c] = pd.to_numeric(col.astype(str).str.strip(), errors="coerce").where(col.notna())
+
+
+def _factor_response(frame: pd.DataFrame, formula: Formula, family: str | None) -> list[str]:
+    """A binomial response held as text (``use``: N/Y) is a factor, as in R's glm and
+    lme4's glmer: its first level (R's sort order) is failure (0), every other success
+    (1). Converted in place; returns the note saying so."""
+    from glmm_steps.model_matrix import r_sort_key
+
+    y = formula.response
+    if family != "binomial" or formula.trials or formula.response_columns != (y,) or y not in frame:
+        return []
+    col = frame[y]
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return []
+    values = col.dropna().astype(str)
+    if not pd.to_numeric(values.str.strip(), errors="coerce").isna().any():
+        return []  # numbers stored as text: _check_text says so
+    levels = sorted(pd.unique(values), key=r_sort_key)
+    frame[y] = (col.astype(str) != levels[0]).astype(float).where(col.notna())
+    others = ", ".join(f"'{v}'" for v in levels[1:]) or "none"
+    return [f"binomial response '{y}' is text: '{levels[0]}' (its first level) is 0, {others} 1, as in R"]
 
 
 def _drop_missing(frame: pd.DataFrame, where: str, drop_missing: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -311,12 +333,14 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
         if c in outcome:
             raise DataError(f"{where}: column '{c}' is listed under the dataset's factors, but the formula "
                             f"{formula.text!r} uses it as a number (response, trials or offset)")
+    notes_first = _factor_response(frame, formula, family)
     _check_text(frame, formula, where, factors)
     for c in frame.columns:
         if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]):
             if (inf := np.isinf(frame[c].to_numpy(dtype=float))).any():
                 raise DataError(f"{where}: column '{c}' holds an infinite value on line {_line(frame, inf)}")
     frame, notes = _drop_missing(frame, where, drop_missing)
+    notes = notes_first + notes
     numeric_groups = [g for g in formula.grouping_factors
                       if pd.api.types.is_numeric_dtype(frame[g]) and g not in factors]
     if numeric_groups:

@@ -257,6 +257,16 @@ class Formula:
         return tuple(out)
 
     @property
+    def converted_columns(self) -> tuple[str, ...]:
+        """Columns the formula reads through ``as.numeric()``: text that holds numbers is
+        converted there, as R's as.numeric() does."""
+        out: dict[str, None] = {}
+        for node in list(self.variables.values()) + [self.response_node]:
+            for c in _factor_args(node, ("as.numeric",)):
+                out.setdefault(c, None)
+        return tuple(out)
+
+    @property
     def slope_columns(self) -> tuple[str, ...]:
         """The data columns random slopes read."""
         out: dict[str, None] = {}
@@ -308,10 +318,20 @@ def columns_of(node) -> list[str]:
     return out
 
 
-def _factor_args(node) -> list[str]:
-    if isinstance(node, Call) and node.fn in ("factor", "as.factor") and isinstance(node.args[0], Name):
-        return [node.args[0].name]
-    return []
+def _factor_args(node, functions=("factor", "as.factor")) -> list[str]:
+    """Columns given directly to one of ``functions`` anywhere in the tree."""
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Call):
+            if n.fn in functions and n.args and isinstance(n.args[0], Name):
+                out.append(n.args[0].name)
+            stack.extend(n.args)
+        elif isinstance(n, BinOp):
+            stack += [n.left, n.right]
+        elif isinstance(n, (Neg, Paren)):
+            stack.append(n.operand if isinstance(n, Neg) else n.inner)
+    return out
 
 
 # ---- scanning and parsing -------------------------------------------------------------
@@ -801,6 +821,7 @@ def _parse(text: str) -> tuple[Formula, int]:
     problem = _structure_problem(text)
     if problem:
         raise GlmmError(f"formula {quote(text)}: {problem}")
+
     def err(problem: str) -> GlmmError:
         return GlmmError(f"formula {quote(text)}: {cut(problem)}")
 
@@ -814,9 +835,11 @@ def _parse(text: str) -> tuple[Formula, int]:
         raise err(f"expected '+' or the end of the formula near {parser.near()}")
     response, response_node, trials, trials_total = _response(lhs, err)
 
-    variables: dict[str, object] = {}
-    fixed = _Terms(err, variables)
+    # The fixed part numbers its variables by itself (lme4 fits nobars(formula)); each
+    # random term's by itself (model.matrix of its left side).
+    fixed = _Terms(err, {})
     random_builder = _Terms(err, {})
+    random_variables: dict[str, object] = {}
     random: list[RandomTerm] = []
     offset, offset_log = None, False
     fixed_items = _Exp()
@@ -828,7 +851,7 @@ def _parse(text: str) -> tuple[Formula, int]:
             random_builder.variables = {}
             random += _random_terms(inner, random_builder, err)
             for label, tree in random_builder.variables.items():
-                variables.setdefault(label, tree)
+                random_variables.setdefault(label, tree)
             continue
         if _contains_bar(node):
             raise err(f"'|' belongs inside a random term in parentheses, e.g. (1 | g); got {node}")
@@ -839,6 +862,7 @@ def _parse(text: str) -> tuple[Formula, int]:
             continue
         fixed_items = fixed.apply("-" if negated else "+", fixed_items, fixed.expand(node), node)
     intercept, fixed_terms = fixed.finish(fixed_items)
+    variables = {**fixed.variables, **{k: v for k, v in random_variables.items() if k not in fixed.variables}}
     if not random:
         raise err("no random-effect term such as (1 | group)")
     fixed_cols: dict[str, None] = {}

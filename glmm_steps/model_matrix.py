@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps.errors import ConfigError, DataError
-from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, cut, r_number
+from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, cut, quote, r_number
 
 CONTRASTS = ("treatment", "sum")
 _UNARY = {
@@ -173,7 +173,7 @@ class _Builder:
 
     def column(self, name: str) -> pd.Series:
         if name not in self.frame.columns:
-            raise self.error(f"formula {self.formula.text!r} needs column '{name}', which is missing")
+            raise self.error(f"formula {quote(self.formula.text)} needs column '{name}', which is missing")
         return self.frame[name]
 
     def is_factor(self, name: str) -> bool:
@@ -313,6 +313,10 @@ class _Builder:
                 levels = found
             else:
                 levels = sorted(found, key=r_sort_key)
+            if len(levels) < 2:
+                raise self.error(f"{label} has only one level ({', '.join(levels) or 'none'}); a factor "
+                                 "needs two or more (R: contrasts can be applied only to factors with 2 or "
+                                 "more levels)")
             if option.reference is not None:
                 if option.reference not in levels:
                     raise self.error(f"column '{column}' has no level '{option.reference}' (its factors: "
@@ -356,7 +360,8 @@ class _Builder:
 
 def _show(value) -> str:
     """A cell value as the user wrote it (``-5.56``, not ``np.float64(-5.56)``)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    value = value.item() if isinstance(value, np.generic) else value
+    return level_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
 def _columns(node) -> list[str]:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -249,3 +251,61 @@ def test_config_check_builds_simulated_right_hand_sides():
     config = copy.deepcopy(base)
     config["models"]["m"]["formula"] = "log(y) ~ poly(visit, 2) + (1 + scale(visit) || site)"
     assert check_config(config).fits
+
+
+def test_power_terms_name_transformed_coefficients():
+    """A study's power_terms may name a coefficient of a transform or a factor level, as
+    lme4 names it; the config check knows them from the design's rows."""
+    import copy
+
+    from glmm_steps.config import check_config
+    from glmm_steps.errors import ConfigError
+
+    config = {"datasets": {"sim": {"replicates": 4, "base_seed": 7, "simulate": {
+        "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+        "repeated": {"name": "visit", "values": [0, 1, 2]},
+        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
+                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
+        "models": {"m": {"dataset": "sim", "formula": "y ~ factor(visit) + (1 | site)",
+                         "power_terms": ["factor(visit)2"]}}}
+    assert check_config(copy.deepcopy(config)).study_designs
+    config["models"]["m"]["power_terms"] = ["factor(visit)3"]
+    with pytest.raises(ConfigError, match=r"'factor\(visit\)3' is not a fixed effect .*factor\(visit\)2"):
+        check_config(config)
+
+
+def test_text_binomial_response_is_a_factor_as_in_r():
+    """The issue's own model on mlmRev's Contraception with use as N/Y: R's glmer takes
+    the first level as failure; the fixed effects equal the 0/1 coding's."""
+    data = pd.read_csv(Path(__file__).parent / "reference" / "data" / "Contraception.csv")
+    text = data.assign(use=np.where(data["use01"] == 1, "Y", "N")).drop(columns="use01")
+    spec = ModelSpec(name="m", dataset="d", formula="use ~ age + I(age^2) + urban + factor(livch) + (1 | district)",
+                     family="binomial")
+    res = fit_model(text, spec)
+    ref = fit_model(data, ModelSpec(name="m", dataset="d", family="binomial",
+                                    formula=spec.formula.replace("use ~", "use01 ~")))
+    assert res.ok and "binomial response 'use' is text: 'N' (its first level) is 0, 'Y' 1, as in R" in res.notes
+    np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
+    assert res.fixef["term"].tolist() == ["(Intercept)", "age", "I(age^2)", "urbanY", "factor(livch)1",
+                                          "factor(livch)2", "factor(livch)3+"]
+
+
+def test_fixed_variables_numbered_without_random_terms():
+    """lme4 fits the fixed part as its own formula: a random term written first does not
+    change the order of variables in a fixed interaction's name."""
+    assert parse("y ~ (1 + x | g) + z + z:x").fixed_term_labels == ("z", "z:x")
+    assert parse("y ~ z + z:x + (1 + x | g)").fixed_term_labels == ("z", "z:x")
+
+
+def test_as_numeric_converts_text_numbers():
+    data = FRAME.assign(t=FRAME["x"].map(lambda v: f"{v:.3f}"))
+    res = fit_model(data, ModelSpec(name="m", dataset="d", formula="y ~ as.numeric(t) + (1 | g)"))
+    ref = fit_model(data.assign(t=data["t"].astype(float)), ModelSpec(name="m", dataset="d",
+                                                                      formula="y ~ t + (1 | g)"))
+    assert res.ok and res.fixef["term"].tolist() == ["(Intercept)", "as.numeric(t)"]
+    np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
+
+
+def test_one_level_factor_refused_as_r_does():
+    with pytest.raises(DataError, match="f has only one level \\(a\\)"):
+        build(parse("y ~ f + (1 | g)"), FRAME.assign(f="a"))
