@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import special
-from scipy.stats import studentized_range
 
 from glmm_steps.errors import ConfigError
 from glmm_steps.formula import Formula, columns_of
@@ -173,6 +172,10 @@ def _label(key: tuple[str, ...], specs: list[str]) -> str:
 
 def _pairs(members, L, beta, V, result, family: str, adjust: str, level: float, by_row: dict,
            specs: list[str]) -> list[dict]:
+    # scipy.stats takes a second to import: only when pairs are asked for (the config
+    # check and every fit job import this module)
+    from scipy.stats import studentized_range
+
     k = len(members)
     pairs = list(itertools.combinations(range(k), 2))
     C = np.array([L[i] - L[j] for i, j in pairs])
