@@ -354,6 +354,12 @@ def test_simulated_dataset_grid_must_hold_numbers(tmp_path):
         check_config(config)
     config["models"]["m"]["predict"] = {"grid": {"visit": [5], "site": [1, 99]}}
     assert check_config(config).config["models"]["m"]["predict"]["re_form"] == "conditional"
+    # population predictions need no grouping column; conditional ones do
+    config["models"]["m"]["predict"] = {"grid": {"visit": [5]}, "re_form": "population"}
+    check_config(config)
+    config["models"]["m"]["predict"] = {"grid": {"visit": [5]}}
+    with pytest.raises(ConfigError, match="column 'site' is missing"):
+        check_config(config)
 
 
 def test_job_count_includes_the_answers(tmp_path, monkeypatch):
