@@ -52,6 +52,7 @@ rule all:
          for f in PLAN.fits for p in paths.PLOTS],
         [out(t, model=f.model, version=f.version, replicate=f.replicate)
          for f in PLAN.compared() for t in paths.COMPARISON_TABLES],
+        [t for f in PLAN.fits for t in answer_targets(f)],
         [out("manifest", model=m, version=v) for m, v in PLAN.versions.items()],
         # The per-seed fits' catalog and summary (a config of studies alone has neither).
         [out("catalog"), out("summary")] if PLAN.fits else [],

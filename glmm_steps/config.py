@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import formula as formula_mod
-from glmm_steps import bootstrap, formula_size, inference, paths, profile, study, tables
+from glmm_steps import answers, bootstrap, formula_size, inference, paths, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError, abbreviate
 from glmm_steps.provenance import sha256
@@ -403,7 +403,8 @@ def _n_designs(spec: dict[str, Any]) -> int:
 
 def count_jobs(config: dict[str, Any], fits) -> int:
     """Jobs a fresh run of ``config`` schedules, ``all`` included (as Snakemake counts):
-    a simulate job per seed used, fit, extract and plot per per-seed fit (``fits``),
+    a simulate job per seed used, fit, extract, plot, effects and effect_plot per
+    per-seed fit (``fits``), predict_new and prediction_plot, emmeans for the fits that ask,
     verify and compare for the fits that ask, a manifest per model version, the catalog
     and the summary, and per study model its batch jobs and one recovery job. Arithmetic
     only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
@@ -413,6 +414,10 @@ def count_jobs(config: dict[str, Any], fits) -> int:
     compared = sum(1 for f in fits if models[f.model].get("compare_with"))
     versions = {f.model for f in fits}  # a manifest per model version, and their catalog
     count = len(simulated) + 3 * len(fits) + verified + compared + len(versions) + 1
+    # the answers: an effect table and its plot per fit; predict: adds a table and a
+    # plot, emmeans: one job writing both its tables
+    count += sum(2 + 2 * bool(models[f.model].get("predict")) + bool(models[f.model].get("emmeans"))
+                 for f in fits)
     count += 2 if fits else 0  # the catalog and the summary (a config of studies alone has neither)
     for model in config["models"].values():
         spec = config["datasets"][model["dataset"]]
@@ -841,6 +846,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
         _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
+        answers.check(name, model, parsed, spec, study="replicates" in spec)
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
         if "replicates" not in spec:

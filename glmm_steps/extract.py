@@ -146,8 +146,8 @@ def _finite(x: Any) -> Any:
 def glance(result: FitResult, *, seed: int | None = None, data_path: str | None = None) -> dict[str, Any]:
     """One record describing the fit: model, data, engine, nobs, levels per
     grouping factor, logLik, AIC, BIC, deviance, convergence, singularity, Hessian
-    check, status, warnings, notes, error, wall time and the engine's own record
-    (``engine_details``: e.g. statsmodels' optimizers and gradient, or a Bayesian
+    check, status, warnings, notes, error, wall time, ICC and R²
+    (``variance_explained``) and the engine's own record (``engine_details``: e.g. statsmodels' optimizers and gradient, or a Bayesian
     fit's priors). JSON-ready (non-finite numbers become null: a Bayesian
     approximation has no logLik, AIC, BIC or deviance)."""
     spec = result.spec
@@ -183,6 +183,9 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
         "optimizer": result.optimizer,
         "wall_time_s": round(result.wall_time_s, 3) if math.isfinite(result.wall_time_s) else None,
         "engine_details": dict(getattr(result, "details", {}) or {}),
+        # ICC and Nakagawa's R² (glmm_steps.variance_explained); empty, with a note, where
+        # performance gives no number
+        "variance_explained": dict(result.variance_explained or {}),
     }
     return {k: _finite(v) for k, v in record.items()}
 

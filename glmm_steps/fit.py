@@ -8,6 +8,7 @@ extract step writes them into ``fit_stats.json`` and the run summary.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -16,14 +17,16 @@ from glmm_steps import data as data_mod
 from glmm_steps import fitfile
 from glmm_steps import formula as formula_mod
 from glmm_steps import model_matrix
+from glmm_steps.answers import add_answers
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
+from glmm_steps.variance_explained import null_formula
 
 
 def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
               drop_missing: bool = False, *, random_effects: bool = True,
-              state: dict | None = None) -> FitResult:
+              state: dict | None = None, answers: dict | None = None) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
     ``factors`` is the dataset's ``factors:`` list (column names, or mappings that also set
     a factor's levels, reference level and contrasts); ``drop_missing`` allows
@@ -32,6 +35,9 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     unused by a study); every other number is the same either way. ``state``: a fit's
     ``transform_state`` to code the rows exactly as that fit did (a refit of its rows by
     another engine or by ML), instead of computing levels, centres and coefficients anew.
+    ``answers`` (the model's config entry; None: skip, as refits for verify and compare
+    do) asks for the answers (:func:`glmm_steps.answers.add_answers`): ICC and R², the
+    effect-plot table, and the tables of its ``predict:`` and ``emmeans:`` keys.
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
@@ -45,7 +51,7 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     start = time.perf_counter()
     try:
         result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects,
-                                         design=design)
+                                         design=design, ddf=answers is not None)
     except GlmmError:
         raise
     except engine_errors() as e:  # an engine failure is a result to record, not a crash
@@ -54,6 +60,9 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     result.transform_state = design.state
     result.term_columns = design.term_columns
     result.wall_time_s = time.perf_counter() - start
+    if answers is not None:
+        add_answers(result, formula, design, answers, factors,
+                    null_intercept=lambda: _null_intercept(model_frame, spec, formula, factors, where))
     return result
 
 
@@ -69,6 +78,18 @@ def engine_errors() -> tuple[type[BaseException], ...]:
     return ValueError, RuntimeError, ArithmeticError, ModelCheckError
 
 
+def _null_intercept(frame: pd.DataFrame, spec: ModelSpec, formula, factors, where: str) -> float:
+    """The intercept of ``spec``'s null model (same response and random effects, no
+    covariates), which a Poisson model's ICC/R² need."""
+    text = null_formula(formula)
+    null = formula_mod.parse(text)
+    design = model_matrix.build(null, frame, factors, where=where)
+    fit = get_engine(spec.engine)(frame, replace(spec, formula=text), null, random_effects=False, design=design)
+    if not fit.ok:
+        raise ValueError(fit.error)
+    return float(fit.fixef["estimate"].iloc[0])
+
+
 def _failed(spec: ModelSpec, error: str, frame: pd.DataFrame | None = None) -> FitResult:
     return FitResult(
         spec=spec,
@@ -80,18 +101,21 @@ def _failed(spec: ModelSpec, error: str, frame: pd.DataFrame | None = None) -> F
     )
 
 
-def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: bool = False) -> FitResult:
+def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: bool = False,
+             answers: dict | None = None) -> FitResult:
     """The fit step: read the columns ``spec`` needs from ``data_path`` and fit it (see
     :func:`fit_model`).
 
     A data problem found here is recorded as a failed fit, not raised: for a data file
     the config check has refused it before any job ran, so it comes from a simulated
     replicate (e.g. a rare outcome drawn all zero), and one such replicate must not
-    stop a simulation study or leave a hole in the run summary."""
+    stop a simulation study or leave a hole in the run summary. ``answers``: the
+    model's config entry (its ``predict:`` and ``emmeans:``)."""
     formula = formula_mod.parse(spec.formula)
     try:
         frame = data_mod.read_data(data_path, columns=formula.columns + model_matrix.factor_columns(factors))
-        return fit_model(frame, spec, where=str(data_path), factors=factors, drop_missing=drop_missing)
+        return fit_model(frame, spec, where=str(data_path), factors=factors, drop_missing=drop_missing,
+                         answers=answers)
     except DataError as e:
         return _failed(spec, f"DataError: {e}")
 

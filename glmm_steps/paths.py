@@ -32,6 +32,11 @@ TEMPLATES = {
     "predictions": _MODEL + "/predictions.{fmt}",
     "fit_stats": _MODEL + "/fit_stats.json",
     "plot": _MODEL + "/plots/{plot}.png",
+    # answers beyond the estimates (glmm_steps.answers): effect-plot table, predict:, emmeans:
+    "effects": _MODEL + "/effects.csv",
+    "predictions_new": _MODEL + "/predictions_new.{fmt}",
+    "emmeans": _MODEL + "/emmeans.csv",
+    "contrasts": _MODEL + "/contrasts.csv",
     "manifest": _VERSION + "/manifest.json",
     "latest": "{results}/models/{model}/latest",
     "catalog": "{results}/catalog.csv",

@@ -9,12 +9,16 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["model", "dataset", "seed", "family", "method", "engine", "nobs", "logLik", "AIC",
-           "converged", "singular", "hessian_ok", "status", "warnings", "notes", "error", "verification"]
+           "converged", "singular", "hessian_ok", "status", "warnings", "notes", "error", "verification",
+           "icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional"]
+VARIANCE_EXPLAINED = ("icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional")
 
 
 def summarize(fit_stats_paths: list[str | Path], verification_paths: list[str | Path] = ()) -> pd.DataFrame:
     """Read each ``fit_stats.json`` and return one row per fit (columns COLUMNS;
-    warnings and notes joined with ' | '). ``verification_paths`` are agreement tables
+    warnings and notes joined with ' | '; ICC and Nakagawa's R² from its
+    ``variance_explained``, with the reason in ``notes`` where they are empty).
+    ``verification_paths`` are agreement tables
     (glmm_steps.verify), each beside the fit_stats.json of the fit it checks; a
     fit's ``verification`` is their verdict, ``agree`` or ``DISAGREE: ...``, and
     empty for fits not verified. A disagreement is also printed as a warning."""
@@ -28,6 +32,10 @@ def summarize(fit_stats_paths: list[str | Path], verification_paths: list[str | 
         row["warnings"] = " | ".join(rec.get("warnings") or [])
         row["notes"] = " | ".join(rec.get("notes") or [])
         row["verification"] = verdicts.get(Path(p).parent, "")
+        explained = rec.get("variance_explained") or {}
+        row |= {k: explained.get(k) for k in VARIANCE_EXPLAINED}
+        if explained.get("note"):
+            row["notes"] = " | ".join(filter(None, [row["notes"], f"ICC/R2 not given: {explained['note']}"]))
         if row["verification"].startswith("DISAGREE"):
             where = f"seed {rec['seed']}" if rec.get("seed") is not None else rec.get("data_path")
             print(f"warning: {rec.get('model')} ({where}): engines {row['verification']}")

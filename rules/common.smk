@@ -77,13 +77,13 @@ def current_version(w):
 def fit_stages(f):
     """The files the workflow writes for fit ``f`` (a config.Fit), stage by stage, each
     made from the stages before: simulated data and truth, the fit file, the tables,
-    the plots."""
+    the plots and the answers (effects, predictions, marginal means)."""
     keys = dict(model=f.model, version=f.version, replicate=f.replicate)
     fmt = PLAN.table_format(f.model)
     simulated = [] if f.replicate == paths.replicate_id(None) else [
         PLAN.data_path(f.dataset, f.replicate), out("truth", dataset=f.dataset, replicate=f.replicate)]
     return [simulated, [out("fit", **keys)], [out(t, fmt=fmt, **keys) for t in paths.TABLES],
-            [out("plot", plot=p, **keys) for p in paths.PLOTS]]
+            [out("plot", plot=p, **keys) for p in paths.PLOTS] + answer_targets(f)]
 
 
 def version_files(w):
@@ -92,7 +92,40 @@ def version_files(w):
     data = sorted({PLAN.data_path(f.dataset, f.replicate) for f in fits})
     truth = [out("truth", dataset=f.dataset, replicate=f.replicate) for f in fits if f.replicate != "file"]
     outputs = [p for f in fits for stage in fit_stages(f)[1:] for p in stage]
-    return {"inputs": data + truth, "outputs": outputs}
+    return {"inputs": data + truth + predict_newdata(w), "outputs": outputs}
+
+
+def models_asking(key, fmt=None):
+    """Wildcard pattern matching the models whose config has `key` (predict, emmeans);
+    with `fmt`, only those whose predictions_new file is `fmt` (none: never matches)."""
+    return "|".join(m for m, e in PLAN.config["models"].items()
+                    if e.get(key) and (fmt is None or predict_format(m) == fmt)) or "(?!)"
+
+
+def predict_format(model):
+    """predictions_new is Parquet when the model's newdata file is, else CSV."""
+    newdata = (PLAN.config["models"][model].get("predict") or {}).get("newdata", "")
+    return "parquet" if str(newdata).endswith(".parquet") else "csv"
+
+
+def predict_newdata(w):
+    """The model's predict: newdata file (an input of its fit), or nothing."""
+    newdata = (PLAN.config["models"][w.model].get("predict") or {}).get("newdata")
+    return [newdata] if newdata else []
+
+
+def answer_targets(f):
+    """The answer files of one fit (glmm_steps.answers): the effect plot and its table
+    for every model, predictions_new and its plot for predict:, emmeans and contrasts."""
+    keys = dict(model=f.model, version=f.version, replicate=f.replicate)
+    entry = PLAN.config["models"][f.model]
+    targets = [out("effects", **keys), out("plot", plot="effects", **keys)]
+    if entry.get("predict"):
+        targets += [out("predictions_new", fmt=predict_format(f.model), **keys),
+                    out("plot", plot="predictions_new", **keys)]
+    if entry.get("emmeans"):
+        targets += [out("emmeans", **keys), out("contrasts", **keys)]
+    return targets
 
 
 def _table(name, fmt, caption=False):

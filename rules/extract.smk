@@ -27,3 +27,53 @@ use rule extract as extract_parquet with:
         **extract_outputs("parquet"),
     wildcard_constraints:
         model=models_writing("parquet"),
+
+
+# Answers computed in the fit step (glmm_steps.answers), written out: the effect-plot
+# table for every model, and the tables of the models with predict: and emmeans:.
+rule effects:
+    input:
+        fit=rules.fit.output.fit,
+    output:
+        effects=out("effects", model="{model}", version="{version}", replicate="{replicate}"),
+    threads: 1
+    resources:
+        **resources_of("extract", mem_mb=1000, runtime=10),
+    log:
+        out("log", rule="effects", name="{model}_{version}_{replicate}"),
+    script:
+        "../scripts/answers.py"
+
+
+use rule effects as predict_new with:
+    output:
+        predictions_new=report(out("predictions_new", model="{model}", version="{version}",
+                                   replicate="{replicate}", fmt="csv"),
+                               caption="../report/predictions_new.rst", category="{model}", subcategory="{replicate}",
+                               labels={"model": "{model}", "replicate": "{replicate}", "table": "predictions_new"}),
+    wildcard_constraints:
+        model=models_asking("predict", "csv"),
+    log:
+        out("log", rule="predict_new", name="{model}_{version}_{replicate}"),
+
+
+use rule effects as predict_new_parquet with:
+    output:
+        predictions_new=out("predictions_new", model="{model}", version="{version}", replicate="{replicate}",
+                            fmt="parquet"),
+    wildcard_constraints:
+        model=models_asking("predict", "parquet"),
+    log:
+        out("log", rule="predict_new_parquet", name="{model}_{version}_{replicate}"),
+
+
+use rule effects as emmeans with:
+    output:
+        emmeans=report(out("emmeans", model="{model}", version="{version}", replicate="{replicate}"),
+                       caption="../report/emmeans.rst", category="{model}", subcategory="{replicate}",
+                       labels={"model": "{model}", "replicate": "{replicate}", "table": "emmeans"}),
+        contrasts=out("contrasts", model="{model}", version="{version}", replicate="{replicate}"),
+    wildcard_constraints:
+        model=models_asking("emmeans"),
+    log:
+        out("log", rule="emmeans", name="{model}_{version}_{replicate}"),

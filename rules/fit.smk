@@ -4,6 +4,7 @@
 rule fit:
     input:
         data=current_version,
+        newdata=predict_newdata,
     output:
         fit=out("fit", model="{model}", version="{version}", replicate="{replicate}"),
     params:

@@ -21,3 +21,39 @@ rule plot:
         out("log", rule="plot", name="{model}_{version}_{replicate}"),
     script:
         "../scripts/plot.py"
+
+
+# The effect plot of every fit, and the plot of a predict: entry's predictions.
+rule effect_plot:
+    input:
+        table=rules.effects.output.effects,
+    output:
+        plot=report(out("plot", model="{model}", version="{version}", replicate="{replicate}", plot="effects"),
+                    caption="../report/effects.rst", category="{model}", subcategory="{replicate}",
+                    labels={"model": "{model}", "replicate": "{replicate}", "plot": "effects"}),
+    params:
+        kind="effects",
+        # the y axis is labelled with the response as the formula writes it
+        response=lambda w: PLAN.config["models"][w.model]["formula"].split("~")[0].strip(),
+    threads: 1
+    resources:
+        **resources_of("plot", mem_mb=1000, runtime=10),
+    log:
+        out("log", rule="effect_plot", name="{model}_{version}_{replicate}"),
+    script:
+        "../scripts/effect_plot.py"
+
+
+use rule effect_plot as prediction_plot with:
+    input:
+        table=lambda w: out("predictions_new", model=w.model, version=w.version, replicate=w.replicate,
+                            fmt=predict_format(w.model)),
+    output:
+        plot=out("plot", model="{model}", version="{version}", replicate="{replicate}", plot="predictions_new"),
+    params:
+        kind="predictions_new",
+        response=lambda w: PLAN.config["models"][w.model]["formula"].split("~")[0].strip(),
+    wildcard_constraints:
+        model=models_asking("predict"),
+    log:
+        out("log", rule="prediction_plot", name="{model}_{version}_{replicate}"),

@@ -8,7 +8,7 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     try:
         result = fit_file(sm.input.data, ModelSpec.from_config(sm.wildcards.model, sm.params.model),
-                          factors=sm.params.factors, drop_missing=sm.params.drop_missing)
+                          factors=sm.params.factors, drop_missing=sm.params.drop_missing, answers=sm.params.model)
     except GlmmError as e:
         fail(str(e))
     save_fit(result, sm.output.fit)

@@ -157,10 +157,11 @@ def test_rerun_finishes_only_the_cancelled_work(cancelled_and_resumed):
     s = cancelled_and_resumed
     assert s.second_rc == 0, s.second[-3000:]
     assert len(_submitted(s.second)) == 1, s.second[-3000:]
-    # Only the cancelled replicate's jobs (simulate, then fit, extract, plot per model)
-    # and the bookkeeping after them (a manifest per model, catalog, summary, all).
+    # Only the cancelled replicate's jobs (simulate, then fit, extract, plot, effects and
+    # effect_plot per model) and the bookkeeping after them (a manifest per model,
+    # catalog, summary, all).
     counts, models = _job_counts(s.second), len(STUDY["models"])
-    assert 0 < counts["fit"] <= models and counts["total"] <= 1 + 3 * models + models + 3, counts
+    assert 0 < counts["fit"] <= models and counts["total"] <= 1 + 5 * models + models + 3, counts
     assert len(s.mtimes) >= 2 * (1 + 5 + 3) + 2
     now = {p: Path(p).stat().st_mtime for p in s.mtimes}
     assert {p for p in s.mtimes if now[p] != s.mtimes[p]} == set()

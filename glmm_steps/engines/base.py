@@ -121,7 +121,15 @@ class FitResult:
     (ANOVA_COLUMNS, :mod:`glmm_steps.anova`). ``intervals``: the profile (or
     bootstrap) limits ``spec.intervals`` asks for, INTERVAL_COLUMNS (effect fixed or
     ran_pars, group and term as in ``fixef``/``varcorr``, conf_low, conf_high on the
-    SD/correlation scale); empty for Wald intervals."""
+    SD/correlation scale); empty for Wald intervals.
+    The answers computed where the fit lives (:mod:`glmm_steps.answers`): ``vcov``, the
+    covariance of the fixed effects (the one ``fixef``'s std_error comes from);
+    ``vcov_jacobian`` (one p x p derivative of vcov per variance parameter) and
+    ``vcov_varpar`` (their covariance), lmerTest's Satterthwaite parts, None where the
+    df are asymptotic; ``variance_explained``, ICC and Nakagawa's R² (JSON values, with a
+    ``note`` where they do not apply); ``predictions_new``, ``emmeans``, ``contrasts``
+    and ``effects``, the tables of the model's ``predict:`` and ``emmeans:`` and of its
+    effect plot (None when not asked for)."""
 
     spec: ModelSpec
     engine_version: str
@@ -153,6 +161,14 @@ class FitResult:
     test: str = TESTS["wald"]
     anova: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ANOVA_COLUMNS))
     intervals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INTERVAL_COLUMNS))
+    vcov: np.ndarray | None = None
+    vcov_jacobian: np.ndarray | None = None
+    vcov_varpar: np.ndarray | None = None
+    variance_explained: dict[str, Any] = field(default_factory=dict)
+    predictions_new: pd.DataFrame | None = None
+    emmeans: pd.DataFrame | None = None
+    contrasts: pd.DataFrame | None = None
+    effects: pd.DataFrame | None = None
 
     @property
     def ok(self) -> bool:

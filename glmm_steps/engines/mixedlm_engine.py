@@ -226,12 +226,40 @@ def _hessian(model) -> tuple[bool | None, str | None]:
     return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
 
 
+def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """Satterthwaite parts (vcov's Jacobian in the variance parameters and their
+    covariance, :mod:`glmm_steps.inference`) for marginal means and predictions of a
+    gaussian fit: those of its t tests when they are Satterthwaite's (``parts``), else
+    computed here; (None, None) for GLMMs and ``inference: wald`` (asymptotic, as
+    emmeans) and, with a note, above HESSIAN_MAX_NOBS rows, where the derivatives cost
+    more than the fit."""
+    from glmm_steps.engines.mixedlm_inference import satterthwaite
+    from glmm_steps.inference import SatterthwaiteParts
+
+    if spec.family != "gaussian" or spec.inference == "wald":
+        return None, None, []
+    if not isinstance(parts, SatterthwaiteParts):
+        if model.nobs() > HESSIAN_MAX_NOBS:
+            return None, None, [f"Satterthwaite df not computed (more than {HESSIAN_MAX_NOBS} rows): "
+                                "marginal means and predictions use the normal reference"]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parts = satterthwaite(model)
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError) as e:
+            return None, None, [f"Satterthwaite df not computed ({e}): marginal means use the normal reference"]
+    return parts.jac, parts.vcov_varpar, []
+
+
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
-        design: ModelMatrix | None = None) -> FitResult:
+        design: ModelMatrix | None = None, ddf: bool = False) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
     ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
     than the fit itself). ``design`` is the model matrix of :func:`glmm_steps.model_matrix.build`
     (built here with default factor coding when not given).
+
+    ``ddf=True`` also computes the Satterthwaite parts of a gaussian fit
+    (``vcov_jacobian``, ``vcov_varpar``) that marginal means take their df from.
 
     Returns a FitResult; engine warnings (singular fit, convergence) are recorded
     in ``warnings``. Exceptions propagate: the caller records them."""
@@ -268,7 +296,8 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     terms = {t: cols for t, cols in design.term_columns.items() if t != "(Intercept)"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum; failures are reported
-        fixef, anova_table, test, test_messages = fixed_effect_inference(model, spec, names, terms, frame)
+        fixef, anova_table, test, test_messages, parts = fixed_effect_inference(model, spec, names, terms,
+                                                                                        frame)
     messages += test_messages
     optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
     if spec.intervals == "profile":
@@ -282,12 +311,16 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
             optional["intervals"], profile_messages = profile_intervals(model, spec, refit_ml, names, group_names,
                                                                             column_names)
         messages += profile_messages
+    if ddf:
+        optional["vcov_jacobian"], optional["vcov_varpar"], ddf_notes = _ddf_parts(model, spec, parts)
+        notes += ddf_notes
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=fixef,
         test=test,
         anova=anova_table,
+        vcov=np.asarray(model.vcov(), dtype=float),
         varcorr=_varcorr(model, group_names, column_names),
         **optional,
         frame=frame,

@@ -9,6 +9,8 @@ pbkrtest compute them from lme4's; the numerics live in :mod:`glmm_steps.inferen
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -102,12 +104,13 @@ def kenward_roger(model) -> KenwardRogerParts:
 
 
 def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[str]], frame: pd.DataFrame
-                           ) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str]]:
+                           ) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str], Any]:
     """The tests ``spec.inference`` asks for, on a fitted mixedlm model whose
     coefficients are ``names`` (R's), fixed-effect terms ``terms`` (term label -> its
     coefficient names, R's ``assign`` without the intercept, from
     :func:`glmm_steps.model_matrix.build`) and rows ``frame``: (fixef table with ``df`` for t
-    tests, type III anova table, the test's name, warnings). A method that cannot be
+    tests, type III anova table, the test's name, warnings, the method's parts: SatterthwaiteParts,
+    KenwardRogerParts or None for Wald). A method that cannot be
     computed falls back (Kenward-Roger to Satterthwaite, Satterthwaite to Wald z, as
     lmerTest does) with a warning saying so."""
     beta = np.asarray(model.beta, dtype=float)
@@ -138,4 +141,4 @@ def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[
             table = anova.anova_table(contrasts, beta, vcov, parts)
         except (np.linalg.LinAlgError, ValueError) as e:
             messages.append(f"type III anova not computed: {e}")
-    return fixef, table, TESTS[method], messages
+    return fixef, table, TESTS[method], messages, parts

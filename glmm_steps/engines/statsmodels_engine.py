@@ -472,6 +472,7 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
         engine_version=statsmodels.__version__,
         fixef=pd.DataFrame({"term": list(X.columns), "estimate": beta,
                             "std_error": np.sqrt(np.diag(vcov))}),
+        vcov=np.asarray(vcov, dtype=float),
         varcorr=_varcorr(terms, lay.re_term, cov_rel * scale, comp_var * scale, scale),
         ranef=_ranef_table(ranef_rows),
         frame=frame,
@@ -568,14 +569,16 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
 
 
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
-        design: ModelMatrix | None = None) -> FitResult:
+        design: ModelMatrix | None = None, ddf: bool = False) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with
     statsmodels: MixedLM for gaussian models, a Bayesian GLMM for binomial/Poisson
     models with ``spec.approximation`` set. Raises GlmmError for a formula statsmodels
     cannot express; other exceptions propagate (the caller records them).
     ``random_effects=False`` leaves ``ranef`` empty, as the mixedlm engine does (here
     they cost little, so they are computed and dropped). ``design``: the shared model
-    matrix (built here with default factor coding when not given)."""
+    matrix (built here with default factor coding when not given). ``ddf`` is accepted
+    for the engine interface and ignored: statsmodels' marginal means and predictions
+    are asymptotic (normal reference)."""
     X, y, terms = _design(frame, formula, design if design is not None else build(formula, frame))
     if spec.family == "gaussian":
         result = _fit_lmm(frame, spec, formula, X, y, terms)
