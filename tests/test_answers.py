@@ -16,6 +16,12 @@ from glmm_steps.errors import ConfigError
 from glmm_steps.fit import fit_model
 from glmm_steps.formula import parse
 
+def _spec(name, dataset, formula, **keys):
+    """A ModelSpec as the config builds it: R's default tests (Satterthwaite for a
+    gaussian mixedlm model), which the marginal means' df follow."""
+    return ModelSpec.from_config(name, {"dataset": dataset, "formula": formula, **keys})
+
+
 from conftest import REFERENCE
 
 DATA = REFERENCE / "data"
@@ -28,14 +34,14 @@ def _read(name: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sleep_fit():
     frame = pd.read_csv(DATA / "sleepstudy.csv")
-    spec = ModelSpec("sleep", "d", "Reaction ~ Days + (Days | Subject)")
+    spec = _spec("sleep", "d", "Reaction ~ Days + (Days | Subject)")
     return fit_model(frame, spec, answers={})
 
 
 @pytest.fixture(scope="module")
 def contra_fit():
     frame = pd.read_csv(DATA / "Contraception.csv")
-    spec = ModelSpec("contra", "d", "use01 ~ age + urban + (1 | district)", family="binomial")
+    spec = _spec("contra", "d", "use01 ~ age + urban + (1 | district)", family="binomial")
     return fit_model(frame, spec, answers={"emmeans": {"specs": ["urban"], "adjust": "none"}})
 
 
@@ -87,7 +93,7 @@ def test_prediction_intervals_cover_new_data_drawn_from_the_fitted_model(bp_data
     """New observations drawn from the fitted model (its estimates taken as the truth)
     fall inside the 95% prediction interval at 0.95, within Monte-Carlo error: for
     patients in new hospitals (population) and for seen patients (conditional)."""
-    spec = ModelSpec("bp", "d", "bp ~ time + (1 | hospital_id) + (1 | patient_id)")
+    spec = _spec("bp", "d", "bp ~ time + (1 | hospital_id) + (1 | patient_id)")
     result = fit_model(bp_data, spec, answers={})
     rng = np.random.default_rng(20261201)
     vc = result.varcorr.set_index("group")["variance"]
@@ -137,7 +143,7 @@ def emmeans_fits():
     out = {}
     for case, (data, formula, family, factors, at) in EMMEANS_CASES.items():
         frame = pd.read_csv(DATA / data)
-        spec = ModelSpec(case, "d", formula, family=family)
+        spec = _spec(case, "d", formula, family=family)
         result = fit_model(frame, spec, factors=factors, answers={})
         out[case] = (result, factors, at)
     return out
@@ -202,7 +208,7 @@ R2_CASES = {
 @pytest.mark.parametrize("case", list(R2_CASES))
 def test_icc_and_r2_match_performance(case):
     data, formula, family, factors = R2_CASES[case]
-    result = fit_model(pd.read_csv(DATA / data), ModelSpec(case, "d", formula, family=family), factors=factors,
+    result = fit_model(pd.read_csv(DATA / data), _spec(case, "d", formula, family=family), factors=factors,
                        answers={})
     ref = _read("answers_r2.csv").set_index("case").loc[case]
     got = result.variance_explained
@@ -213,13 +219,13 @@ def test_icc_and_r2_match_performance(case):
 
 def test_icc_left_empty_with_a_note_where_performance_gives_none():
     frame = pd.read_csv(DATA / "sleepstudy.csv")
-    slopes_only = fit_model(frame, ModelSpec("m", "d", "Reaction ~ 1 + (Days | Subject)"), answers={})
+    slopes_only = fit_model(frame, _spec("m", "d", "Reaction ~ 1 + (Days | Subject)"), answers={})
     got = slopes_only.variance_explained
     assert got["icc_adjusted"] is None and "random slope 'Days'" in got["note"]
     # a singular fit: pure noise around the mean has no between-subject variance
     rng = np.random.default_rng(3)
     flat = frame.assign(Reaction=rng.normal(300, 30, len(frame)))
-    singular = fit_model(flat, ModelSpec("m", "d", "Reaction ~ Days + (1 | Subject)"), answers={})
+    singular = fit_model(flat, _spec("m", "d", "Reaction ~ Days + (1 | Subject)"), answers={})
     assert singular.singular
     assert singular.variance_explained["r2_marginal"] is None
     assert "singular" in singular.variance_explained["note"]
@@ -269,7 +275,7 @@ def test_statsmodels_engine_gives_the_same_answers(tmp_path):
     frame = pd.read_csv(DATA / "cake.csv")
     entry = {"predict": {"grid": {"recipe": ["A", "C"], "temp": [180.0], "replicate": [1, 99]}},
              "emmeans": {"specs": ["recipe"]}}
-    fits = {e: fit_model(frame, ModelSpec("m", "d", "angle ~ recipe + temp + (1 | recipe:replicate)", engine=e),
+    fits = {e: fit_model(frame, _spec("m", "d", "angle ~ recipe + temp + (1 | recipe:replicate)", engine=e),
                          answers=entry) for e in ("mixedlm", "statsmodels")}
     a, b = fits["mixedlm"], fits["statsmodels"]
     np.testing.assert_allclose(a.predictions_new["predicted"], b.predictions_new["predicted"], rtol=1e-4)
@@ -390,7 +396,7 @@ def test_new_rows_reuse_the_fits_transforms(formula):
     """A few new rows are coded with the fit's poly coefficients and scale centre, not
     their own: predicting fitted rows gives the fit's own fitted values."""
     frame = pd.read_csv(DATA / "sleepstudy.csv")
-    result = fit_model(frame, ModelSpec("m", "d", formula), answers={})
+    result = fit_model(frame, _spec("m", "d", formula), answers={})
     rows = frame.iloc[[0, 13, 25]].drop(columns="Reaction").reset_index(drop=True)
     parsed = parse(formula)
     pop = predict.predict_new(result, parsed, rows, {"re_form": "population", "interval": "none"})
