@@ -14,7 +14,7 @@ from conftest import REFERENCE, run_snakemake
 from glmm_steps import bootstrap
 
 CONFIG = {
-    "datasets": {"sleep": {"path": "sleep.csv"}, "cake": {"path": "cake_factors.csv", "factors": ["temperature"]}},
+    "datasets": {"sleep": {"path": "sleep.csv"}, "cake": {"path": "cake.csv", "factors": ["temperature"]}},
     "models": {
         "sleep_boot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)",
                        "intervals": "bootstrap", "bootstrap": {"n": 24, "seed": 7, "batch_size": 10}},
