@@ -105,21 +105,24 @@ def test_binomial_bootstrap_draws_successes_out_of_the_trials() -> None:
     response is successes / trials (mixedlm's own simulate() would draw 0/1)."""
     from glmm_steps import data as data_mod
     from glmm_steps import formula as formula_mod
+    from glmm_steps import model_matrix
     from glmm_steps.engines.base import ModelSpec
-    from glmm_steps.engines.mixedlm_bootstrap import _fit, refits, simulate_response
+    from glmm_steps.engines.mixedlm_bootstrap import refits, simulate_response
+    from glmm_steps.engines.mixedlm_engine import engine_model
 
     spec = ModelSpec.from_config("c", {"dataset": "cbpp", "formula": "cbind(incidence, healthy) ~ period + (1 | herd)",
                                        "family": "binomial"})
     formula = formula_mod.parse(spec.formula)
     frame, _ = data_mod.model_frame(pd.read_csv(REFERENCE / "data" / "cbpp.csv"), formula, "cbpp", ("period",),
                                     family="binomial")
-    model = _fit(frame, spec, formula)
+    design = model_matrix.build(formula, frame, ("period",))
+    model = engine_model(frame, spec, formula, design)[0]
     trials = formula.n_trials(frame)
     y = simulate_response(model, "binomial", np.random.default_rng(1))
     successes = y * trials
     np.testing.assert_allclose(successes, np.rint(successes), atol=1e-9)
     assert 0 < successes.sum() < trials.sum() and (successes > 1).any()
-    table = refits(frame, spec, formula, [(0, 11), (1, 12)])
+    table = refits(frame, spec, formula, design, [(0, 11), (1, 12)])
     assert set(table["status"]) == {"ok"}
     period2 = table[table["term"] == "period2"]["estimate"]
     assert ((period2 > -4) & (period2 < 1)).all()  # near the fit's -0.99, not a 0/1 refit's
