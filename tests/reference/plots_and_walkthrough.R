@@ -1,0 +1,23 @@
+# Real data for the plot tests and the README's "bring your own data" walkthrough,
+# exported from the R packages that ship it, and lme4's fits of the walkthrough models.
+# Run from the repository root:  Rscript tests/reference/plots_and_walkthrough.R
+suppressPackageStartupMessages({library(lme4); library(mlmRev)})
+# Pupils in schools (cross-sectional within school): the columns the tests use.
+write.csv(Exam[, c("school", "student", "normexam", "standLRT", "sex")],
+          "tests/reference/data/Exam.csv", row.names = FALSE)
+options(digits = 10)
+cat("cbpp: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), binomial)\n")
+m <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), data = cbpp, family = binomial)
+print(cbind(estimate = fixef(m), se = sqrt(diag(as.matrix(vcov(m))))))
+print(as.data.frame(VarCorr(m)))
+print(logLik(m))
+cat("\nsleepstudy: lmer(Reaction ~ Days + (Days | Subject), REML)\n")
+m <- lmer(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+print(cbind(estimate = fixef(m), se = sqrt(diag(as.matrix(vcov(m))))))
+print(as.data.frame(VarCorr(m)))
+print(logLik(m))
+cat("\nExam: lmer(normexam ~ standLRT + (1 | school), REML)\n")
+m <- lmer(normexam ~ standLRT + (1 | school), data = Exam)
+print(cbind(estimate = fixef(m), se = sqrt(diag(as.matrix(vcov(m))))))
+print(as.data.frame(VarCorr(m)))
+print(logLik(m))
