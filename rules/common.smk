@@ -1,5 +1,5 @@
-# Helpers every rule file shares: output paths, scheduler resources, wildcard
-# constraints and the params looked up from the checked config (PLAN).
+# Helpers shared by the rules files (output paths, scheduler resources, wildcard
+# constraints, and the params looked up from the checked config: PLAN).
 
 def out(kind, **keys):
     return paths.output_path(kind, PLAN.results, **keys)

@@ -25,7 +25,8 @@ rule catalog:
     output:
         report(out("catalog"), caption="../report/catalog.rst", category="provenance"),
     params:
-        models_dir=f"{PLAN.results}/models",
+        # the folder of every model's versions, beside the catalog (not hard-coded: --lint)
+        models_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "models"),
         current=PLAN.versions,
     log:
         out("log", rule="catalog", name="catalog"),
