@@ -43,7 +43,7 @@ if workflow.is_main_process and not _dry_run():
 
 def extract_outputs(fmt):
     """The extract step's outputs, predictions and random effects as `fmt` files."""
-    return {t: _table(t, fmt, caption=t in ("fixed_effects", "variance_components")) for t in paths.TABLES}
+    return {t: out(t, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt) for t in paths.TABLES}
 
 
 def datasets_writing(fmt):
@@ -84,6 +84,12 @@ def dataset_setting(key):
     return lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)][key]
 
 
+def dataset_factors(w):
+    """The columns the model's dataset fits as factors (its own list, and a simulated
+    dataset's grouping columns, which the simulator declares)."""
+    return PLAN.factors(PLAN.dataset_of(w.model))
+
+
 def current_version(w):
     """Fail early if a path names a version other than the config's (its numbers
     would not be what its key says)."""
@@ -105,9 +111,32 @@ def version_files(w):
     return {"inputs": data + truth, "outputs": outputs}
 
 
-def _table(name, fmt, caption=False):
-    path = out(name, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt)
-    if not caption:
-        return path
-    return report(path, caption=f"../report/{name}.rst", category="{model}", subcategory="{replicate}",
-                  labels={"model": "{model}", "replicate": "{replicate}", "table": name})
+def report_tables():
+    """The result tables the report shows as HTML tables: key -> (CSV, title, report
+    category, subcategory, labels, caption). Per fit its fixed effects and variance
+    components (and model comparison tables), the run summary, the catalog, and each
+    study's recovery table."""
+    tables = {}
+    for f in PLAN.fits:
+        names = ("fixed_effects", "variance_components")
+        if PLAN.config["models"][f.model]["compare_with"]:
+            names += paths.COMPARISON_TABLES
+        for t in names:
+            tables[f"models__{f.model}__{f.replicate}__{t}"] = (
+                out(t, model=f.model, version=f.version, replicate=f.replicate),
+                f"{f.model} ({f.replicate}, version {f.version}): {t.replace('_', ' ')}",
+                f.model, f.replicate, {"model": f.model, "replicate": f.replicate, "table": t}, t)
+    if PLAN.fits:
+        tables["summary"] = (out("summary"), "Every fit on disk, with its status", "summary", None,
+                             {"table": "summary"}, "summary")
+        tables["catalog"] = (out("catalog"), "Every result version on disk", "provenance", None,
+                             {"table": "catalog"}, "catalog")
+    for m in PLAN.study_models:
+        tables[f"studies__{m}__recovery"] = (out("recovery", model=m), f"{m}: parameter recovery", "studies", m,
+                                    {"model": m, "table": "recovery"}, "recovery")
+    return tables
+
+
+def report_table_path(key):
+    """Where the HTML page of report table ``key`` goes (under results/report/)."""
+    return out("report_table", name=key.replace("__", "/"))

@@ -15,7 +15,7 @@ rule plot:
             for p in paths.PLOTS
         },
     params:
-        factors=dataset_setting("factors"),
+        factors=dataset_factors,
     threads: 1
     resources:
         **resources_of("plot", mem_mb=1000, runtime=10),
