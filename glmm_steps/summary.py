@@ -71,8 +71,8 @@ def summarize_results(models_dir: str | Path, current: dict[str, str]) -> pd.Dat
 def closing_summary(summary_path: str | Path, results: str | Path, studies: dict[str, str | Path] = (),
                     max_listed: int = 10) -> str:
     """The lines a run prints at its end: what the running config fitted (counts by
-    status), which fits did not come out ok (up to ``max_listed``, with their first
-    warning or error), each simulation study's replicates and failures (``studies`` maps
+    status), which fits did not come out ok or whose engines disagree (up to
+    ``max_listed``, with their error, first warning or the disagreement), each simulation study's replicates and failures (``studies`` maps
     a study model to its recovery.csv), and where the results are."""
     lines = []
     if Path(summary_path).is_file():
@@ -82,10 +82,13 @@ def closing_summary(summary_path: str | Path, results: str | Path, studies: dict
         models = table["model"].nunique()
         lines.append(f"fitted {models} model{'s' if models != 1 else ''}, {len(table)} fit{'s' if len(table) != 1 else ''}: "
                      + status_line_of(table) + f" (see {summary_path})")
-        bad = table[table["status"] != "ok"]
+        bad = table[(table["status"] != "ok") | table["verification"].astype(str).str.startswith("DISAGREE")]
         for _, row in bad.head(max_listed).iterrows():
             where = f"seed {int(float(row['seed']))}" if str(row["seed"]) not in ("", "nan") else "data file"
-            why = row["error"] or row["warnings"].split(" | ")[0] or row["verification"]
+            if row["status"] == "ok":
+                why = f"engines {row['verification']}"
+            else:
+                why = row["error"] or row["warnings"].split(" | ")[0] or row["verification"]
             lines.append(f"  {row['model']} ({where}): {row['status']}" + (f": {why[:150]}" if why else ""))
         if len(bad) > max_listed:
             lines.append(f"  ... and {len(bad) - max_listed} more in {summary_path}")

@@ -1,6 +1,9 @@
 # Helpers shared by the rules files (output paths, scheduler resources, wildcard
 # constraints, and the params looked up from the checked config: PLAN).
 
+from snakemake.logging import logger
+
+
 def out(kind, **keys):
     return paths.output_path(kind, PLAN.results, **keys)
 
@@ -18,7 +21,9 @@ onstart:
     if workflow.is_main_process:
         _problem = cluster.missing_scheduler(workflow.executor_plugin.name)
         if _problem:
-            print(_problem, file=sys.stderr)
+            # Through Snakemake's logger: the progress display owns the terminal by now,
+            # and a plain print would be dropped or land before its table.
+            logger.error(_problem)
             sys.exit(1)
 
 

@@ -197,7 +197,8 @@ def test_without_sbatch_the_slurm_profile_stops_with_one_line(tmp_path):
     cmd, env = clone_command(clone, "--profile", str(clone / "profiles" / "slurm"))
     proc = subprocess.run(cmd, cwd=clone, env=dict(env, PATH=str(bin_dir)), capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.splitlines()[-1] == ("error: the SLURM profile needs a SLURM cluster: 'sbatch' is not "
+    # the last thing said (the progress display ends with blank lines)
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()][-1] == ("error: the SLURM profile needs a SLURM cluster: 'sbatch' is not "
                                             "on PATH (run locally with --profile profiles/default)")
     assert "Traceback" not in proc.stderr
     assert [p.name for p in (clone / "results").iterdir()] == [".gitkeep"]
