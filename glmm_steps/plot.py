@@ -264,9 +264,14 @@ def _colours(levels) -> dict:
     return {lv: cmap(i % cmap.N) for i, lv in enumerate(levels)}
 
 
-def caterpillar(random_effects: pd.DataFrame, title: str):
+# The scale of a GLMM's random effects (its link), for the caterpillar's axis.
+_LINK_SCALE = {"binomial": " (log-odds scale)", "poisson": " (log scale)"}
+
+
+def caterpillar(random_effects: pd.DataFrame, title: str, family: str = "gaussian"):
     """Each grouping factor's conditional modes, sorted, with 95% intervals
-    (estimate +/- 1.96 conditional SD); one panel per group and term. Returns the figure."""
+    (estimate +/- 1.96 conditional SD); one panel per group and term, on the scale of
+    ``family``'s link. Returns the figure."""
     panels = list(random_effects.groupby(["group", "term"], sort=False))
     if not panels:
         return message("The fit has no random effects to show.", title)
@@ -275,6 +280,7 @@ def caterpillar(random_effects: pd.DataFrame, title: str):
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, ((group, term), rows) in zip(axes[0], panels):
         _caterpillar_panel(ax, rows, group, term)
+        ax.set_xlabel("deviation from the population value" + _LINK_SCALE.get(family, ""))
     _title(fig, title + "\nconditional modes with 95% intervals (+/- 1.96 conditional SD)")
     return fig
 
@@ -392,7 +398,7 @@ def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_s
     trials = formula.n_trials(predictions) if formula.trials else None
     return {
         "trajectories": trajectories(predictions, formula, fit_stats["family"], title, factors),
-        "caterpillar": caterpillar(ranef, title),
+        "caterpillar": caterpillar(ranef, title, fit_stats["family"]),
         "diagnostics": diagnostics(predictions, ranef, fit_stats["family"], title, trials),
     }
 

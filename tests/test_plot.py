@@ -90,6 +90,8 @@ def test_glmm_with_one_grouping_factor_draws_its_data_on_a_categorical_axis(tmp_
         assert list(ax.get_xticks()) == [0, 1, 2, 3]  # one tick per period, none between
     labelled = [[t.get_text() for t in ax.get_xticklabels()] for ax in panels]
     assert [labels for labels in labelled if labels] == [["1", "2", "3", "4"]] * 5  # the bottom row's
+    # random effects of a binomial GLMM are on the log-odds scale, and the axis says so
+    assert figs["caterpillar"].axes[0].get_xlabel() == "deviation from the population value (log-odds scale)"
     texts = _texts(fig)
     assert "incidence / size" in texts
     assert not any("_prop" in t for t in texts)  # no column the user never wrote
