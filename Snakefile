@@ -13,7 +13,7 @@ from snakemake.utils import update_config
 from glmm_steps import bootstrap, cluster, integrity, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
-from glmm_steps.summary import status_line
+from glmm_steps.summary import closing_summary
 
 try:
     # The default config is read by the project's reader, never Snakemake's, which runs
@@ -37,7 +37,7 @@ report: "report/workflow.rst"
 
 # Bookkeeping rules that take well under a second: on a cluster they run in the main
 # process, since queueing them would cost more than running them.
-localrules: all, manifest, catalog, summary, compare_versions, bootstrap
+localrules: all, manifest, catalog, summary, compare_versions, bootstrap, report_tables
 
 
 include: "rules/common.smk"
@@ -58,6 +58,8 @@ rule all:
         [out("catalog"), out("summary")] if PLAN.fits else [],
         [out("recovery", model=m) for m in PLAN.study_models],
         [out("recovery_plot", model=m, plot=p) for m in PLAN.study_models for p in paths.RECOVERY_PLOTS],
+        # the tables of the report (`snakemake --report results/report.html`) as HTML pages
+        [report_table_path(key) for key in report_tables()],
 
 
 include: "rules/simulate.smk"
@@ -67,9 +69,16 @@ include: "rules/extract.smk"
 include: "rules/plot.smk"
 include: "rules/provenance.smk"
 include: "rules/study.smk"
+include: "rules/report.smk"
 
 
+# The run's closing lines (the progress display shows the rest; details are in the logs).
 onsuccess:
     # A failed fit never stops the run; say how many there were so none goes unnoticed.
-    if os.path.exists(out("summary")):
-        print(status_line(out("summary")), file=sys.stderr)
+    print(closing_summary(out("summary"), PLAN.results, {m: out("recovery", model=m) for m in PLAN.study_models}),
+          file=sys.stderr)
+
+
+onerror:
+    print(f"run stopped: a job failed (its log is shown above and kept under {PLAN.results}/logs/); "
+          "finished outputs are kept: fix the cause and rerun the same command to go on", file=sys.stderr)

@@ -183,6 +183,6 @@ def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: d
                                         random_effects=True)
     write_replicate(data, truth, outputs["data"], outputs["truth"])
     record = extract.extract(result, outputs, seed=seed, data_path=outputs["data"])
-    plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs)
+    plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs, factors)
     return record
 

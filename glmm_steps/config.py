@@ -24,7 +24,7 @@ from glmm_steps import answers, bootstrap, formula_size, inference, paths, profi
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError, abbreviate
 from glmm_steps.provenance import sha256
-from glmm_steps.simulate import Design, design_from_config, unit_ids
+from glmm_steps.simulate import Design, design_from_config, factor_columns, unit_ids
 from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -335,6 +335,13 @@ class Plan:
         """Names of the models whose predictions and random effects are ``fmt`` files."""
         return [m for m in self.config["models"] if self.table_format(m) == fmt]
 
+    def factors(self, dataset: str) -> list[str]:
+        """The columns of ``dataset`` fitted as factors: its ``factors`` key, plus the
+        grouping columns a simulated dataset writes (:func:`glmm_steps.simulate.factor_columns`)."""
+        spec = self.config["datasets"][dataset]
+        declared = factor_columns(spec["simulate"]) if "simulate" in spec else []
+        return list(dict.fromkeys([*spec["factors"], *declared]))
+
     def fits_of(self, model: str) -> list[Fit]:
         """The fits (one per replicate) of ``model``."""
         return [f for f in self.fits if f.model == model]
@@ -406,7 +413,8 @@ def count_jobs(config: dict[str, Any], fits) -> int:
     a simulate job per seed used, fit, extract, plot, effects and effect_plot per
     per-seed fit (``fits``), predict_new and prediction_plot, emmeans for the fits that ask,
     verify and compare for the fits that ask, a manifest per model version, the catalog
-    and the summary, and per study model its batch jobs and one recovery job. Arithmetic
+    and the summary, per study model its batch jobs and one recovery job, and one job
+    writing the report's tables as HTML. Arithmetic
     only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
     simulated = {(f.dataset, f.replicate) for f in fits if f.replicate != paths.replicate_id(None)}
     models = config["models"]
@@ -419,11 +427,13 @@ def count_jobs(config: dict[str, Any], fits) -> int:
     count += sum(2 + 2 * bool(models[f.model].get("predict")) + bool(models[f.model].get("emmeans"))
                  for f in fits)
     count += 2 if fits else 0  # the catalog and the summary (a config of studies alone has neither)
+    studies = 0
     for model in config["models"].values():
         spec = config["datasets"][model["dataset"]]
         if "replicates" in spec:
+            studies += 1
             count += study.batch_jobs(spec["replicates"], spec["batch_size"], _n_designs(spec)) + 1
-    return count
+    return count + (1 if fits or studies else 0)  # the report's HTML tables
 
 
 def _columns_of(name: str, spec: dict[str, Any], design: Design | None) -> tuple[list[str], str]:

@@ -63,6 +63,8 @@ TEMPLATES = {
     "replicate_fit_stats": _REPLICATE + "/fit_stats.json",
     "replicate_plot": _REPLICATE + "/plots/{plot}.png",
     "log": "{results}/logs/{rule}/{name}.log",
+    # a result table as an HTML page for the Snakemake report (name: e.g. models/<model>/<replicate>/fixed_effects)
+    "report_table": "{results}/report/{name}.html",
 }
 
 # The tidy tables the extract step writes, in order.

@@ -75,6 +75,13 @@ class Design:
         )
 
 
+def factor_columns(spec: dict[str, Any]) -> list[str]:
+    """The grouping columns a simulated design writes (its levels' names, from a dataset's
+    ``simulate:`` mapping). Their integer ids name units, not amounts: the simulator
+    declares them factors, so a fit treats them as such without a note saying it had to."""
+    return [level["name"] for level in spec["levels"]]
+
+
 def design_from_config(spec: dict[str, Any]) -> Design:
     """Build a :class:`Design` from a dataset's ``simulate:`` mapping (already
     schema-checked): ``levels``, ``repeated`` and ``outcomes``."""

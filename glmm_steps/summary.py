@@ -1,5 +1,11 @@
 """The run summary: one row per fit with its status, so no failure goes unnoticed,
-and for models with ``verify: true`` whether the two engines agree."""
+and for models with ``verify: true`` whether the two engines agree.
+
+``summary.csv`` covers every fit on disk (:func:`summarize_results`), as the catalog
+covers every version: two configs sharing a results folder each add their rows and
+mark which are theirs (``current``), instead of overwriting each other's summary.
+:func:`closing_summary` is what a run prints at its end.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ COLUMNS = ["model", "dataset", "seed", "family", "method", "engine", "nobs", "lo
            "converged", "singular", "hessian_ok", "status", "warnings", "notes", "error", "verification",
            "icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional"]
 VARIANCE_EXPLAINED = ("icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional")
+# summary.csv: which version each row belongs to, and whether it is the running config's.
+DISK_COLUMNS = ["model", "version", "current"] + COLUMNS[1:] + ["path"]
 
 
 def summarize(fit_stats_paths: list[str | Path], verification_paths: list[str | Path] = ()) -> pd.DataFrame:
@@ -51,3 +59,59 @@ def status_line(summary_path: str | Path) -> str:
     counts = table["status"].value_counts()
     parts = ", ".join(f"{n} {s}" for s, n in counts.items())
     return f"fits: {parts} (see {summary_path})"
+
+
+def summarize_results(models_dir: str | Path, current: dict[str, str]) -> pd.DataFrame:
+    """One row per fit on disk (``<models_dir>/<model>/<version>/<replicate>/fit_stats.json``),
+    columns DISK_COLUMNS: :func:`summarize`'s, plus the ``version``, whether it is the
+    ``current`` config's version of its model (``current`` maps model -> key), and the
+    replicate folder's ``path``. Rows by model, version and replicate; the ``latest``
+    links are skipped (they repeat a version)."""
+    found = sorted(p for p in Path(models_dir).glob("*/*/*/fit_stats.json") if not p.parent.parent.is_symlink())
+    checks = [p.parent / "verification.csv" for p in found if (p.parent / "verification.csv").is_file()]
+    table = summarize(found, checks)
+    table.insert(1, "version", [p.parent.parent.name for p in found])
+    table.insert(2, "current", [current.get(p.parent.parent.parent.name) == p.parent.parent.name for p in found])
+    table["path"] = [str(p.parent) for p in found]
+    return table[DISK_COLUMNS]
+
+
+def closing_summary(summary_path: str | Path, results: str | Path, studies: dict[str, str | Path] = (),
+                    max_listed: int = 10) -> str:
+    """The lines a run prints at its end: what the running config fitted (counts by
+    status), which fits did not come out ok or whose engines disagree (up to
+    ``max_listed``, with their error, first warning or the disagreement), each simulation study's replicates and failures (``studies`` maps
+    a study model to its recovery.csv), and where the results are."""
+    lines = []
+    if Path(summary_path).is_file():
+        table = pd.read_csv(summary_path, keep_default_na=False)
+        if "current" in table:
+            table = table[table["current"].astype(str) == "True"]
+        models = table["model"].nunique()
+        lines.append(f"fitted {models} model{'s' if models != 1 else ''}, {len(table)} fit{'s' if len(table) != 1 else ''}: "
+                     + status_line_of(table) + f" (see {summary_path})")
+        bad = table[(table["status"] != "ok") | table["verification"].astype(str).str.startswith("DISAGREE")]
+        for _, row in bad.head(max_listed).iterrows():
+            where = f"seed {int(float(row['seed']))}" if str(row["seed"]) not in ("", "nan") else "data file"
+            if row["status"] == "ok":
+                why = f"engines {row['verification']}"
+            else:
+                why = row["error"] or row["warnings"].split(" | ")[0] or row["verification"]
+            lines.append(f"  {row['model']} ({where}): {row['status']}" + (f": {why[:150]}" if why else ""))
+        if len(bad) > max_listed:
+            lines.append(f"  ... and {len(bad) - max_listed} more in {summary_path}")
+    for model, path in dict(studies).items():
+        if not Path(path).is_file():
+            continue
+        rec = pd.read_csv(path)
+        per_design = rec.groupby("design", sort=False)[["n_replicates", "n_failed"]].max()
+        lines.append(f"study {model}: {len(per_design)} design{'s' if len(per_design) != 1 else ''}, "
+                     f"{int(per_design['n_replicates'].sum())} replicates, {int(per_design['n_failed'].sum())} failed "
+                     f"(see {path})")
+    lines.append(f"results in {results}/ (models/<model>/latest/, catalog.csv); logs in {results}/logs/")
+    return "\n".join(lines)
+
+
+def status_line_of(table: pd.DataFrame) -> str:
+    """Fits counted by status, e.g. ``8 ok, 1 failed``."""
+    return ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) or "none"

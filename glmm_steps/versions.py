@@ -102,22 +102,31 @@ def link_latest(models_dir: str | Path, current: dict[str, str]) -> None:
 
 # The tables compared, each with the column holding its estimates.
 COMPARED = {"fixed_effects": "estimate", "variance_components": "variance"}
+# Compared beside the estimate where a table has them (fixed effects: Wald SE and interval).
+UNCERTAINTY = ("std_error", "conf_low", "conf_high")
+COMPARISON_COLUMNS = ["table", "group", "term", "estimate_a", "estimate_b", "difference", "relative_difference",
+                      "std_error_a", "std_error_b", "std_error_difference", "relative_std_error_difference",
+                      "conf_low_a", "conf_high_a", "conf_low_b", "conf_high_b"]
 
 
 def compare_versions(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
     """Side-by-side estimates of two replicate folders of one model (``.../<model>/<version>/<replicate>``).
 
     One row per fixed effect and variance component, plus logLik/AIC/BIC, with columns
-    table, group, term, estimate_a, estimate_b, difference (b - a), relative_difference.
-    A parameter present in only one version has NaN on the other side."""
+    COMPARISON_COLUMNS: each version's estimate, the difference (b - a) and relative
+    difference (over |a|), and for fixed effects each version's standard error, its
+    difference (b - a) and relative difference, and each 95% interval, so a change that
+    moves an SE or an interval shows even when the estimate stays. A parameter present
+    in only one version, or a table without SEs, has NaN there."""
     parts = []
     for table, value in COMPARED.items():
+        cols = [value, *UNCERTAINTY]
         a = pd.read_csv(Path(dir_a) / f"{table}.csv")
         b = pd.read_csv(Path(dir_b) / f"{table}.csv")
         if "group" not in a:
             a["group"], b["group"] = "", ""
-        merged = a[["group", "term", value]].merge(b[["group", "term", value]], on=["group", "term"],
-                                                   how="outer", suffixes=("_a", "_b"), sort=False)
+        a, b = (t.reindex(columns=["group", "term", *cols]) for t in (a, b))
+        merged = a.merge(b, on=["group", "term"], how="outer", suffixes=("_a", "_b"), sort=False)
         merged = merged.rename(columns={f"{value}_a": "estimate_a", f"{value}_b": "estimate_b"})
         merged.insert(0, "table", table)
         parts.append(merged)
@@ -127,8 +136,11 @@ def compare_versions(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
     for key in ("logLik", "AIC", "BIC"):
         stats.append({"table": "fit_stats", "group": "", "term": key, "estimate_a": fa.get(key), "estimate_b": fb.get(key)})
     out = pd.concat(parts + [pd.DataFrame(stats)], ignore_index=True)
-    out["estimate_a"] = out["estimate_a"].astype(float)
-    out["estimate_b"] = out["estimate_b"].astype(float)
+    for side in ("a", "b"):
+        for col in ("estimate", *UNCERTAINTY):
+            out[f"{col}_{side}"] = out[f"{col}_{side}"].astype(float)
     out["difference"] = out["estimate_b"] - out["estimate_a"]
     out["relative_difference"] = out["difference"] / out["estimate_a"].abs()
-    return out
+    out["std_error_difference"] = out["std_error_b"] - out["std_error_a"]
+    out["relative_std_error_difference"] = out["std_error_difference"] / out["std_error_a"]
+    return out[COMPARISON_COLUMNS]

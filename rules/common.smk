@@ -1,5 +1,8 @@
-# Helpers every rule file shares: output paths, scheduler resources, wildcard
-# constraints and the params looked up from the checked config (PLAN).
+# Helpers shared by the rules files (output paths, scheduler resources, wildcard
+# constraints, and the params looked up from the checked config: PLAN).
+
+from snakemake.logging import logger
+
 
 def out(kind, **keys):
     return paths.output_path(kind, PLAN.results, **keys)
@@ -18,13 +21,15 @@ onstart:
     if workflow.is_main_process:
         _problem = cluster.missing_scheduler(workflow.executor_plugin.name)
         if _problem:
-            print(_problem, file=sys.stderr)
+            # Through Snakemake's logger: the progress display owns the terminal by now,
+            # and a plain print would be dropped or land before its table.
+            logger.error(_problem)
             sys.exit(1)
 
 
 def extract_outputs(fmt):
     """The extract step's outputs, predictions and random effects as `fmt` files."""
-    return {t: _table(t, fmt, caption=t in ("fixed_effects", "variance_components")) for t in paths.TABLES}
+    return {t: out(t, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt) for t in paths.TABLES}
 
 
 def datasets_writing(fmt):
@@ -63,6 +68,12 @@ def replicate_seed(w):
 def dataset_setting(key):
     """A params function: the model's dataset's config value ``key``."""
     return lambda w: PLAN.config["datasets"][PLAN.dataset_of(w.model)][key]
+
+
+def dataset_factors(w):
+    """The columns the model's dataset fits as factors (its own list, and a simulated
+    dataset's grouping columns, which the simulator declares)."""
+    return PLAN.factors(PLAN.dataset_of(w.model))
 
 
 def current_version(w):
@@ -128,14 +139,6 @@ def answer_targets(f):
     return targets
 
 
-def _table(name, fmt, caption=False):
-    path = out(name, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt)
-    if not caption:
-        return path
-    return report(path, caption=f"../report/{name}.rst", category="{model}", subcategory="{replicate}",
-                  labels={"model": "{model}", "replicate": "{replicate}", "table": name})
-
-
 # What the main process checks before any job, once (cluster jobs re-read this file
 # too): that study files asked for exist in the config; then, for a real run (not a
 # dry run or a report), it takes the results folder's lock and removes, so they are
@@ -153,3 +156,34 @@ if workflow.is_main_process:
     except GlmmError as error:
         print(error, file=sys.stderr)
         sys.exit(1)
+
+
+def report_tables():
+    """The result tables the report shows as HTML tables: key -> (CSV, title, report
+    category, subcategory, labels, caption). Per fit its fixed effects and variance
+    components (and model comparison tables), the run summary, the catalog, and each
+    study's recovery table."""
+    tables = {}
+    for f in PLAN.fits:
+        names = ("fixed_effects", "variance_components")
+        if PLAN.config["models"][f.model]["compare_with"]:
+            names += paths.COMPARISON_TABLES
+        for t in names:
+            tables[f"models__{f.model}__{f.replicate}__{t}"] = (
+                out(t, model=f.model, version=f.version, replicate=f.replicate),
+                f"{f.model} ({f.replicate}, version {f.version}): {t.replace('_', ' ')}",
+                f.model, f.replicate, {"model": f.model, "replicate": f.replicate, "table": t}, t)
+    if PLAN.fits:
+        tables["summary"] = (out("summary"), "Every fit on disk, with its status", "summary", None,
+                             {"table": "summary"}, "summary")
+        tables["catalog"] = (out("catalog"), "Every result version on disk", "provenance", None,
+                             {"table": "catalog"}, "catalog")
+    for m in PLAN.study_models:
+        tables[f"studies__{m}__recovery"] = (out("recovery", model=m), f"{m}: parameter recovery", "studies", m,
+                                    {"model": m, "table": "recovery"}, "recovery")
+    return tables
+
+
+def report_table_path(key):
+    """Where the HTML page of report table ``key`` goes (under results/report/)."""
+    return out("report_table", name=key.replace("__", "/"))

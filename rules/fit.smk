@@ -10,7 +10,7 @@ rule fit:
     params:
         # The model's config entry: editing one model reruns that model alone.
         model=lambda w: PLAN.fit_entry(w.model),
-        factors=dataset_setting("factors"),
+        factors=dataset_factors,
         drop_missing=dataset_setting("drop_missing"),
     threads: 1
     resources:

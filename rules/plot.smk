@@ -14,6 +14,8 @@ rule plot:
                       labels={"model": "{model}", "replicate": "{replicate}", "plot": p})
             for p in paths.PLOTS
         },
+    params:
+        factors=dataset_factors,
     threads: 1
     resources:
         **resources_of("plot", mem_mb=1000, runtime=10),

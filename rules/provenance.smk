@@ -24,9 +24,10 @@ rule catalog:
     input:
         [out("manifest", model=m, version=v) for m, v in PLAN.versions.items()],
     output:
-        report(out("catalog"), caption="../report/catalog.rst", category="provenance"),
+        out("catalog"),
     params:
-        models_dir=f"{PLAN.results}/models",
+        # the folder of every model's versions, beside the catalog (not hard-coded: --lint)
+        models_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "models"),
         current=PLAN.versions,
     log:
         out("log", rule="catalog", name="catalog"),
@@ -34,13 +35,18 @@ rule catalog:
         "../scripts/catalog.py"
 
 
+# Every fit on disk (as the catalog): the running config's fits are its inputs, the
+# others are read from the folder, so two configs sharing it never drop each other's rows.
 rule summary:
     input:
         fit_stats=[out("fit_stats", model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.fits],
         verification=[out("verification", model=f.model, version=f.version, replicate=f.replicate)
                       for f in PLAN.verified()],
     output:
-        report(out("summary"), caption="../report/summary.rst", category="summary"),
+        out("summary"),
+    params:
+        models_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "models"),
+        current=PLAN.versions,
     log:
         out("log", rule="summary", name="summary"),
     script:

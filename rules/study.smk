@@ -10,7 +10,7 @@ rule study_batch:
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
         model=lambda w: PLAN.fit_entry(w.model),
-        factors=dataset_setting("factors"),
+        factors=dataset_factors,
         # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
         replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
         # test: lrt: the model each replicate is tested against (its config entry).
@@ -32,7 +32,11 @@ rule recovery:
                         for b in PLAN.batches_of(w.model)],
     output:
         table=out("recovery", model="{model}"),
-        **{p: out("recovery_plot", model="{model}", plot=p) for p in paths.RECOVERY_PLOTS},
+        **{
+            p: report(out("recovery_plot", model="{model}", plot=p), caption="../report/recovery_plots.rst",
+                      category="studies", subcategory="{model}", labels={"model": "{model}", "plot": p})
+            for p in paths.RECOVERY_PLOTS
+        },
     params:
         alpha=lambda w: PLAN.config["models"][w.model]["alpha"],
         power_terms=lambda w: PLAN.config["models"][w.model].get("power_terms"),
@@ -52,7 +56,7 @@ rule study_replicate:
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
         model=lambda w: PLAN.fit_entry(w.model),
-        factors=dataset_setting("factors"),
+        factors=dataset_factors,
         seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],
     log:
         out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),

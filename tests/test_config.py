@@ -24,6 +24,19 @@ def test_default_config_plan(root):
     assert plan.data_path("bp_study", "seed-123") == "results/data/bp_study/seed-123/data.csv"
 
 
+def test_simulated_grouping_columns_are_declared_factors(root, bp_data):
+    from glmm_steps.engines.base import ModelSpec
+    from glmm_steps.fit import fit_model
+
+    plan = load_config(root / "config" / "config.yaml")
+    assert plan.factors("bp_study") == ["hospital_id", "patient_id"]
+    assert plan.factors("bp_recovery") == ["hospital_id", "patient_id"]
+    spec = ModelSpec("bp_lmm", "bp_study", plan.config["models"]["bp_lmm"]["formula"])
+    # the simulator's own ids need no note; the same ids in a user's file get one
+    assert fit_model(bp_data, spec, factors=plan.factors("bp_study")).notes == []
+    assert any("treated as factors" in n for n in fit_model(bp_data, spec).notes)
+
+
 def _error(cfg) -> str:
     with pytest.raises(ConfigError) as info:
         check_config(cfg)

@@ -199,8 +199,13 @@ def test_report_and_nothing_written_outside_results(clean_run):
     html = (clean_run / "results" / "report.html").read_text()
     # captions, the provenance files and every model's plots are in the report
     assert "Conditional modes (BLUPs) of each grouping factor of bp_lmm" in html
-    assert "manifest.json" in html and "catalog.csv" in html
+    assert "manifest.json" in html and "catalog.html" in html and "summary.html" in html
     assert html.count("trajectories.png") >= 2
+    # the tables are HTML pages (shown as tables), one per fit and table, under results/report/
+    for model in ("bp_lmm", "events_glmm"):
+        for seed in ("seed-5", "seed-6"):
+            page = clean_run / "results" / "report" / "models" / model / seed / "fixed_effects.html"
+            assert f"models/{model}/{seed}/fixed_effects.html" in html and "<table>" in page.read_text()
     # the report is not a result: leave clean_run's results as the other tests expect them
     (clean_run / "results" / "report.html").unlink()
     # the workflow created nothing beside results/ (and Snakemake's own .snakemake/)

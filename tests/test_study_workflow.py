@@ -52,11 +52,11 @@ def study_run(tmp_path_factory):
 
 def test_plan_counts_the_jobs_snakemake_schedules(study_run):
     workdir, config, proc = study_run
-    total = re.search(r"^total\s+(\d+)", proc.stdout + proc.stderr, re.M)
+    total = re.search(r"^\s*total\s+(\d+)", proc.stdout + proc.stderr, re.M)
     assert total, proc.stderr
-    # 2 design points x 2 batches (0-3, 4-5), recovery, all; plus the one replicate
-    assert load_config(config).job_count == 6
-    assert int(total.group(1)) == 6 + 1
+    # 2 design points x 2 batches (0-3, 4-5), recovery, the report's tables, all; plus the one replicate
+    assert load_config(config).job_count == 7
+    assert int(total.group(1)) == 7 + 1
 
 
 def test_recovery_counts_failed_replicates(study_run):
@@ -140,3 +140,16 @@ def test_wald_interval_coverage_is_nominal_within_monte_carlo_error(root):
         assert row["n_estimated"] == COVERAGE_REPLICATES and row["n_failed"] == 0, row
         assert abs(row["coverage"] - NOMINAL) <= 3 * mcse, (
             f"{term}: coverage {row['coverage']:.3f}, nominal {NOMINAL} +- {3 * mcse:.3f} (3 MCSE)")
+
+
+def test_report_holds_the_study(study_run):
+    workdir, config, _ = study_run
+    run_snakemake(workdir, "--configfile", str(config), "--report", "results/report.html")
+    html = (workdir / "results" / "report.html").read_text()
+    # the recovery table as an HTML table, and the three recovery plots, with their captions
+    page = (workdir / "results" / "report" / "studies" / "y_lmm" / "recovery.html").read_text()
+    assert page.count("<tr>") == 1 + 10 and "<th>coverage_mcse</th>" in page
+    assert "studies/y_lmm/recovery.html" in html and "Parameter recovery of a simulation study" in html
+    for plot in ("estimates", "coverage", "power"):
+        assert f"studies/y_lmm/plots/{plot}.png" in html
+    (workdir / "results" / "report.html").unlink()

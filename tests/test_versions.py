@@ -83,3 +83,28 @@ def test_catalog_skips_an_unreadable_manifest(tmp_path, capsys):
     (broken / "manifest.json").write_text('{"model": "m", "vers')
     assert list(catalog(models, {"m": "aaaaaaaaaa"})["version"]) == ["aaaaaaaaaa"]
     assert f"skipped unreadable {broken / 'manifest.json'}" in capsys.readouterr().out
+
+
+def test_compare_shows_a_change_of_standard_error(tmp_path):
+    # Two folders with the same estimate of x but different SEs and intervals (a change of
+    # engine or of the data's clustering moves SEs without moving estimates).
+    folders = []
+    for name, se in (("a", 0.10), ("b", 0.15)):
+        f = tmp_path / name
+        f.mkdir()
+        pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, 0.5], "std_error": [0.2, se],
+                      "conf_low": [1.0 - 1.96 * 0.2, 0.5 - 1.96 * se],
+                      "conf_high": [1.0 + 1.96 * 0.2, 0.5 + 1.96 * se]}).to_csv(f / "fixed_effects.csv", index=False)
+        pd.DataFrame({"group": ["g"], "term": ["(Intercept)"], "variance": [2.0], "sd": [2.0 ** 0.5]}).to_csv(
+            f / "variance_components.csv", index=False)
+        (f / "fit_stats.json").write_text(json.dumps({"logLik": -10.0, "AIC": 28.0, "BIC": 30.0}))
+        folders.append(f)
+    diff = compare_versions(*folders).set_index(["table", "term"])
+    x = diff.loc[("fixed_effects", "x")]
+    assert x["difference"] == 0
+    assert x["std_error_difference"] == pytest.approx(0.05)
+    assert x["relative_std_error_difference"] == pytest.approx(0.5)
+    assert (x["conf_low_a"], x["conf_high_b"]) == pytest.approx((0.5 - 0.196, 0.5 + 0.294))
+    assert diff.loc[("fixed_effects", "(Intercept)"), "std_error_difference"] == 0
+    # variance components carry no SE: blank, not zero
+    assert pd.isna(diff.loc[("variance_components", "(Intercept)"), "std_error_a"])

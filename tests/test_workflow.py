@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -120,6 +121,23 @@ def test_verification_and_comparison(tiny_run):
     assert ic.set_index("model")["delta_AIC"]["sleep_slopes"] == 0
 
 
+def test_run_prints_progress_and_a_closing_summary(tiny_run):
+    _, _, proc = tiny_run
+    out = proc.stdout + proc.stderr
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    # one screen: the job table, the study-free run's closing lines; no per-job blocks
+    assert len(lines) <= 45, out
+    assert "jobid:" not in out and "rule fit:" not in out
+    assert re.search(r"^\s*total\s+\d+", out, re.M)  # jobs to do, before the progress display
+    closing = out[out.index("fitted 5 models, 7 fits: "):].splitlines()
+    assert re.fullmatch(r"fitted 5 models, 7 fits: (\d+ \w+, )*1 failed(, \d+ \w+)* \(see results/summary.csv\)",
+                        closing[0]), closing[0]
+    assert any(ln.startswith("  doomed (data file): failed: ") for ln in closing)
+    # ok, but verified with an impossible tolerance: the disagreement is listed too
+    assert any(ln.startswith("  sleep_slopes (data file): ok: engines DISAGREE: ") for ln in closing)
+    assert "results in results/ (models/<model>/latest/, catalog.csv); logs in results/logs/" in closing
+
+
 def test_second_run_does_nothing(tiny_run):
     workdir, config, _ = tiny_run
     proc = run_snakemake(workdir, "--configfile", str(config))
@@ -161,6 +179,13 @@ def test_changing_one_model_adds_a_version_and_keeps_the_old(tiny_run):
     assert set(rows.index) == {old_version, new_version}
     assert bool(rows.loc[new_version, "current"]) and not bool(rows.loc[old_version, "current"])
     assert "(1 | site)" in json.loads(rows.loc[old_version, "config"])["model"]["formula"]
+    # summary.csv covers every fit on disk, as the catalog: the old version's fits stay
+    # listed, and only the running config's are current
+    summary = pd.read_csv(workdir / "results" / "summary.csv")
+    y = summary[summary["model"] == "y_lmm"]
+    assert sorted(y["version"]) == sorted([old_version] * 2 + [new_version] * 2)
+    assert set(y.loc[y["current"], "version"]) == {new_version}
+    assert summary["current"].sum() == len(summary) - 2
 
     # the documented comparison target: side by side, with differences
     target = f"results/comparisons/y_lmm/{old_version}_vs_{new_version}/seed-1.csv"

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
+from glmm_steps.engines.boundary import boundary_message
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
@@ -24,6 +25,7 @@ HESSIAN_MAX_NOBS = 100_000
 # A variance parameter this close to its lower bound of 0 is on the boundary
 # (lme4's boundary.tol is 1e-5; isSingular's tol is 1e-4).
 BOUNDARY_TOL = 1e-4
+_MIXEDLM_SINGULAR = "Model is singular (boundary fit)"
 
 
 def _family(name: str):
@@ -288,8 +290,16 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum may warn; the result says it
         hessian_ok, hessian_msg = _hessian(model) if converged else (None, None)
+    singular = bool(model.isSingular())
+    varcorr = _varcorr(model, group_names, column_names)
+    # mixedlm's singular-fit warning says "variance components estimated as zero" even
+    # when a correlation is at +-1: say which parameter is on the boundary instead.
+    caught_text = [boundary_message(varcorr) if str(w.message).startswith(_MIXEDLM_SINGULAR) else str(w.message)
+                   for w in caught]
+    if singular and not any(m.startswith("boundary (singular) fit") for m in caught_text):
+        caught_text.append(boundary_message(varcorr))
     messages = list(dict.fromkeys(
-        [str(w.message) for w in caught] + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+        caught_text + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
@@ -321,7 +331,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         test=test,
         anova=anova_table,
         vcov=np.asarray(model.vcov(), dtype=float),
-        varcorr=_varcorr(model, group_names, column_names),
+        varcorr=varcorr,
         **optional,
         frame=frame,
         observed=observed,
@@ -335,7 +345,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         deviance=_deviance(model, spec),
         npar=int(model.npar()),
         converged=converged,
-        singular=bool(model.isSingular()),
+        singular=singular,
         hessian_ok=hessian_ok,
         warnings=messages,
         notes=notes,

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
+from glmm_steps.engines.boundary import boundary_message
 from glmm_steps.errors import GlmmError
 from glmm_steps.formula import Formula, RandomTerm
 from glmm_steps.model_matrix import ModelMatrix, build
@@ -455,8 +456,9 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
     if grad_max > GRADIENT_TOL:
         warns.append(f"gradient of the log-likelihood at the optimum is {grad_max:.2g} "
                      f"(> {GRADIENT_TOL:g}): the optimizers may not have converged")
+    varcorr = _varcorr(terms, lay.re_term, cov_rel * scale, comp_var * scale, scale)
     if singular:
-        warns.append("boundary (singular) fit: a random-effect variance is (near) zero")
+        warns.append(boundary_message(varcorr))
     details = {
         "model": "statsmodels MixedLM",
         "groups": lay.groups if lay.groups is not None else "(one group of all rows)",
@@ -473,7 +475,7 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
         fixef=pd.DataFrame({"term": list(X.columns), "estimate": beta,
                             "std_error": np.sqrt(np.diag(vcov))}),
         vcov=np.asarray(vcov, dtype=float),
-        varcorr=_varcorr(terms, lay.re_term, cov_rel * scale, comp_var * scale, scale),
+        varcorr=varcorr,
         ranef=_ranef_table(ranef_rows),
         frame=frame,
         observed=y,
