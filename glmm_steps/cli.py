@@ -32,6 +32,10 @@ from glmm_steps.errors import GlmmError
 
 DEFAULT_CONFIG = "config/config.yaml"
 SNAKEFILE = Path(__file__).resolve().parent.parent / "Snakefile"
+# The workflow's own profile: Snakemake applies it by itself, and then prints a notice on
+# every run (a plain print in its command line, before any logging that could hide it).
+# The launcher passes the same settings itself, with the workflow profile turned off.
+PROFILE = SNAKEFILE.parent / "profiles" / "default" / "config.yaml"
 # Options that would change which config, Snakefile or working directory Snakemake uses,
 # and so bypass what this launcher checked.
 _OWN = {"--configfile", "--configfiles", "--config", "-C", "--snakefile", "-s", "--directory", "-d"}
@@ -82,9 +86,33 @@ def check_options(options: list[str]) -> None:
                             "(glmm-steps run CONFIG ...) and run from the folder its paths are relative to")
 
 
+def profile_options(options: list[str]) -> list[str]:
+    """profiles/default's settings as command-line options, after ``--workflow-profile
+    none`` (so Snakemake prints no notice that it applied it); nothing when the user's
+    ``options`` name a profile themselves. ``key: true`` is ``--key``, ``false`` is left
+    out, a value or a one-item list is ``--key=value`` (so a target after it is never
+    read as its value)."""
+    import yaml
+
+    if any(o.split("=", 1)[0] in ("--profile", "--workflow-profile") for o in options):
+        return []
+    args = ["--workflow-profile", "none"]
+    for key, value in (yaml.safe_load(PROFILE.read_text(encoding="utf-8")) or {}).items():
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if value is True:
+            args.append(f"--{key}")
+        elif isinstance(value, (str, int, float)) and value is not False:
+            args.append(f"--{key}={value}")
+        elif value not in (False, None):
+            raise GlmmError(f"glmm-steps: {PROFILE}: cannot pass {key}: {value!r} on the command line")
+    return args
+
+
 def snakemake_command(config_file: Path, options: list[str]) -> list[str]:
     """The Snakemake command line that runs the workflow on ``config_file`` with the
-    user's ``options`` (``--cores all`` added unless they give the cores)."""
+    user's ``options`` (``--cores all`` added unless they give the cores), and
+    profiles/default's settings (:func:`profile_options`)."""
     exe = Path(sys.executable).with_name("snakemake")
     if not exe.exists():
         raise GlmmError(f"glmm-steps: no snakemake next to {sys.executable}; install the project's dependencies")
@@ -93,7 +121,7 @@ def snakemake_command(config_file: Path, options: list[str]) -> list[str]:
                         "from its folder (pip install -e .)")
     cores = any(o in ("-c", "--cores") or o.startswith("--cores=") or (o[:2] == "-c" and o[2:].isdigit())
                 for o in options)
-    return [str(exe), "-s", str(SNAKEFILE), "--configfile", str(config_file),
+    return [str(exe), "-s", str(SNAKEFILE), "--configfile", str(config_file), *profile_options(options),
             *([] if cores else ["--cores", "all"]), *options]
 
 

@@ -83,6 +83,21 @@ def test_snakemake_gets_json_it_does_not_template(work):
     written = list((work / "out" / ".glmm-steps").glob("config-*.json"))
     assert len(written) == 1 and json.loads(written[0].read_text()) == config
     assert {p.name for p in work.iterdir()} == {"config", "mine.yaml", "out", ".snakemake"}
+    # profiles/default's settings come from the launcher: no notice that a profile was applied
+    assert "Using workflow specific profile" not in proc.stdout + proc.stderr
+
+
+def test_default_profile_settings_are_passed_as_options():
+    from glmm_steps.cli import profile_options
+
+    settings = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    args = profile_options(["--cores", "2"])
+    assert args[:2] == ["--workflow-profile", "none"]
+    for key, value in settings.items():
+        value = value[0] if isinstance(value, list) else value
+        assert (f"--{key}" in args) == (value is True), key
+        assert (f"--{key}={value}" in args) == (value not in (True, False)), key
+    assert profile_options(["--profile", "profiles/slurm"]) == []
 
 
 @pytest.mark.slow
