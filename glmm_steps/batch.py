@@ -17,10 +17,10 @@ import pandas as pd
 from glmm_steps import extract
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError
-from glmm_steps.fit import _failed, fit_model
+from glmm_steps.fit import _failed, engine_errors, fit_model
 from glmm_steps.formula import parse
 from glmm_steps.logs import progress
-from glmm_steps.simulate import Design, design_from_config, simulate, write_replicate
+from glmm_steps.simulate import Design, design_from_config, design_rows, draw_response, simulate, write_replicate
 
 KEYS = ["model", "design", "replicate", "seed"]
 ESTIMATE_COLUMNS = KEYS + ["effect", "group", "term", "true_value", *extract.FIXED_COLUMNS[1:]]
@@ -76,9 +76,16 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     if not result.ok:
         return []
     outcome = _truth_outcome(result.spec, truth)
-    rows = [{"effect": "fixed", "group": "", **r, "true_value": _fixed_truth(r["term"], outcome, design)}
-            for r in extract.tidy(result).to_dict("records")]
-    for vc in extract.variance_components(result).to_dict("records"):
+    # Rows straight from arrays: a study makes these per replicate, and a table per fit
+    # (tidy, then to_dict) costs more than the refit itself.
+    columns = extract.wald(result)
+    method = result.spec.method
+    rows = [{"effect": "fixed", "group": "", "term": term,
+             **{k: float(v[i]) for k, v in columns.items()}, "method": method,
+             "true_value": _fixed_truth(term, outcome, design)}
+            for i, term in enumerate(result.fixef["term"].tolist())]
+    vcs = result.varcorr
+    for vc in (dict(zip(vcs.columns, r)) for r in zip(*(vcs[c].tolist() for c in vcs.columns))):
         base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
                 "p_value": NAN, "conf_low": NAN, "conf_high": NAN}
         if vc["term"].startswith("cor("):
@@ -105,16 +112,70 @@ def fit_record(result: FitResult) -> dict[str, Any]:
     }
 
 
+def refittable(design: Design, spec: ModelSpec) -> bool:
+    """Whether a study's replicates of ``design`` can refit one template of ``spec``
+    with new responses (:class:`~glmm_steps.engines.mixedlm_engine.Refitter`): a
+    gaussian mixedlm model of a simulated outcome, without trials or offset, on a
+    design whose rows are the same in every replicate."""
+    formula = parse(spec.formula)
+    return (spec.engine == "mixedlm" and spec.family == "gaussian" and not formula.trials
+            and not formula.offset and formula.response in {o.name for o in design.outcomes}
+            and getattr(design, "fixed_rows", True))
+
+
+class _Refits:
+    """A batch's replicates by refitting: the design's rows and the model's matrices
+    are built once (from the first replicate that fits), then each replicate draws
+    only the modelled outcome and refits it. Returns None where the full path must
+    run (no template yet: the first replicates failed their data checks or fit)."""
+
+    def __init__(self, design: Design, spec: ModelSpec, factors):
+        self.design, self.spec, self.factors = design, spec, factors
+        self.response = parse(spec.formula).response
+        self.rows = design_rows(design)
+        self.refit = None
+        self.truth: dict[str, Any] | None = None
+
+    def __call__(self, seed: int) -> tuple[dict[str, Any], FitResult] | None:
+        if self.refit is None:
+            from glmm_steps import data as data_mod
+            from glmm_steps.engines.mixedlm_engine import Refitter
+
+            data, truth = simulate(self.design, seed)
+            formula = parse(self.spec.formula)
+            try:
+                frame, _ = data_mod.model_frame(data, formula, f"{self.spec.dataset} seed {seed}", self.factors,
+                                                family=self.spec.family)
+                self.refit = Refitter(frame, self.spec, formula)
+            except (DataError, *engine_errors()):
+                return None
+            self.truth = truth
+        try:
+            result = self.refit(draw_response(self.design, self.response, seed, self.rows))
+        except engine_errors() as e:
+            result = _failed(self.spec, f"{type(e).__name__}: {e}")
+        return {**self.truth, "seed": int(seed)}, result
+
+
 def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: list[tuple[int, int]],
-              factors=(), report=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              factors=(), report=None, *, refit: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``.
+
+    Where :func:`refittable`, and unless ``refit`` is False, replicates refit one
+    template with their new response (the same estimates as a full fit, without the
+    per-replicate work the tables do not read: fitted values, Hessian check).
 
     Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
     and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after
     each replicate (see :func:`glmm_steps.logs.progress`)."""
     estimates, fits, failed = [], [], 0
+    refits = _Refits(design, spec, factors) if refit and refittable(design, spec) else None
     for done, (index, seed) in enumerate(replicates, start=1):
-        _, truth, result = fit_replicate(design, spec, seed, factors)
+        fast = refits(seed) if refits is not None else None
+        if fast is not None:
+            truth, result = fast
+        else:
+            _, truth, result = fit_replicate(design, spec, seed, factors)
         keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
         estimates += [{**keys, **row} for row in parameters(result, truth, design)]
         fits.append({**keys, **fit_record(result)})

@@ -45,22 +45,22 @@ def tidy(result: FitResult) -> pd.DataFrame:
     estimate +/- 1.96 sd, and statistic and p_value are empty: there is no
     likelihood to test against."""
     fe = result.fixef
+    return pd.DataFrame({"term": fe["term"].to_numpy(), **wald(result), "method": result.spec.method},
+                        columns=FIXED_COLUMNS)
+
+
+def wald(result: FitResult) -> dict[str, np.ndarray]:
+    """The numeric columns of :func:`tidy` as arrays (estimate, std_error, statistic,
+    p_value, conf_low, conf_high), for callers that need no table (a study's batch)."""
+    fe = result.fixef
     est = fe["estimate"].to_numpy(dtype=float)
     se = fe["std_error"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = est / se
     if not result.spec.maximum_likelihood:
         z = np.full_like(est, np.nan)
-    return pd.DataFrame({
-        "term": fe["term"].to_numpy(),
-        "estimate": est,
-        "std_error": se,
-        "statistic": z,
-        "p_value": 2 * special.ndtr(-np.abs(z)),
-        "conf_low": est - Z_95 * se,
-        "conf_high": est + Z_95 * se,
-        "method": result.spec.method,
-    }, columns=FIXED_COLUMNS)
+    return {"estimate": est, "std_error": se, "statistic": z, "p_value": 2 * special.ndtr(-np.abs(z)),
+            "conf_low": est - Z_95 * se, "conf_high": est + Z_95 * se}
 
 
 def variance_components(result: FitResult) -> pd.DataFrame:

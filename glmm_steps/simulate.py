@@ -149,6 +149,22 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
     raise ValueError(f"unknown family {outcome.family!r}")
 
 
+def draw_response(design: Design, name: str, seed: int,
+                  skeleton: tuple[pd.DataFrame, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+    """The values of outcome ``name`` in the replicate of ``design`` with ``seed``, the
+    same numbers :func:`simulate` puts in its column; ``skeleton`` is
+    :func:`design_rows`' result, built once for many replicates (a study's refits)."""
+    data, index = skeleton if skeleton is not None else _skeleton(design)
+    outcome = next(o for o in design.outcomes if o.name == name)
+    return _draw_outcome(design, outcome, data, index, seed)
+
+
+def design_rows(design: Design) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The rows of ``design`` without outcomes and, per level, each row's unit index
+    (0-based): what :func:`draw_response` draws on."""
+    return _skeleton(design)
+
+
 def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate one replicate of ``design`` from ``seed``.
 

@@ -240,3 +240,79 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         notes=notes,
         optimizer=str(getattr(model, "optimizer", "")),
     )
+
+
+# The warnings mixedlm's lmer() adds after optimizing (lmer_fit.py), which refit() does not.
+_NOT_CONVERGED = "Model failed to converge. Consider increasing maxiter or trying a different optimizer."
+_SINGULAR = "Model is singular (boundary fit). Some variance components are estimated as zero or near-zero."
+
+
+class Refitter:
+    """One linear mixed model's structure, refitted to new responses (lme4's ``refit``,
+    as simr does): the formula, model frame and matrices are built once, from ``frame``;
+    each call optimizes afresh from lme4's default start, so its numbers are those of a
+    full :func:`fit` of the same data. Only what a study's tables read is computed per
+    call: fixed effects and standard errors, variance components, logLik, convergence
+    (optimizer flag and gradient check) and singularity; no fitted values, conditional
+    modes or Hessian check."""
+
+    def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula):
+        import mixedlm
+
+        if spec.family != "gaussian" or formula.trials or formula.offset:
+            raise ValueError("Refitter supports gaussian models without trials or offset")
+        printed = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            self.model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml)
+        # What lmer() says about the structure (too few levels, dropped columns) holds for
+        # every replicate; what it says about this fit's optimum (singular, not converged)
+        # does not: each refit says that for itself.
+        self.structure_warnings = [str(w.message) for w in caught
+                                   if not str(w.message).startswith((_NOT_CONVERGED[:24], _SINGULAR[:24]))]
+        self.structure_printed = [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+        self.spec, self.frame = spec, frame
+        self.group_names = _lme4_names(formula)
+        self.names = r_term_names(list(self.model.matrices.fixed_names), frame)
+        self.version = mixedlm.__version__
+        self.control = self.model.control
+
+    def __call__(self, response: np.ndarray) -> FitResult:
+        """Refit to ``response`` (one value per row of the template frame, same order);
+        returns a FitResult as :func:`fit` with ``random_effects=False`` gives it,
+        without fitted values, AIC/BIC, deviance or the Hessian check."""
+        import mixedlm
+
+        printed = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            # start=None: lme4's default start, not the template's optimum, so a replicate's
+            # numbers do not depend on which replicate built the template; the optimizer
+            # settings are those lmer() passes, so they equal a full fit's.
+            ctrl = self.control
+            model = self.model.refit(
+                np.asarray(response, dtype=float), start=None, method=ctrl.optimizer,
+                options=ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
+                restart_edge=ctrl.restart_edge, use_analytic_gradient=ctrl.use_analytic_gradient)
+        converged = bool(model.converged)
+        # The warnings lmer() itself adds after its optimizer (refit does not).
+        lmer_warnings = (([_NOT_CONVERGED] if ctrl.check_conv and not converged else [])
+                         + ([_SINGULAR] if ctrl.check_singular and model.isSingular(tol=ctrl.boundary_tol) else []))
+        gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
+        # In the order a full fit records them (see fit).
+        messages = list(dict.fromkeys(
+            self.structure_warnings + [str(w.message) for w in caught] + lmer_warnings + self.structure_printed
+            + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()] + gradient))
+        return FitResult(
+            spec=self.spec,
+            engine_version=self.version,
+            fixef=pd.DataFrame({"term": self.names, "estimate": np.asarray(model.beta, dtype=float),
+                                "std_error": np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))}),
+            varcorr=_varcorr(model, self.group_names),
+            nobs=int(model.nobs()),
+            loglik=float(model.logLik().value),
+            converged=converged and not gradient,
+            singular=bool(model.isSingular()),
+            warnings=messages,
+            optimizer=str(getattr(model, "optimizer", "")),
+        )
