@@ -54,6 +54,10 @@ def _truth_outcome(spec: ModelSpec, truth: dict[str, Any]) -> dict[str, Any]:
 def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
     if term in outcome["fixed_effects"]:
         return float(outcome["fixed_effects"][term])
+    # An interaction is the same term whichever order the formula names it in.
+    by_parts = {frozenset(k.split(":")): v for k, v in outcome["fixed_effects"].items()}
+    if ":" in term and frozenset(term.split(":")) in by_parts:
+        return float(by_parts[frozenset(term.split(":"))])
     # A design column without a coefficient (a level id used as a covariate) has no effect.
     return 0.0 if term in design.columns else NAN
 
@@ -61,10 +65,20 @@ def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
 def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) -> float:
     if group == "Residual":
         return NAN if outcome["residual_sd"] is None else float(outcome["residual_sd"])
-    if group not in {lv.name for lv in design.levels}:
+    if group not in {lv.name for lv in design.levels} | {c.name for c in design.crossed}:
         return NAN  # an interaction such as a:b has no single simulated SD
-    # The simulator draws random intercepts only: any slope's true SD is 0.
-    return float(outcome["random_sd"].get(group, 0.0)) if term == "(Intercept)" else 0.0
+    if term == "(Intercept)":
+        return float(outcome["random_sd"].get(group, 0.0))
+    slope = outcome.get("random_slopes", {}).get(group)
+    # A slope the design does not draw has a true SD of 0.
+    return float(slope["sd"]) if slope is not None and slope["term"] == term else 0.0
+
+
+def _cor_truth(group: str, pair: str, outcome: dict[str, Any]) -> float:
+    slope = outcome.get("random_slopes", {}).get(group)
+    if slope is not None and pair == f"(Intercept).{slope['term']}":
+        return float(slope["cor"])
+    return NAN
 
 
 def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list[dict[str, Any]]:
@@ -72,7 +86,7 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     with their Wald statistics (:func:`glmm_steps.extract.tidy`), then the variance
     components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
     group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
-    value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
+    value the simulated slope's correlation with its intercept, else unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
     if not result.ok:
         return []
     outcome = _truth_outcome(result.spec, truth)
@@ -90,7 +104,8 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
                 "p_value": NAN, "conf_low": NAN, "conf_high": NAN}
         if vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
-            rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"], "true_value": NAN})
+            rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"],
+                         "true_value": _cor_truth(vc["group"], pair, outcome)})
         else:
             term = "sd__Observation" if vc["group"] == "Residual" else f"sd__{vc['term']}"
             rows.append({**base, "term": term, "estimate": vc["sd"],

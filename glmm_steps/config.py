@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
 from glmm_steps import paths, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
@@ -355,20 +356,23 @@ def _check_design(name: str, design: Design) -> None:
     level_names = [lv.name for lv in design.levels]
     if len(set(level_names)) != len(level_names):
         raise ConfigError(f"{where}.levels", f"level names repeat: {level_names}")
-    taken = set(level_names) | {design.repeated_name}
+    design_mod.check(design, where)
+    taken = set(design.columns) - {o.name for o in design.outcomes}
+    covariates = [design.repeated_name] + [c.name for c in design.covariates]
+    grouping = level_names + [c.name for c in design.crossed]
     for o in design.outcomes:
         if o.name in taken:
             raise ConfigError(f"{where}.outcomes.{o.name}", "outcome name is already a level or the covariate")
         for cov in o.coefficients:
-            if cov != design.repeated_name:
+            if cov not in covariates:
                 raise ConfigError(
                     f"{where}.outcomes.{o.name}.coefficients.{cov}",
-                    f"unknown covariate; the design has '{design.repeated_name}'",
+                    f"unknown covariate; the design has {', '.join(repr(c) for c in covariates)}",
                 )
         for lv in o.random_sd:
-            if lv not in level_names:
-                close = difflib.get_close_matches(lv, level_names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (levels: {', '.join(level_names)})"
+            if lv not in grouping:
+                close = difflib.get_close_matches(lv, grouping, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (levels: {', '.join(grouping)})"
                 raise ConfigError(f"{where}.outcomes.{o.name}.random_sd.{lv}", f"unknown level{hint}")
         if o.family == "gaussian" and o.residual_sd is None:
             raise ConfigError(f"{where}.outcomes.{o.name}", "a gaussian outcome needs 'residual_sd'")
@@ -447,10 +451,8 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
         raise ConfigError(f"{where}.formula", f"'{name}' is simulated as successes out of {outcome.trials} trials "
                           f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures) "
                           f"or cbind({name}, {name}_trials - {name})")
-    units, n = {}, 1
-    for lv in design.levels:
-        n *= lv.n
-        units[lv.name] = n  # ids are numbered across the design, so a level's units multiply down
+    # ids are numbered across the design, so a level's units multiply down
+    units = design_mod.unit_counts(design)
     units[design.repeated_name] = len(set(design.repeated_values))
     for term in parsed.random:
         levels = max(units.get(g, 2) for g in term.group)

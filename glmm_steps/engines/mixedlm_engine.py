@@ -32,16 +32,16 @@ def _family(name: str):
 def r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
     """mixedlm names treatment-contrast columns ``period.1``; R names them after the
     level (``period2``). Rename so tables match lme4's and other engines'."""
-    out = []
-    for name in names:
+    def one(name: str) -> str:
         base, _, idx = name.rpartition(".")
         if base in frame.columns and idx.isdigit() and not pd.api.types.is_numeric_dtype(frame[base]):
             col = frame[base]
             levels = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.unique())
-            out.append(f"{base}{levels[int(idx)]}")
-        else:
-            out.append(name)
-    return out
+            return f"{base}{levels[int(idx)]}"
+        return name
+
+    # An interaction's parts are renamed one by one (time:arm.1 is lme4's time:armactive).
+    return [":".join(one(part) for part in name.split(":")) for name in names]
 
 
 def _lme4_names(formula: Formula) -> dict[str, str]:
