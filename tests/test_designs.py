@@ -1,0 +1,161 @@
+"""Power-study designs (glmm_steps/designs.py): what each element puts in the rows,
+the checks before any job, and simulated power against the design-effect formula."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from glmm_steps import batch, recovery, study
+from glmm_steps.config import check_config
+from glmm_steps.engines.base import ModelSpec
+from glmm_steps.errors import ConfigError
+from glmm_steps.simulate import design_from_config, simulate
+
+BASE = {
+    "levels": [{"name": "hospital", "n": 6}, {"name": "patient", "n": 4}],
+    "repeated": {"name": "time", "values": [0, 1, 2, 3]},
+    "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"time": 0.5},
+                       "random_sd": {"hospital": 1.0, "patient": 1.0}, "residual_sd": 1.0}},
+}
+
+
+def _design(**keys):
+    spec = copy.deepcopy(BASE)
+    outcome = keys.pop("outcome", {})
+    spec.update(keys)
+    spec["outcomes"]["y"].update(outcome)
+    return spec
+
+
+def _error(spec, formula="y ~ time + (1 | hospital) + (1 | patient)") -> str:
+    config = {"datasets": {"d": {"seeds": [1], "simulate": spec}}, "models": {"m": {"dataset": "d", "formula": formula}}}
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_arms_follow_the_allocation_ratio_at_their_level():
+    spec = _design(levels=[{"name": "hospital", "n": 9}, {"name": "patient", "n": 2}],
+                   arms={"name": "arm", "level": "hospital", "labels": ["control", "low", "high"], "ratio": [1, 1, 1]})
+    data, _ = simulate(design_from_config(spec), 1)
+    per_hospital = data.groupby("hospital")["arm"].agg(["nunique", "first"])
+    assert (per_hospital["nunique"] == 1).all()  # cluster-randomised: one arm per hospital
+    assert per_hospital["first"].value_counts().to_dict() == {"control": 3, "low": 3, "high": 3}
+    spec["arms"] = {"name": "arm", "level": "hospital", "labels": ["a", "b"], "ratio": [2, 1]}
+    data, _ = simulate(design_from_config(spec), 1)
+    assert data.groupby("hospital")["arm"].first().value_counts().to_dict() == {"a": 6, "b": 3}
+    # a crossover: arms change from visit to visit within each patient
+    spec["arms"] = {"name": "arm", "level": "time", "labels": ["a", "b"]}
+    data, _ = simulate(design_from_config(spec), 1)
+    assert (data.groupby("patient")["arm"].nunique() == 2).all()
+
+
+def test_unbalanced_sizes_from_a_list_or_a_distribution():
+    data, truth = simulate(design_from_config(_design(levels=[{"name": "hospital", "n": 4},
+                                                              {"name": "patient", "n": [2, 5]}])), 1)
+    assert data.groupby("hospital")["patient"].nunique().tolist() == [2, 5, 2, 5]
+    assert truth["levels"] == {"hospital": 4, "patient": 14} and truth["nrows"] == 14 * 4
+    spec = _design(levels=[{"name": "hospital", "n": 400},
+                           {"name": "patient", "n": {"distribution": "poisson", "mean": 6, "min": 2}}])
+    sizes = simulate(design_from_config(spec), 1)[0].groupby("hospital")["patient"].nunique()
+    assert sizes.min() >= 2 and abs(sizes.mean() - 6) < 4 * math.sqrt(6 / 400) + 0.1  # min=2 lifts it a little
+    assert sizes.nunique() > 4
+    # the design, not the replicate, draws them
+    assert simulate(design_from_config(spec), 2)[0]["patient"].equals(simulate(design_from_config(spec), 1)[0]["patient"])
+
+
+def test_covariates_at_a_level_follow_their_distribution():
+    spec = _design(levels=[{"name": "hospital", "n": 50}, {"name": "patient", "n": 40}],
+                   covariates={"age": {"level": "patient", "distribution": "normal", "mean": 50, "sd": 10},
+                               "smoker": {"level": "patient", "distribution": "binary", "p": 0.3},
+                               "dose": {"level": "time", "distribution": "normal"}})
+    data, _ = simulate(design_from_config(spec), 1)
+    patients = data.groupby("patient")[["age", "smoker"]].agg(["nunique", "first"])
+    assert (patients[("age", "nunique")] == 1).all() and (patients[("smoker", "nunique")] == 1).all()
+    n = len(patients)
+    assert abs(patients[("age", "first")].mean() - 50) < 4 * 10 / math.sqrt(n)
+    assert abs(patients[("age", "first")].std() - 10) < 4 * 10 / math.sqrt(2 * n)
+    assert abs(patients[("smoker", "first")].mean() - 0.3) < 4 * math.sqrt(0.21 / n)
+    assert data.groupby("patient")["dose"].nunique().eq(4).all()  # per row
+
+
+def test_dropout_is_monotone_and_mcar_removes_rows_at_its_rate():
+    levels = [{"name": "hospital", "n": 40}, {"name": "patient", "n": 50}]
+    data, truth = simulate(design_from_config(_design(levels=levels, missing={"dropout": 0.2})), 3)
+    seen = data.groupby("patient")["time"].agg(["count", "max"])
+    assert (seen["max"] == seen["count"] - 1).all()  # visits 0..k: nothing after a dropout
+    n = 2000
+    for k in range(4):
+        share = (seen["count"] > k).mean()
+        assert abs(share - 0.8 ** k) < 4 * math.sqrt(0.8 ** k * (1 - 0.8 ** k) / n) + 1e-12, k
+    assert truth["nrows"] == len(data)
+    data, _ = simulate(design_from_config(_design(levels=levels, missing={"mcar": 0.1})), 3)
+    assert abs(1 - len(data) / 8000 - 0.1) < 4 * math.sqrt(0.09 / 8000)
+    assert not design_from_config(_design(missing={"mcar": 0.1})).fixed_rows
+
+
+def test_new_design_keys_are_checked_before_any_job():
+    arms = {"name": "arm", "level": "hospital", "labels": ["control", "treated"]}
+    assert "must sort first" in _error(_design(arms={**arms, "labels": ["placebo", "drug"]}))
+    assert "unknown level 'ward'" in _error(_design(arms={**arms, "level": "ward"}))
+    assert "1 ratios for 2 labels" in _error(_design(arms={**arms, "ratio": [1]}))
+    assert "arm_effects.active" in _error(_design(arms=arms, outcome={"arm_effects": {"active": 1}}))
+    assert "has no arms" in _error(_design(outcome={"arm_by_time": {"treated": 1}}))
+    assert "random_slopes.patient.term" in _error(_design(
+        outcome={"random_slopes": {"patient": {"term": "dose", "sd": 1}}}))
+    assert "random_slopes.ward" in _error(_design(outcome={"random_slopes": {"ward": {"term": "time", "sd": 1}}}))
+    assert "coefficients.age" in _error(_design(outcome={"coefficients": {"age": 1}}))
+    assert "random_sd.rater" in _error(_design(outcome={"random_sd": {"rater": 1}}))
+    assert "repeat" in _error(_design(crossed=[{"name": "patient", "n": 3}]))
+    assert "missing" in _error(_design(missing={"dropout": 1.5}))
+    assert "covariates.age.level" in _error(_design(covariates={"age": {"level": "ward", "distribution": "normal"}}))
+
+
+def test_designs_without_missing_data_refit_and_match_full_fits():
+    spec = _design(arms={"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+                   covariates={"age": {"level": "patient", "distribution": "normal"}},
+                   outcome={"arm_effects": {"treated": 1.0}, "coefficients": {"time": 0.5, "age": 0.3},
+                            "random_slopes": {"patient": {"term": "time", "sd": 0.3, "cor": 0.5}}})
+    design = design_from_config(spec)
+    model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ time * arm + age + (1 | hospital) + "
+                                                                   "(1 + time | patient)"})
+    assert batch.refittable(design, model)
+    replicates = [(i, study.replicate_seed(5, i)) for i in range(4)]
+    fast, fast_fits = batch.run_batch(design, model, "base", replicates)
+    full, full_fits = batch.run_batch(design, model, "base", replicates, refit=False)
+    pd.testing.assert_frame_equal(fast_fits, full_fits)
+    pd.testing.assert_frame_equal(fast, full, rtol=1e-8)
+    truth = fast[fast["replicate"] == 0].set_index("term")["true_value"]
+    assert truth["armtreated"] == 1.0 and truth["time:armtreated"] == 0.0 and truth["age"] == 0.3
+    assert truth["sd__time"] == 0.3 and truth["cor__(Intercept).time"] == 0.5
+
+
+@pytest.mark.slow
+def test_power_matches_the_design_effect_formula():
+    """A cluster-randomised trial (arms per hospital, m patients each, random hospital
+    intercept, ICC rho): the Wald test's power is Phi(delta / se - z) + Phi(-delta / se - z)
+    with se^2 = sigma^2 (1 + (m - 1) rho) (1 / (n1 m) + 1 / (n0 m)). Simulated power
+    must be within 3 Monte-Carlo SEs of it at three sizes."""
+    m, icc, delta, n = 5, 0.1, 0.5, 300
+    z = norm.ppf(0.975)
+    for hospitals in (20, 40, 60):
+        spec = {"levels": [{"name": "hospital", "n": hospitals}, {"name": "patient", "n": m}],
+                "repeated": {"name": "visit", "values": [1]},
+                "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+                "outcomes": {"y": {"family": "gaussian", "intercept": 0, "arm_effects": {"treated": delta},
+                                   "random_sd": {"hospital": math.sqrt(icc)}, "residual_sd": math.sqrt(1 - icc)}}}
+        model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ arm + (1 | hospital)"})
+        replicates = list(enumerate(study.replicate_seeds(11, n)))
+        estimates, fits = batch.run_batch(design_from_config(spec), model, "base", replicates)
+        row = recovery.summarise(estimates, fits, 0.05, ["armtreated"]).set_index("term").loc["armtreated"]
+        se = math.sqrt((1 + (m - 1) * icc) * 2 / (hospitals / 2 * m))
+        theory = norm.cdf(delta / se - z) + norm.cdf(-delta / se - z)
+        assert 0.3 < theory < 0.97
+        assert abs(row["power"] - theory) < 3 * math.sqrt(theory * (1 - theory) / n), (hospitals, row["power"], theory)
