@@ -593,7 +593,8 @@ def _study_points(name: str, spec: dict[str, Any]) -> dict[str, study.DesignPoin
     return {p.name: p for p in points}
 
 
-def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool) -> None:
+def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool,
+                      design: Design | None = None) -> None:
     if is_study:
         # A study's batches write recovery tables only: no second engine, no anova tables.
         for key in ("verify", "compare_with"):
@@ -606,9 +607,10 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
         return
     if not is_study:
         raise ConfigError(where, "applies to models of a study dataset (one with 'replicates') only")
-    known = ["(Intercept)", *formula.fixed_variables]
+    known = ["(Intercept)", *design_mod.term_names(design, formula.fixed_variables)]
     for term in terms:
-        if term not in known:
+        # An interaction (time:armtreated) is known when each of its parts is.
+        if term not in known and not (":" in term and all(p in known for p in term.split(":"))):
             raise ConfigError(where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})")
 
 
@@ -671,7 +673,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     for name, model in config["models"].items():
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
-        _check_study_keys(name, model, parsed, "replicates" in spec)
+        _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
         if "replicates" not in spec:
