@@ -12,7 +12,7 @@ from glmm_steps import cluster, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.provenance import verify_outputs
-from glmm_steps.summary import status_line
+from glmm_steps.summary import status_line, study_power_lines
 
 try:
     # `--configfile other.yaml` replaces the default config instead of being merged into it
@@ -65,3 +65,6 @@ onsuccess:
     # A failed fit never stops the run; say how many there were so none goes unnoticed.
     if os.path.exists(out("summary")):
         print(status_line(out("summary")), file=sys.stderr)
+    # A sample-size study's answer: the smallest swept size reaching target_power.
+    for line in study_power_lines(PLAN):
+        print(line, file=sys.stderr)

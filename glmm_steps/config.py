@@ -29,7 +29,7 @@ from glmm_steps.simulate import Design, design_from_config, unit_ids
 from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-RECOVERY_KEYS = ("alpha", "power_terms")  # model keys that change a study's summary, not its fits
+RECOVERY_KEYS = ("alpha", "power_terms", "target_power")  # model keys that change a study's summary, not its fits
 # One simulated replicate larger than this is a typo (n: 100000 for n: 100), not a
 # design: it would exhaust memory in the simulate job instead of failing here.
 MAX_SIMULATED_ROWS = 20_000_000
@@ -601,6 +601,9 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
             if model.get(key):
                 raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
                                   "model of a study dataset (one with 'replicates')")
+    if model.get("target_power") is not None:
+        if not is_study:
+            raise ConfigError(f"models.{name}.target_power", "applies to models of a study dataset only")
     where = f"models.{name}.power_terms"
     terms = model.get("power_terms")
     if terms is None:
@@ -674,6 +677,10 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
         _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
+        if model.get("target_power") is not None and "replicates" in spec and len(spec["sweep"]) != 1:
+            raise ConfigError(f"models.{name}.target_power", f"needs one swept size key in datasets."
+                              f"{model['dataset']}.sweep (e.g. levels.hospital_id.n: [5, 10, 20]), "
+                              f"it has {len(spec['sweep'])}")
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
         if "replicates" not in spec:

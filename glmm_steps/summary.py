@@ -43,3 +43,17 @@ def status_line(summary_path: str | Path) -> str:
     counts = table["status"].value_counts()
     parts = ", ".join(f"{n} {s}" for s, n in counts.items())
     return f"fits: {parts} (see {summary_path})"
+
+
+def study_power_lines(plan) -> list[str]:
+    """The answer of each study model with ``target_power`` whose power table exists
+    (see :func:`glmm_steps.power.summary_lines`), for the end of a run."""
+    from glmm_steps import paths
+    from glmm_steps.power import summary_lines
+
+    lines = []
+    for model in plan.study_models:
+        path = Path(paths.output_path("power", plan.results, model=model))
+        if plan.config["models"][model].get("target_power") is not None and path.is_file():
+            lines += ["power: " + line for line in summary_lines(pd.read_csv(path))]
+    return lines

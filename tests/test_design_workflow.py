@@ -27,22 +27,55 @@ DESIGN = {
                        "random_slopes": {"patient": {"term": "time", "sd": 0.5, "cor": 0.4}},
                        "residual_sd": 1.0}},
 }
+# A sample-size question: a cluster-randomised trial at two numbers of hospitals.
+CLUSTERED = {
+    "levels": [{"name": "hospital", "n": 10}, {"name": "patient", "n": 5}],
+    "repeated": {"name": "visit", "values": [1]},
+    "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+    "outcomes": {"y": {"family": "gaussian", "intercept": 0, "arm_effects": {"treated": 0.6},
+                       "random_sd": {"hospital": 0.3}, "residual_sd": 0.95}},
+}
 CONFIG = {
-    "datasets": {"trial": {"replicates": N, "base_seed": 17, "batch_size": 30, "simulate": DESIGN}},
+    "datasets": {"trial": {"replicates": N, "base_seed": 17, "batch_size": 30, "simulate": DESIGN},
+                 "size": {"replicates": 40, "base_seed": 3, "batch_size": 40, "simulate": CLUSTERED,
+                          "sweep": {"levels.hospital.n": [6, 40]}}},
     "models": {"trial_lmm": {"dataset": "trial",
                              "formula": "y ~ time * arm + age + smoker + (1 | hospital) + (1 + time | patient) "
                                         "+ (1 | rater)",
-                             "power_terms": ["armtreated", "time:armtreated"]}},
+                             "power_terms": ["armtreated", "time:armtreated"]},
+               "size_lmm": {"dataset": "size", "formula": "y ~ arm + (1 | hospital)", "power_terms": ["armtreated"],
+                            "target_power": 0.8}},
 }
 
 
 @pytest.fixture(scope="module")
-def recovery_table(tmp_path_factory):
+def study_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("design_study")
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
-    run_snakemake(workdir, "--configfile", str(config))
+    proc = run_snakemake(workdir, "--configfile", str(config))
+    return workdir, proc
+
+
+@pytest.fixture(scope="module")
+def recovery_table(study_run):
+    workdir, _ = study_run
     return pd.read_csv(workdir / "results" / "studies" / "trial_lmm" / "recovery.csv").set_index(["group", "term"])
+
+
+def test_sample_size_answer_in_power_table_plot_and_run_summary(study_run):
+    workdir, proc = study_run
+    study = workdir / "results" / "studies" / "size_lmm"
+    table = pd.read_csv(study / "power.csv")
+    assert list(table["levels.hospital.n"]) == [6, 40]
+    small, large = table.itertuples()
+    # 6 hospitals detect 0.6 SD rarely, 40 nearly always (design effect 1.36: power 0.97 in theory)
+    assert small.power < 0.8 <= large.power and not small.reaches_target and large.reaches_target
+    assert (table["smallest_size"] == 40).all()
+    assert large.power_low <= large.power <= large.power_high
+    assert (study / "plots" / "power_curve.png").stat().st_size > 10_000
+    assert f"power: size_lmm armtreated: levels.hospital.n = 40 reaches power 0.8 (power {large.power:.3f}" \
+        in proc.stderr
 
 
 def test_every_design_element_is_recovered(recovery_table):

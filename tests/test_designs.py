@@ -159,3 +159,34 @@ def test_power_matches_the_design_effect_formula():
         theory = norm.cdf(delta / se - z) + norm.cdf(-delta / se - z)
         assert 0.3 < theory < 0.97
         assert abs(row["power"] - theory) < 3 * math.sqrt(theory * (1 - theory) / n), (hospitals, row["power"], theory)
+
+
+def test_power_table_gives_the_smallest_size_reaching_the_target():
+    from glmm_steps import power
+
+    table = pd.DataFrame({"model": "m", "design": ["n=5", "n=10", "n=20"] * 2,
+                          "levels.h.n": [5, 10, 20] * 2, "effect": "fixed",
+                          "term": ["x"] * 3 + ["z"] * 3, "n_replicates": 200,
+                          "power": [0.5, 0.81, 0.95, 0.1, 0.2, 0.3], "power_mcse": 0.02})
+    out = power.power_table(table, ["levels.h.n"], 0.8)
+    x = out[out["term"] == "x"]
+    assert list(x["reaches_target"]) == [False, True, True]
+    assert x["smallest_size"].iloc[0] == 10
+    # 0.81 of 200 is not surely above 0.8; 0.95 is
+    assert x["power_low"].iloc[1] < 0.8 < x["power_high"].iloc[1] and x["smallest_size_sure"].iloc[0] == 20
+    assert out[out["term"] == "z"]["smallest_size"].isna().all()
+    low, high = power.wilson(0, 50)
+    assert low == 0 and 0.05 < high < 0.1  # Wilson: a non-degenerate interval at power 0
+    lines = power.summary_lines(out)
+    assert lines[0].startswith("m x: levels.h.n = 10 reaches power 0.8 (power 0.810")
+    assert "no swept levels.h.n reaches" in lines[1]
+
+
+def test_target_power_needs_one_swept_size():
+    config = {"datasets": {"d": {"replicates": 5, "base_seed": 1, "simulate": copy.deepcopy(BASE)}},
+              "models": {"m": {"dataset": "d", "formula": "y ~ time + (1 | hospital) + (1 | patient)",
+                               "target_power": 0.8}}}
+    with pytest.raises(ConfigError, match="needs one swept size key"):
+        check_config(config)
+    config["datasets"]["d"]["sweep"] = {"levels.hospital.n": [4, 8]}
+    check_config(config)
