@@ -21,7 +21,7 @@ import yaml
 
 from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
-from glmm_steps import paths, study, tables
+from glmm_steps import paths, pilot, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError
 from glmm_steps.provenance import sha256
@@ -655,6 +655,14 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         read_yaml(f)
     config = validate_schema(dict(config))
     _check_finite(config)
+    for name, spec in config["datasets"].items():
+        if "from_model" in spec.get("simulate", {}):
+            if "replicates" not in spec:
+                raise ConfigError(f"datasets.{name}.simulate.from_model", "applies to studies (with 'replicates') only")
+            spec["simulate"] = pilot.design_spec(spec["simulate"], config["models"], config["datasets"],
+                                                 f"datasets.{name}.simulate")
+            root = _schema()
+            _set_defaults(root["definitions"]["design"], spec["simulate"], root)
     designs: dict[str, Design] = {}
     for name, spec in config["datasets"].items():
         if "simulate" in spec:

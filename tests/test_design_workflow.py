@@ -3,11 +3,13 @@ recovers what it simulated (within Monte-Carlo error)."""
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_snakemake
+from conftest import REFERENCE, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +46,29 @@ CONFIG = {
                                         "+ (1 | rater)",
                              "power_terms": ["armtreated", "time:armtreated"]},
                "size_lmm": {"dataset": "size", "formula": "y ~ arm + (1 | hospital)", "power_terms": ["armtreated"],
-                            "target_power": 0.8}},
+                            "target_power": 0.8},
+               # lme4's sleepstudy as a pilot, extended to 30 subjects and 12 days, slope set to 5
+               "pilot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"},
+               "pilot_power": {"dataset": "from_pilot", "formula": "Reaction ~ Days + (Days | Subject)"}},
 }
+CONFIG["datasets"]["sleep"] = {"path": "sleepstudy.csv"}
+CONFIG["datasets"]["from_pilot"] = {
+    "replicates": N, "base_seed": 5, "batch_size": N,
+    "simulate": {"from_model": "pilot", "fixed_effects": {"Days": 5.0},
+                 "extend": {"Subject": 30, "Days": list(range(12))}}}
+
+
+def _pilot_estimates() -> dict[tuple[str, str], float]:
+    """lme4's fit of the pilot, lmer(Reaction ~ Days + (Days | Subject), sleepstudy), from
+    the committed lme4 reference, as recovery.csv names the parameters; Days set to 5."""
+    ref = pd.read_csv(REFERENCE / "lme4_fixtures.csv", keep_default_na=False)
+    ref = ref[ref["case"] == "sleepstudy_reml"]
+    value = {(q, g, t): float(v) for q, g, t, v in zip(ref["quantity"], ref["group"], ref["term"], ref["value"])}
+    return {("", "(Intercept)"): value[("fixef", "", "(Intercept)")], ("", "Days"): 5.0,
+            ("Subject", "sd__(Intercept)"): value[("variance", "Subject", "(Intercept)")] ** 0.5,
+            ("Subject", "sd__Days"): value[("variance", "Subject", "Days")] ** 0.5,
+            ("Subject", "cor__(Intercept).Days"): value[("correlation", "Subject", "cor((Intercept),Days)")],
+            ("Residual", "sd__Observation"): value[("sigma", "Residual", "")]}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +76,7 @@ def study_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("design_study")
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    shutil.copy(REFERENCE / "data" / "sleepstudy.csv", workdir / "sleepstudy.csv")
     proc = run_snakemake(workdir, "--configfile", str(config))
     return workdir, proc
 
@@ -97,3 +121,17 @@ def test_every_design_element_is_recovered(recovery_table):
         # within 4 Monte-Carlo SEs of the truth (small-sample SD bias is well inside that here)
         assert abs(row["mean_estimate"] - value) < 4 * row["bias_mcse"], (group, term, row["mean_estimate"])
     assert t.loc[("", "armtreated"), "power"] > 0.5
+
+
+def test_a_pilot_fit_extended_recovers_the_pilots_estimates(study_run):
+    workdir, _ = study_run
+    table = pd.read_csv(workdir / "results" / "studies" / "pilot_power" / "recovery.csv",
+                        keep_default_na=False, na_values={"mean_estimate": [""], "bias_mcse": [""]})
+    table = table.set_index(["group", "term"])
+    for key, value in _pilot_estimates().items():
+        row = table.loc[key]
+        assert abs(row["true_value"] - value) < 1e-4 * abs(value), key  # the generator is the pilot fit
+        assert abs(row["mean_estimate"] - value) < 4 * row["bias_mcse"], (key, row["mean_estimate"])
+    # extended: 30 subjects x 12 days in every replicate
+    fits = pd.concat(pd.read_csv(p) for p in (workdir / "results" / "studies" / "pilot_power").rglob("fits.csv"))
+    assert (fits["nobs"] == 360).all()

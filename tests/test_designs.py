@@ -190,3 +190,36 @@ def test_target_power_needs_one_swept_size():
         check_config(config)
     config["datasets"]["d"]["sweep"] = {"levels.hospital.n": [4, 8]}
     check_config(config)
+
+
+def test_from_model_designs_are_checked_before_any_job(root, monkeypatch):
+    monkeypatch.chdir(root)
+    sleep = {"path": "tests/reference/data/sleepstudy.csv"}
+    pilot = {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"}
+
+    def error(simulate, models=None, **dataset):
+        config = {"datasets": {"sleep": sleep, "power": {"replicates": 5, "base_seed": 1, "simulate": simulate,
+                                                         **dataset}},
+                  "models": models or {"pilot": pilot}}
+        with pytest.raises(ConfigError) as info:
+            check_config(config)
+        return str(info.value)
+
+    assert "no model named 'pliot'" in error({"from_model": "pliot"})
+    assert "fixed_effects.Hours" in error({"from_model": "pilot", "fixed_effects": {"Hours": 1}})
+    assert "extend.Hours" in error({"from_model": "pilot", "extend": {"Hours": 3}})
+    assert "extend.Days" in error({"from_model": "pilot", "extend": {"Days": 3}})
+    assert "not supported" in error({"from_model": "pilot"}, {"pilot": {**pilot, "formula":
+                                                                        "Reaction ~ Days + (1 | Subject:Days)"}})
+    assert "from_model" in error({"from_model": "pilot", "levels": []})
+    config = {"datasets": {"sleep": sleep, "power": {"seeds": [1], "simulate": {"from_model": "pilot"}}},
+              "models": {"pilot": pilot}}
+    with pytest.raises(ConfigError, match="studies"):
+        check_config(config)
+    # the pilot's units and days become the design; a sweep applies on top of it
+    config["datasets"]["power"] = {"replicates": 5, "base_seed": 1, "simulate": {"from_model": "pilot"},
+                                   "sweep": {"levels.Subject.n": [10, 20]}}
+    plan = check_config(config)
+    made = plan.config["datasets"]["power"]["simulate"]
+    assert made["levels"] == [{"name": "Subject", "n": 18}] and made["repeated"]["values"] == list(range(10))
+    assert [p.spec["levels"][0]["n"] for p in plan.study_designs["power"].values()] == [10, 20]
