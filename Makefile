@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+:
-#   make run   - the default analysis (config/config.yaml) into results/
+#   make run   - the default analysis (config/config.yaml) into results/;
+#                make run CONFIG=my_study.yaml runs another config (through glmm-steps)
 #   make test  - the test suite
 # Both create .venv from the pinned dependency tree (requirements.lock) when it is
 # missing or older than the pins.
@@ -9,6 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+CONFIG ?= config/config.yaml
 
 .PHONY: run test lock clean
 
@@ -19,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/glmm-steps run $(CONFIG) --cores $(CORES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

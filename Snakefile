@@ -8,19 +8,25 @@
 import os
 import sys
 
-from glmm_steps import cluster, paths, study
+from snakemake.utils import update_config
+
+from glmm_steps import cluster, integrity, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
-from glmm_steps.provenance import verify_outputs
 from glmm_steps.summary import status_line, study_power_lines
 
 try:
-    # `--configfile other.yaml` replaces the default config instead of being merged into it
-    # (Snakemake's default), so a second analysis never drags the default models along.
+    # The default config is read by the project's reader, never Snakemake's, which runs
+    # YTE templates (Python) in YAML files. `--configfile other` replaces it (not merged:
+    # a second analysis never drags the default models along); `glmm-steps run` hands
+    # Snakemake the checked config as JSON, which it reads without templating.
     if not workflow.config_settings.configfiles:
-        read_yaml("config/config.yaml")  # a YAML slip reported with its line, before Snakemake's loader
-        configfile: "config/config.yaml"
-    PLAN = check_config(config, files=list(workflow.config_settings.configfiles) or ["config/config.yaml"])
+        _default = read_yaml("config/config.yaml")
+        update_config(_default, workflow.config_settings.overwrite_config)  # `--config key=value` still wins
+        config.update(_default)
+    # YAML files are read again strictly (duplicate keys); JSON, e.g. the launcher's, is not YAML's to judge.
+    _yaml = [f for f in workflow.config_settings.configfiles if not str(f).endswith(".json")]
+    PLAN = check_config(config, files=_yaml if workflow.config_settings.configfiles else ["config/config.yaml"])
 except GlmmError as error:
     # One line, no traceback, before any job: existing results stay as they are.
     print(error, file=sys.stderr)

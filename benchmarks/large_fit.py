@@ -123,7 +123,7 @@ def worker_fit(plan_config: str, model: str) -> None:
     plan = load_config(plan_config)
     fit = next(f for f in plan.fits if f.model == model)
     data_path = plan.data_path(fit.dataset, fit.replicate)
-    out = Path(plan.results) / "bench" / "fit.pkl"
+    out = Path(plan.results) / "bench" / "fit.zip"
     imports_s = time.perf_counter() - t0
     start, cpu = time.perf_counter(), time.process_time()
     # What scripts/fit.py does.
@@ -135,7 +135,7 @@ def worker_fit(plan_config: str, model: str) -> None:
     print(json.dumps({"step_s": end - start, "step_cpu_s": time.process_time() - cpu, "imports_s": imports_s,
                       "engine_s": result.wall_time_s, "engine_call_s": engine_call["s"],
                       "engine_call_cpu_s": engine_call["cpu_s"],
-                      "save_s": end - saved, "pickle_mb": out.stat().st_size / 1e6,
+                      "save_s": end - saved, "fit_mb": out.stat().st_size / 1e6,
                       "fixef": result.fixef["estimate"].tolist(), "terms": result.fixef["term"].tolist()}))
 
 
@@ -156,7 +156,7 @@ def worker_extract(plan_config: str, model: str) -> None:
     imports_s = time.perf_counter() - t0
     start, cpu = time.perf_counter(), time.process_time()
     # What scripts/extract.py does.
-    extract(load_fit(Path(plan.results) / "bench" / "fit.pkl"), outputs, seed=None,
+    extract(load_fit(Path(plan.results) / "bench" / "fit.zip"), outputs, seed=None,
             data_path=plan.data_path(fit.dataset, fit.replicate))
     end = time.perf_counter()
     print(json.dumps({"step_s": end - start, "step_cpu_s": time.process_time() - cpu, "imports_s": imports_s,
@@ -292,7 +292,7 @@ def run(args, workdir: Path) -> None:
         ("(b) pipeline: fit + extract steps", pipeline["total_s"], pipeline["total_cpu_s"],
          max(fu["peak_gb"], eu["peak_gb"]), "the step calls, reading and writing files"),
         ("    fit step", fit["step_s"], fit["step_cpu_s"], fu["peak_gb"],
-         f"engine call {fit['engine_call_s']:.2f} s, save {fit['save_s']:.2f} s ({fit['pickle_mb']:.0f} MB); "
+         f"engine call {fit['engine_call_s']:.2f} s, save {fit['save_s']:.2f} s ({fit['fit_mb']:.0f} MB); "
          f"process {fu['wall_s']:.1f} s with imports"),
         ("    extract step", extract["step_s"], extract["step_cpu_s"], eu["peak_gb"],
          f"{extract['format']} tables; process {eu['wall_s']:.1f} s with imports"),

@@ -21,9 +21,10 @@ import yaml
 
 from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
+from glmm_steps import formula_size
 from glmm_steps import paths, pilot, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
-from glmm_steps.errors import ConfigError, DataError, GlmmError
+from glmm_steps.errors import ConfigError, DataError, GlmmError, abbreviate
 from glmm_steps.provenance import sha256
 from glmm_steps.simulate import Design, design_from_config, unit_ids
 from glmm_steps.versions import version_key
@@ -33,6 +34,9 @@ RECOVERY_KEYS = ("alpha", "power_terms", "target_power")  # model keys that chan
 # One simulated replicate larger than this is a typo (n: 100000 for n: 100), not a
 # design: it would exhaust memory in the simulate job instead of failing here.
 MAX_SIMULATED_ROWS = 20_000_000
+# Fixed-effect terms a formula may expand to: c1*c2*...*c10 is 1,023. An interaction of
+# k variables has 2^k - 1 terms, so a typo of a few more stars must be refused, not built.
+MAX_FIXED_TERMS = 1000
 # exp(35) ~ 1.6e15 events per observation: beyond any real count, and near where
 # numpy's Poisson sampler gives up.
 MAX_LOG_MEAN = 35.0
@@ -47,6 +51,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            # a list or mapping as a key (YAML's "? [a, b]: ..."): no config key is one
+            raise ConfigError("", f"line {key_node.start_mark.line + 1}: a {type(key).__name__} used as a key; "
+                              "keys are names")
         if key in seen:
             raise ConfigError(
                 "", f"duplicate key '{key}' at line {key_node.start_mark.line + 1} "
@@ -59,16 +67,89 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file, refusing duplicate keys. Returns the mapping."""
+# A real config has a few levels and a few thousand values. Beyond these a file is a
+# mistake or an attack: YAML aliases can make a 1 KB file stand for billions of values
+# ("billion laughs"), and deep nesting exhausts Python's stack.
+MAX_CONFIG_BYTES = 10_000_000
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 100_000
+
+
+def _yaml_text(path: str | Path) -> str:
+    """The text of a config file: UTF-8 (a byte-order mark is allowed), at most
+    MAX_CONFIG_BYTES. Raises a one-line ConfigError otherwise."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError("", f"cannot read config file {path}: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a config file")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError("", f"{path}: UTF-16 text; save it as UTF-8")
     try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError("", f"{path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); "
+                          "save it as UTF-8") from None
+
+
+def _check_yaml_shape(text: str, path: str | Path) -> None:
+    """Refuse YAML nested deeper than MAX_YAML_DEPTH or standing for more than
+    MAX_YAML_VALUES values once its aliases are expanded, before anything is built
+    from it. One pass over the parser's events (no recursion, no expansion): each
+    anchor's expanded size and depth are recorded when it closes, and an alias adds
+    them where it is used."""
+    stack: list[list] = []  # per open collection: [anchor, depth below it]
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth)
+    values = 0
+
+    def add(count: int, depth: int, line: int) -> None:
+        nonlocal values
+        values += count
+        if values > MAX_YAML_VALUES:
+            raise ConfigError("", f"{path} line {line}: stands for more than {MAX_YAML_VALUES:,} values "
+                              "once its aliases (*name) are expanded; not a config")
+        if len(stack) + depth > MAX_YAML_DEPTH:
+            raise ConfigError("", f"{path} line {line}: nested more than {MAX_YAML_DEPTH} levels deep")
+        if stack:
+            stack[-1][1] = max(stack[-1][1], depth)
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            add(1, 1, line)
+            stack.append([event.anchor, 0, values])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, depth, start = stack.pop()
+            if stack:
+                stack[-1][1] = max(stack[-1][1], depth + 1)
+            if anchor is not None:
+                sizes[anchor] = (values - start + 1, depth + 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            add(1, 0, line)
+            if event.anchor is not None:
+                sizes[event.anchor] = (1, 0)
+        elif isinstance(event, yaml.AliasEvent):
+            add(*sizes.get(event.anchor, (1, 0)), line)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file safely: plain data only (no tags that build objects,
+    no templates), UTF-8, bounded in size, depth and alias expansion, and no
+    duplicate keys. Returns the mapping; raises a one-line ConfigError naming the
+    file (and the line, where there is one)."""
+    text = _yaml_text(path)
+    try:
+        _check_yaml_shape(text, path)
         data = yaml.load(text, Loader=_StrictLoader)
     except ConfigError as e:
-        raise ConfigError("", f"{path}: {e.problem}") from None
+        raise ConfigError("", e.problem if e.problem.startswith(str(path)) else f"{path}: {e.problem}") from None
+    except yaml.reader.ReaderError as e:
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError("", f"{path} line {line}: character U+{code:04X} is not allowed in YAML") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -101,21 +182,23 @@ def _describe(error) -> tuple[str, str]:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return where, f"missing required key '{missing}'"
     if v == "type":
-        return where, f"expected {error.validator_value}, got {error.instance!r}"
+        return where, f"expected {error.validator_value}, got {abbreviate(error.instance)}"
     if v == "enum":
         opts = ", ".join(map(str, error.validator_value))
-        return where, f"expected one of {opts}, got {error.instance!r}"
+        return where, f"expected one of {opts}, got {abbreviate(error.instance)}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
-        return where, f"must be {sign} {error.validator_value}, got {error.instance!r}"
+        return where, f"must be {sign} {error.validator_value}, got {abbreviate(error.instance)}"
     if v == "oneOf":
         return where, _dataset_kind_problem(error.instance)
     if v in ("minItems", "minProperties", "minLength"):
         return where, "must not be empty"
     if v == "uniqueItems":
-        return where, f"has repeated values {error.instance!r}"
+        return where, f"has repeated values {abbreviate(error.instance)}"
+    if v == "maxLength":
+        return where, f"{abbreviate(error.instance)} is longer than {error.validator_value} characters"
     if v == "pattern":
-        return where, f"{error.instance!r} is not a valid name (letters, digits, _; starts with a letter)"
+        return where, f"{abbreviate(error.instance)} is not a valid name (letters, digits, _; starts with a letter)"
     return where, error.message
 
 
@@ -403,6 +486,8 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
         close = difflib.get_close_matches(dataset, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (datasets: {', '.join(known)})"
         raise ConfigError(f"{where}.dataset", f"no dataset named '{dataset}'{hint}")
+    _check_formula_size(where, model["formula"], designs[dataset].nrows if dataset in designs else None,
+                        f"dataset '{dataset}'")
     try:
         parsed = formula_mod.parse(model["formula"])
         columns, label = _columns_of(dataset, config["datasets"][dataset], designs.get(dataset))
@@ -431,6 +516,23 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
         _check_simulated_model(where, parsed, family, designs[dataset], dataset)
     _check_engine(name, model, parsed, config["datasets"][dataset], designs.get(dataset))
     return parsed
+
+
+def _check_formula_size(where: str, text: Any, rows: int | None, label: str) -> None:
+    """Refuse a formula whose fixed part expands to more than MAX_FIXED_TERMS terms, or
+    to more terms than ``rows`` (each term is at least one column), before it is parsed."""
+    if not isinstance(text, str):
+        return
+    terms = formula_size.fixed_terms(text, MAX_FIXED_TERMS)
+    if terms is None:
+        return
+    if terms > MAX_FIXED_TERMS:
+        raise ConfigError(f"{where}.formula", f"the fixed part expands to more than {MAX_FIXED_TERMS:,} terms "
+                          "(an interaction a*b*c*... of k variables has 2^k - 1); write the interactions "
+                          "you mean, e.g. (a + b + c)^2 for those of two variables")
+    if rows is not None and terms > rows:
+        raise ConfigError(f"{where}.formula", f"the fixed part expands to {terms:,} terms, more than the "
+                          f"{rows:,} rows of {label}: they cannot all be estimated")
 
 
 def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str, design: Design,
@@ -476,6 +578,31 @@ def _check_finite(value: Any, where: str = "") -> None:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_finite(v, f"{where}.{i}")
+
+
+# Longer folder paths leave no room below them for the outputs' own names.
+MAX_RESULTS_DIR = 1024
+
+
+def _check_paths(config: dict[str, Any]) -> None:
+    """The results folder and data files are paths with one meaning for every tool: no
+    leading ``~`` (the shell and pandas expand it, Snakemake does not, so a step would
+    write outside the folder Snakemake checks), no control characters, and no braces in
+    the results folder (Snakemake reads them as wildcards in every output)."""
+    entries = [("results_dir", config["results_dir"])]
+    entries += [(f"datasets.{n}.path", d["path"]) for n, d in config["datasets"].items() if "path" in d]
+    for where, value in entries:
+        if value.startswith("~"):
+            raise ConfigError(where, f"{abbreviate(value)} starts with '~', which Snakemake does not expand; "
+                              "write the path out in full (e.g. /home/me/...) or relative to the working directory")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(where, f"{abbreviate(value)} holds a control character (a line break?)")
+    results = config["results_dir"]
+    if "{" in results or "}" in results:
+        raise ConfigError("results_dir", f"{abbreviate(results)} holds a brace, which Snakemake reads as a "
+                          "wildcard in every output path; choose a folder name without braces")
+    if len(results) > MAX_RESULTS_DIR:
+        raise ConfigError("results_dir", f"{abbreviate(results)} is longer than {MAX_RESULTS_DIR:,} characters")
 
 
 def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[str, Any], Any]]) -> int:
@@ -655,6 +782,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         read_yaml(f)
     config = validate_schema(dict(config))
     _check_finite(config)
+    _check_paths(config)
     for name, spec in config["datasets"].items():
         if "from_model" in spec.get("simulate", {}):
             if "replicates" not in spec:
@@ -702,6 +830,10 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         if "path" in spec:
             on_file.setdefault(model["dataset"], []).append((model, parsed))
     file_rows = {name: _check_data_file(name, config["datasets"][name], models) for name, models in on_file.items()}
+    for name, model in config["models"].items():
+        if model["dataset"] in file_rows:
+            _check_formula_size(f"models.{name}", model["formula"], file_rows[model["dataset"]],
+                                config["datasets"][model["dataset"]]["path"])
     _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
     # Count before expanding any sweep: a typo must be refused, not built.
     _check_job_count(config, fits)

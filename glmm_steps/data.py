@@ -46,6 +46,7 @@ _MAGIC = {
     b"%PDF": "a PDF document",
     b"\x1f\x8b": "gzip-compressed (name it .csv.gz)",
 }
+_SNIFF_LINES = 50  # lines checked against the header before any name is quoted
 _FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -69,13 +70,26 @@ def _sniff(path: Path) -> list[str]:
             raise DataError(f"{path}: not UTF-8 text (byte 0x{head[e.start]:02x} at offset {e.start}); "
                             "save it as CSV with UTF-8 encoding") from None
         text = head[:e.start].decode("utf-8")
-    first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
-    header = next(csv.reader([first]), [])
+    # Column names are quoted in messages (a missing column, a typo's "did you mean"),
+    # so a file must read as a table first: a first line without separators, or lines
+    # that do not match it, are reported without quoting the file (path: /etc/passwd).
+    lines = text.lstrip("\ufeff").splitlines()
+    if len(head) == 65536 and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut at the 64 KiB boundary
+    rows = csv.reader(lines[:_SNIFF_LINES])
+    header = next(rows, [])
     if len(header) == 1:
         for sep, name in ((";", "';'"), ("\t", "tabs")):
             if sep in header[0]:
-                raise DataError(f"{path}: not comma-separated: the header is one column {header[0]!r} "
-                                f"that holds {name}; save the file with ',' between columns")
+                raise DataError(f"{path}: not comma-separated: its first line has {name} and no ','; "
+                                "save the file with ',' between columns")
+        raise DataError(f"{path}: not a table: its first line has no ',' between column names")
+    try:
+        for row in rows:
+            if row and len(row) != len(header):
+                raise DataError(f"{path}: line {rows.line_num} has {len(row)} fields, the header has {len(header)}")
+    except csv.Error:
+        pass  # a quoted field cut by the 50-line window; pandas reads the whole file next
     seen = set()
     for name in header:
         if name in seen:

@@ -7,13 +7,13 @@ extract step writes them into ``fit_stats.json`` and the run summary.
 
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from glmm_steps import data as data_mod
+from glmm_steps import fitfile
 from glmm_steps import formula as formula_mod
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
@@ -88,14 +88,13 @@ def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: b
 
 
 def save_fit(result: FitResult, path: str | Path) -> None:
-    """Write a FitResult for the extract step (a pickle of plain pandas/numpy values,
-    no engine objects, so it loads without the engine)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        pickle.dump(result, fh, protocol=5)
+    """Write a FitResult for the extract, verify and compare steps: a zip of JSON,
+    Arrow and ``.npy`` members (glmm_steps.fitfile), which loads without the engine
+    and whose reading cannot run code, unlike a pickle."""
+    fitfile.save(result, path)
 
 
 def load_fit(path: str | Path) -> FitResult:
-    """Read a FitResult written by :func:`save_fit`."""
-    with open(path, "rb") as fh:
-        return pickle.load(fh)
+    """Read a FitResult written by :func:`save_fit`; raises fitfile.FitFileError for a
+    file that is not one."""
+    return fitfile.load(FitResult, path)

@@ -21,7 +21,7 @@ _REPLICATE = _STUDY + "/{design}/replicates/rep-{index}"
 TEMPLATES = {
     "data": _DATA + "/data.{fmt}",
     "truth": _DATA + "/truth.json",
-    "fit": _MODEL + "/fit.pkl",
+    "fit": _MODEL + "/fit.zip",  # glmm_steps.fitfile: JSON, Arrow and .npy, no pickle
     "fixed_effects": _MODEL + "/fixed_effects.csv",
     "variance_components": _MODEL + "/variance_components.csv",
     "random_effects": _MODEL + "/random_effects.{fmt}",

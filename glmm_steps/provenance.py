@@ -3,15 +3,19 @@
 A version's ``manifest.json`` records the config excerpt, the version key, the seeds,
 the git commit of the workflow (and whether its tree had uncommitted changes), the
 Python and package versions, the platform, and the SHA-256 of every input and output
-file. :func:`verify_outputs` re-hashes the files against their manifest, so a
-corrupted output is found (and rebuilt) instead of silently reused.
+file, by its path relative to the results folder (so a copied or moved folder keeps
+meaning what it says, and a manifest can name no file elsewhere). :func:`verify_outputs`
+re-hashes the files against their manifest, so a corrupted output is found (and
+rebuilt, see glmm_steps.integrity) instead of silently reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +26,9 @@ from typing import Any
 PACKAGES = ("snakemake", "pandas", "numpy", "scipy", "statsmodels", "mixedlm", "matplotlib",
             "pyarrow", "pyyaml", "jsonschema", "glmm-steps")
 MANIFEST_NAME = "manifest.json"
+# Written into every manifest: a manifest without it predates relative paths.
+PATHS = "relative to the results folder"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256(path: str | Path) -> str:
@@ -63,11 +70,19 @@ def git_state(repo: str | Path) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": bool(status and status.strip())}
 
 
+def relative(path: str | Path, results: str | Path) -> str:
+    """``path`` as a manifest names it: relative to the results folder ``results``
+    (a data file outside it starts with ``..``)."""
+    return Path(os.path.relpath(path, results)).as_posix()
+
+
 def build_manifest(*, model: str, version_key: str, config_excerpt: dict[str, Any], seeds: list,
-                   inputs: list[str], outputs: list[str], repo: str | Path) -> dict[str, Any]:
+                   inputs: list[str], outputs: list[str], repo: str | Path,
+                   results: str | Path = "results") -> dict[str, Any]:
     """The provenance record of one model version (see module docstring).
 
-    ``inputs`` are the data files fitted, ``outputs`` every file the version holds."""
+    ``inputs`` are the data files fitted, ``outputs`` every file the version holds;
+    both are recorded relative to the results folder ``results``."""
     return {
         "model": model,
         "version": version_key,
@@ -79,8 +94,9 @@ def build_manifest(*, model: str, version_key: str, config_excerpt: dict[str, An
         "packages": package_versions(),
         "platform": {"system": platform.system(), "release": platform.release(),
                      "machine": platform.machine(), "platform": platform.platform()},
-        "inputs": {p: sha256(p) for p in inputs},
-        "outputs": {p: sha256(p) for p in outputs},
+        "paths": PATHS,
+        "inputs": {relative(p, results): sha256(p) for p in inputs},
+        "outputs": {relative(p, results): sha256(p) for p in outputs},
     }
 
 
@@ -90,9 +106,31 @@ def write_manifest(manifest: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def verify_outputs(manifest_path: str | Path) -> list[str]:
-    """Re-hash the outputs a manifest lists; return the paths whose bytes no longer
-    match (a missing file is not listed: Snakemake rebuilds it on its own)."""
-    manifest = json.loads(Path(manifest_path).read_text())
-    return [p for p, digest in manifest.get("outputs", {}).items()
-            if Path(p).is_file() and sha256(p) != digest]
+def read_digests(manifest_path: str | Path) -> dict[str, str] | None:
+    """The SHA-256 of every input and output a manifest lists, by path relative to the
+    results folder; None when the file is not such a manifest (truncated, edited, or
+    written before paths were relative)."""
+    try:
+        manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("paths") != PATHS:
+        return None
+    digests: dict[str, str] = {}
+    for key in ("inputs", "outputs"):
+        listed = manifest.get(key)
+        if not isinstance(listed, dict):
+            return None
+        for path, digest in listed.items():
+            if not (isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+                return None
+            digests[path] = digest
+    return digests
+
+
+def verify_outputs(manifest_path: str | Path, results: str | Path) -> list[str]:
+    """Re-hash the files a manifest lists under the results folder ``results``; return
+    those whose bytes no longer match (a missing file is not listed)."""
+    digests = read_digests(manifest_path) or {}
+    found = [(Path(results) / rel, digest) for rel, digest in digests.items()]
+    return [str(p) for p, digest in found if p.is_file() and sha256(p) != digest]

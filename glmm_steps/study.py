@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from glmm_steps.errors import ConfigError
+from glmm_steps.errors import ConfigError, GlmmError, abbreviate
 
 BASE_DESIGN = "base"  # the name of a study's only design point when nothing is swept
 
@@ -139,3 +141,36 @@ def design_points(spec: dict[str, Any], sweep: dict[str, list[float]], where: st
 def batch_jobs(replicates: int, batch_size: int, n_designs: int) -> int:
     """Batch jobs one model of a study makes: batches per design times designs."""
     return len(batch_ranges(replicates, batch_size)) * n_designs
+
+
+_TARGET = re.compile(r"studies/(?P<model>[^/]+)/(?P<design>[^/]+)/"
+                     r"(?:replicates/rep-(?P<index>\d+)|batches/(?P<batch>\d+-\d+))(?:/|$)")
+
+
+def check_targets(plan: Any, targets: list[str]) -> None:
+    """Refuse, in one line, a file asked for on the command line under a study's
+    replicates or batches that the config's studies do not have (``rep-5000`` of a
+    50-replicate study, ``batches/0-999999999``): Snakemake would otherwise accept
+    the first and expand the second into a billion seeds. ``plan`` is the checked
+    config (glmm_steps.config.Plan); arguments that are not such paths are ignored."""
+    for target in targets:
+        if target.startswith("-"):
+            continue
+        rel = os.path.relpath(target, plan.results)
+        m = _TARGET.match(rel.replace(os.sep, "/"))
+        if m is None:
+            continue
+        model, design = m["model"], m["design"]
+        if model not in plan.study_models:
+            raise GlmmError(f"{target}: {abbreviate(model)} is not a model of a study in this config "
+                            f"(study models: {', '.join(plan.study_models) or 'none'})")
+        if design not in plan.design_names(model):
+            raise GlmmError(f"{target}: {abbreviate(design)} is not a design point of {model}'s study "
+                            f"({', '.join(plan.design_names(model))})")
+        n = plan.config["datasets"][plan.dataset_of(model)]["replicates"]
+        if m["index"] is not None and int(m["index"]) >= n:
+            raise GlmmError(f"{target}: {model}'s study has replicates 0-{n - 1} (replicates: {n})")
+        batches = [b.name for b in plan.batches_of(model) if b.design == design]
+        if m["batch"] is not None and m["batch"] not in batches:
+            shown = ", ".join(batches[:3]) + (", ..." if len(batches) > 3 else "")
+            raise GlmmError(f"{target}: not a batch of {model}'s study (its batches: {shown})")

@@ -56,7 +56,14 @@ def catalog(models_dir: str | Path, current: dict[str, str]) -> pd.DataFrame:
     for manifest_path in sorted(Path(models_dir).glob(f"*/*/{MANIFEST_NAME}")):
         if manifest_path.parent.is_symlink():  # `latest` repeats a version listed under its key
             continue
-        m = json.loads(manifest_path.read_text())
+        try:
+            m = json.loads(manifest_path.read_text())
+            m["model"], m["version"]
+        except (OSError, ValueError, TypeError, KeyError):
+            # an old version's manifest someone truncated or edited: listing the others
+            # matters more than failing the run on it (a current one is rebuilt instead)
+            print(f"catalog: skipped unreadable {manifest_path}")
+            continue
         cfg = m.get("config", {})
         model_cfg = cfg.get("model", {})
         rows.append({

@@ -22,25 +22,6 @@ onstart:
             sys.exit(1)
 
 
-# A current output whose bytes no longer match its manifest was corrupted after it was
-# written: remove it so Snakemake rebuilds it (and what depends on it). Only the main
-# process does this, and never in a dry run; cluster jobs re-read this file too.
-def _dry_run():
-    """True for `snakemake -n`: while this file is read, `workflow.dryrun` is always
-    False (the executor is chosen later), so look at the command line itself."""
-    short = [a[1:] for a in sys.argv[1:] if a.startswith("-") and not a.startswith("--") and a[1:].isalpha()]
-    return any(a in ("--dry-run", "--dryrun") for a in sys.argv) or any("n" in a for a in short)
-
-
-if workflow.is_main_process and not _dry_run():
-    for _model, _version in PLAN.versions.items():
-        _manifest = out("manifest", model=_model, version=_version)
-        if os.path.exists(_manifest):
-            for _bad in verify_outputs(_manifest):
-                print(f"checksum mismatch: {_bad} differs from {_manifest}; rebuilding it", file=sys.stderr)
-                os.remove(_bad)
-
-
 def extract_outputs(fmt):
     """The extract step's outputs, predictions and random effects as `fmt` files."""
     return {t: _table(t, fmt, caption=t in ("fixed_effects", "variance_components")) for t in paths.TABLES}
@@ -93,15 +74,24 @@ def current_version(w):
     return replicate_data(w)
 
 
+def fit_stages(f):
+    """The files the workflow writes for fit ``f`` (a config.Fit), stage by stage, each
+    made from the stages before: simulated data and truth, the fit file, the tables,
+    the plots."""
+    keys = dict(model=f.model, version=f.version, replicate=f.replicate)
+    fmt = PLAN.table_format(f.model)
+    simulated = [] if f.replicate == paths.replicate_id(None) else [
+        PLAN.data_path(f.dataset, f.replicate), out("truth", dataset=f.dataset, replicate=f.replicate)]
+    return [simulated, [out("fit", **keys)], [out(t, fmt=fmt, **keys) for t in paths.TABLES],
+            [out("plot", plot=p, **keys) for p in paths.PLOTS]]
+
+
 def version_files(w):
     """Every input and output of one model version, for its manifest."""
     fits = PLAN.fits_of(w.model)
-    keys = dict(model=w.model, version=w.version)
     data = sorted({PLAN.data_path(f.dataset, f.replicate) for f in fits})
     truth = [out("truth", dataset=f.dataset, replicate=f.replicate) for f in fits if f.replicate != "file"]
-    fmt = PLAN.table_format(w.model)
-    outputs = [out(t, replicate=f.replicate, fmt=fmt, **keys) for f in fits for t in ("fit",) + paths.TABLES]
-    outputs += [out("plot", replicate=f.replicate, plot=p, **keys) for f in fits for p in paths.PLOTS]
+    outputs = [p for f in fits for stage in fit_stages(f)[1:] for p in stage]
     return {"inputs": data + truth, "outputs": outputs}
 
 
@@ -111,3 +101,22 @@ def _table(name, fmt, caption=False):
         return path
     return report(path, caption=f"../report/{name}.rst", category="{model}", subcategory="{replicate}",
                   labels={"model": "{model}", "replicate": "{replicate}", "table": name})
+
+
+# What the main process checks before any job, once (cluster jobs re-read this file
+# too): that study files asked for exist in the config; then, for a real run (not a
+# dry run or a report), it takes the results folder's lock and removes, so they are
+# rebuilt, this config's outputs whose bytes no longer match their manifest (or that
+# are missing) and what was made from them (glmm_steps.integrity).
+if workflow.is_main_process:
+    try:
+        study.check_targets(PLAN, sys.argv[1:])
+        if integrity.is_run(sys.argv[1:]):
+            integrity.lock(PLAN.results)
+            _manifests = {out("manifest", model=m, version=v): [fit_stages(f) for f in PLAN.fits_of(m)]
+                          for m, v in PLAN.versions.items()}
+            for _line in integrity.repair(PLAN.results, _manifests):
+                print(_line, file=sys.stderr)
+    except GlmmError as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)

@@ -13,6 +13,7 @@ rule manifest:
             "dataset": PLAN.config["datasets"][PLAN.dataset_of(w.model)],
         },
         seeds=lambda w: [f.replicate for f in PLAN.fits_of(w.model)],
+        results=PLAN.results,
     log:
         out("log", rule="manifest", name="{model}_{version}"),
     script:

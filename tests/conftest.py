@@ -122,7 +122,9 @@ def comparable_results(results: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for p in sorted(results.rglob("*")):
         rel = str(p.relative_to(results))
-        if not p.is_file() or rel.startswith("logs/") or p.suffix == ".pkl":
+        # logs, fit files (they hold the fit's time) and the lock and configs the runs
+        # leave in .glmm-steps/ are not results
+        if not p.is_file() or rel.startswith(("logs/", ".glmm-steps/")) or p.name == "fit.zip":
             continue
         if p.suffix == ".json":
             rec = json.loads(p.read_text())
@@ -130,7 +132,7 @@ def comparable_results(results: Path) -> dict[str, object]:
                 rec.pop(key, None)
             if "outputs" in rec:  # a manifest: checksums of timing-bearing files vary
                 rec["outputs"] = {k: v for k, v in rec["outputs"].items()
-                                  if not k.endswith(("fit_stats.json", "fit.pkl"))}
+                                  if not k.endswith(("fit_stats.json", "fit.zip"))}
                 rec.pop("git", None)
             out[rel] = rec
         elif rel == "catalog.csv":

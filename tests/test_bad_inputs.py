@@ -1,12 +1,21 @@
 """The corpus of bad inputs (tests/bad_inputs/<case>/): each case runs through the
-real workflow and must stop before any job with exit status 1, print exactly its
-expected one-line message (``expected.txt``) and nothing else on stderr, show no
-traceback, and leave an earlier results folder byte for byte as it was."""
+real workflow as the documented launcher runs it (``glmm-steps run config.yaml``); the
+cases about reading the file, paths and names (the case name says so, SNAKEMAKE_TOO)
+run again as the default config of a plain ``snakemake`` (``config/config.yaml``),
+where the Snakefile itself reads the file (the other cases go through the same check
+once read). Each run must stop before any job with exit status 1, print exactly its expected one-line
+message (``expected.txt``) and nothing else on stderr, show no traceback, and create,
+change or remove no file: an earlier results folder stays byte for byte as it was, and
+nothing appears beside it (a config that would run code, e.g. ``touch pwned``, ran
+none)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,9 +29,16 @@ CORPUS = ROOT / "tests" / "bad_inputs"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.txt").is_file())
 
 
+ROUTES = {"launcher": "config.yaml", "default_config": "config/config.yaml"}
+SNAKEMAKE_TOO = ("yaml_", "config_", "results_dir", "empty_results_dir", "name_", "study_", "duplicate_")
+RUNS = [(case, route) for case in CASES for route in ROUTES
+        if route == "launcher" or case.startswith(SNAKEMAKE_TOO)]
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (Snakemake's own .snakemake/ aside) and its digest."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".snakemake" not in p.relative_to(folder).parts}
 
 
 def _earlier_results(results: Path) -> None:
@@ -34,35 +50,48 @@ def _earlier_results(results: Path) -> None:
     (results / "summary.csv").write_text("model,status\nm,ok\n")
 
 
+def _run(work: Path, route: str, args: list[str]) -> subprocess.CompletedProcess:
+    if route == "launcher":
+        cmd = [sys.executable, "-m", "glmm_steps.cli", "run", "config.yaml", "--cores", "2", *args]
+        return subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return run_snakemake(work, *args, check=False)
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, tuple]:
-    """Run every case once (two at a time: each is a snakemake start-up, ~2-3 s)."""
-    def run(case: str):
-        work = tmp_path_factory.mktemp(case)
+def runs(tmp_path_factory) -> dict[tuple[str, str], tuple]:
+    """Run every case once each way (two at a time: a snakemake start-up is ~2-3 s)."""
+    def run(key):
+        case, route = key
+        work = tmp_path_factory.mktemp(f"{case}-{route}")
         shutil.copytree(CORPUS / case, work, dirs_exist_ok=True)
+        args = (work / "args.txt").read_text().split() if (work / "args.txt").exists() else []
         _earlier_results(work / "results")
-        before = _snapshot(work / "results")
-        proc = run_snakemake(work, "--configfile", str(work / "config.yaml"), check=False)
-        return work, proc, before, _snapshot(work / "results")
+        if route == "default_config":
+            (work / "config").mkdir()
+            shutil.copy(work / "config.yaml", work / "config" / "config.yaml")
+        before = _snapshot(work)
+        proc = _run(work, route, args)
+        return work, proc, before, _snapshot(work)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(CASES, pool.map(run, CASES)))
+        return dict(zip(RUNS, pool.map(run, RUNS)))
 
 
 def test_corpus_is_large_enough():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 60
     # every case folder is complete: a config and its expected message
     assert sorted(p.name for p in CORPUS.iterdir() if p.is_dir()) == CASES
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_stops_with_its_message(case, runs):
-    work, proc, before, after = runs[case]
-    expected = (CORPUS / case / "expected.txt").read_text().strip().replace("{workdir}", str(work))
+@pytest.mark.parametrize("case, route", RUNS)
+def test_bad_input_stops_with_its_message(case, route, runs):
+    work, proc, before, after = runs[case, route]
+    expected = (CORPUS / case / "expected.txt").read_text().strip()
+    expected = expected.replace("{workdir}", str(work)).replace("{config}", ROUTES[route])
     output = proc.stdout + proc.stderr
     lines = stderr_lines(proc)
     assert proc.returncode == 1, output
     assert "Traceback" not in output
     assert lines == [expected], output
-    assert after == before
-    assert not (work / "results" / "data").exists()  # no job ran
+    assert after == before  # no file created, changed or removed, in results/ or beside it
+    assert len(expected) <= 400

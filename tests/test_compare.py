@@ -38,7 +38,7 @@ def test_matches_lme4_anova(tmp_path):
     fits = _fits("sleepstudy_slopes", "mixedlm")
     paths = []
     for f in reversed(fits):  # larger model first: the table must still be ordered by npar
-        paths.append(tmp_path / f"{f.spec.name}.pkl")
+        paths.append(tmp_path / f"{f.spec.name}.zip")
         save_fit(f, paths[-1])
     outputs = {"likelihood_ratio": tmp_path / "lrt.csv", "information_criteria": tmp_path / "ic.csv"}
     compare_files(paths, outputs)

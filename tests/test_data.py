@@ -107,7 +107,10 @@ def test_log_offset_positive(frame):
     (b"\x89PNG\r\n\x1a\n", "d.csv: not a CSV file, it is a PNG image"),
     (b"g,x,y\n1,\x00,2\n", "d.csv: not a CSV file (binary content)"),
     (b"g,x,y\n1,\xff\xfe,2\n2,3,4\n", "d.csv: not UTF-8 text (byte 0xff at offset 8); save it as CSV with UTF-8 encoding"),
-    (b"g;x;y\n1;2;3\n", "d.csv: not comma-separated: the header is one column 'g;x;y' that holds ';'"),
+    (b"g;x;y\n1;2;3\n", "d.csv: not comma-separated: its first line has ';' and no ','"),
+    # not a table: reported without quoting the file (it might be /etc/passwd)
+    (b"root:x:0:0:root:/root:/bin/bash\n", "d.csv: not a table: its first line has no ',' between column names"),
+    (b"secret, key\nhunter2\n", "d.csv: line 2 has 1 fields, the header has 2"),
     (b"g,x,x\n1,2,3\n", "d.csv: column 'x' appears twice in the header"),
     (b"g,x,y\n1,2,3\n1,2,3,4\n", "d.csv: line 3 has 4 fields, the header has 3"),
 ])

@@ -125,12 +125,12 @@ def test_text_response_is_a_data_error(bp_data):
         fit_model(bp_data.assign(bp="high"), REF)
 
 
-def test_fit_file_and_pickle_roundtrip(tmp_path, bp_data, bp_fit):
+def test_fit_file_roundtrip(tmp_path, bp_data, bp_fit):
     path = tmp_path / "d.csv"
     bp_data.to_csv(path, index=False)
     r = fit_file(path, REF)
-    save_fit(r, tmp_path / "fit.pkl")
-    back = load_fit(tmp_path / "fit.pkl")
+    save_fit(r, tmp_path / "fit.zip")
+    back = load_fit(tmp_path / "fit.zip")
     pd.testing.assert_frame_equal(back.fixef, bp_fit.fixef)
     assert back.loglik == bp_fit.loglik
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from glmm_steps import extract
-from glmm_steps.config import check_config
+from glmm_steps.config import check_config, read_yaml
 from glmm_steps.engines.base import FitResult, ModelSpec
-from glmm_steps.errors import ConfigError, GlmmError
+from glmm_steps.errors import MAX_MESSAGE, ConfigError, GlmmError
 from glmm_steps.fit import fit_model
 from glmm_steps.formula import parse
 from glmm_steps.simulate import simulate
@@ -57,7 +57,7 @@ BASE = {
 
 def _error_is_ours(error: GlmmError) -> None:
     message = str(error)
-    assert message and "\n" not in message, repr(message)
+    assert message and "\n" not in message and len(message) <= MAX_MESSAGE, repr(message)
     if isinstance(error, ConfigError):
         assert message.startswith("config error: ")
 
@@ -222,3 +222,25 @@ def frames(draw) -> pd.DataFrame:
        formula=st.sampled_from(["y ~ x + (1 | g)", "y ~ 1 + (x | g)", "y ~ x + (1 | g) + offset(x)"]))
 def test_fit_extract_on_generated_frames(tmp_path, frame, family, formula):
     _fit_and_extract(frame, ModelSpec("m", "d", formula, family), tmp_path)
+
+
+YAML_BITS = ["a", ": ", "- ", "\n", "  ", "[", "]", "{", "}", ", ", "&x ", "*x", "&y ", "*y", "!!python/object:os.system ",
+             "!!binary ", "'", '"', "#", "? ", "---\n", "\t", "1e9", ".nan", "~", "\u00e9", "\ufeff", "\x00", "%YAML 1.1\n"]
+
+
+@FUZZ
+@given(text=st.lists(st.sampled_from(YAML_BITS), max_size=40).map("".join),
+       encoding=st.sampled_from(["utf-8", "utf-16", "latin-1"]))
+def test_read_yaml_on_generated_files(tmp_path, text, encoding):
+    """Whatever bytes a config file holds, reading it gives a mapping or the project's
+    one-line error: never another exception, never a constructed object."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text.encode(encoding, errors="replace"))
+    try:
+        data = read_yaml(path)
+    except GlmmError as e:
+        _error_is_ours(e)
+        event("refused")
+    else:
+        assert isinstance(data, dict)
+        event("read")

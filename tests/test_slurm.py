@@ -191,5 +191,7 @@ def test_without_sbatch_the_slurm_profile_stops_with_one_line(tmp_path):
     assert proc.stderr.splitlines()[-1] == ("error: the SLURM profile needs a SLURM cluster: 'sbatch' is not "
                                             "on PATH (run locally with --profile profiles/default)")
     assert "Traceback" not in proc.stderr
-    assert [p.name for p in (clone / "results").iterdir()] == [".gitkeep"]
+    # no output: only the run's lock on its results folder (glmm_steps.integrity)
+    assert sorted(p.name for p in (clone / "results").iterdir()) == [".gitkeep", ".glmm-steps"]
+    assert [p.name for p in (clone / "results" / ".glmm-steps").iterdir()] == ["lock"]
     assert not (clone / ".snakemake" / "slurm_logs").exists()

@@ -85,9 +85,9 @@ def test_verdict_in_the_run_summary(verified, tmp_path):
 
 def test_verify_file_writes_both_records(verified, tmp_path):
     primary, _, _ = verified
-    save_fit(primary, tmp_path / "fit.pkl")
+    save_fit(primary, tmp_path / "fit.zip")
     outputs = {"verification": tmp_path / "verification.csv", "fit_stats": tmp_path / "other.json"}
-    line = verify.verify_file(tmp_path / "fit.pkl", outputs, 1e-3, 1e-3, seed=123)
+    line = verify.verify_file(tmp_path / "fit.zip", outputs, 1e-3, 1e-3, seed=123)
     assert line == "agree"
     back = verify.read_table(outputs["verification"])
     assert back["agree"].all() and back["group"].tolist()[0] == ""

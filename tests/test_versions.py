@@ -22,22 +22,25 @@ def test_version_key_tracks_what_determines_results():
 
 
 def test_manifest_checksums_and_verification(tmp_path, root):
-    data, table = tmp_path / "data.csv", tmp_path / "v" / "fixed_effects.csv"
-    table.parent.mkdir()
+    results = tmp_path / "results"
+    data, table = tmp_path / "data.csv", results / "v" / "fixed_effects.csv"
+    table.parent.mkdir(parents=True)
     data.write_text("y,x\n1,2\n")
     table.write_text("term,estimate\nx,1\n")
     manifest = build_manifest(model="m", version_key="abc", config_excerpt={"model": MODEL}, seeds=["seed-1"],
-                              inputs=[str(data)], outputs=[str(table)], repo=root)
-    assert manifest["inputs"][str(data)] == sha256(data)
+                              inputs=[str(data)], outputs=[str(table)], repo=root, results=results)
+    # paths relative to the results folder
+    assert manifest["inputs"]["../data.csv"] == sha256(data)
+    assert manifest["outputs"] == {"v/fixed_effects.csv": sha256(table)}
     assert manifest["packages"]["mixedlm"] == package_versions()["mixedlm"] is not None
     assert manifest["git"]["commit"] is None or len(manifest["git"]["commit"]) == 40
-    path = tmp_path / "v" / "manifest.json"
+    path = results / "v" / "manifest.json"
     write_manifest(manifest, path)
-    assert verify_outputs(path) == []
+    assert verify_outputs(path, results) == []
     table.write_text("term,estimate\nx,2\n")
-    assert verify_outputs(path) == [str(table)]
+    assert verify_outputs(path, results) == [str(table)]
     table.unlink()
-    assert verify_outputs(path) == []  # a missing file is Snakemake's to rebuild
+    assert verify_outputs(path, results) == []  # a missing file is not a mismatch (integrity.repair handles it)
 
 
 def _version(models, model, key, created, formula, est):
@@ -71,3 +74,12 @@ def test_catalog_latest_and_compare(tmp_path):
     assert diff.loc[("fixed_effects", "x"), "difference"] == pytest.approx(0.25)
     assert diff.loc[("fixed_effects", "x"), "relative_difference"] == pytest.approx(0.5)
     assert diff.loc[("fit_stats", "logLik"), "difference"] == 0
+
+
+def test_catalog_skips_an_unreadable_manifest(tmp_path, capsys):
+    models = tmp_path / "models"
+    _version(models, "m", "aaaaaaaaaa", "2026-01-01T00:00:00Z", "y ~ x + (1 | g)", 0.5)
+    broken = _version(models, "m", "bbbbbbbbbb", "2026-02-01T00:00:00Z", "y ~ x + (1 | h)", 0.75).parent
+    (broken / "manifest.json").write_text('{"model": "m", "vers')
+    assert list(catalog(models, {"m": "aaaaaaaaaa"})["version"]) == ["aaaaaaaaaa"]
+    assert f"skipped unreadable {broken / 'manifest.json'}" in capsys.readouterr().out

@@ -145,7 +145,7 @@ def test_changing_one_model_adds_a_version_and_keeps_the_old(tiny_run):
     models = workdir / "results" / "models"
     old_version = (models / "y_lmm" / "latest").readlink().name
     old_files = _snapshot(models / "y_lmm" / old_version)
-    others = {p: p.stat().st_mtime_ns for p in models.rglob("fit.pkl") if "y_lmm" not in str(p)}
+    others = {p: p.stat().st_mtime_ns for p in models.rglob("fit.zip") if "y_lmm" not in str(p)}
     changed = json.loads(json.dumps(TINY))
     changed["models"]["y_lmm"]["formula"] = "y ~ visit + (1 | subject)"
     run_snakemake(workdir, "--configfile", str(_write_config(workdir, changed)))
