@@ -172,8 +172,27 @@ class _Refits:
         return {**self.truth, "seed": int(seed)}, result
 
 
+def lrt_row(result: FitResult, reduced: FitResult) -> dict[str, Any]:
+    """The likelihood-ratio test of ``result`` against the ``reduced`` model fitted to the
+    same replicate (both ML), as an estimates row: effect ``test``, term ``LRT vs <model>``,
+    the chi-square as estimate and statistic, its p value on the difference in parameters
+    (fixed effects plus variance-component rows). NaN when either fit failed."""
+    from scipy import special
+
+    row = {"effect": "test", "group": "", "term": f"LRT vs {reduced.spec.name}", "std_error": NAN,
+           "conf_low": NAN, "conf_high": NAN, "method": "LRT", "true_value": NAN,
+           "estimate": NAN, "statistic": NAN, "p_value": NAN}
+    if result.ok and reduced.ok:
+        df = (len(result.fixef) + len(result.varcorr)) - (len(reduced.fixef) + len(reduced.varcorr))
+        chisq = 2 * max(0.0, result.loglik - reduced.loglik)
+        row |= {"estimate": chisq, "statistic": chisq,
+                "p_value": float(special.chdtrc(df, chisq)) if df > 0 else NAN}
+    return row
+
+
 def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: list[tuple[int, int]],
-              factors=(), report=None, *, refit: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+              factors=(), report=None, *, refit: bool = True,
+              reduced: ModelSpec | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``.
 
     Where :func:`refittable`, and unless ``refit`` is False, replicates refit one
@@ -182,17 +201,26 @@ def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: lis
 
     Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
     and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after
-    each replicate (see :func:`glmm_steps.logs.progress`)."""
+    each replicate (see :func:`glmm_steps.logs.progress`). With ``reduced``, each
+    replicate is also fitted by that model and tested against it (:func:`lrt_row`)."""
     estimates, fits, failed = [], [], 0
-    refits = _Refits(design, spec, factors) if refit and refittable(design, spec) else None
+
+    def fitter(model: ModelSpec):
+        refits = _Refits(design, model, factors) if refit and refittable(design, model) else None
+
+        def one(seed: int):
+            fast = refits(seed) if refits is not None else None
+            return fast if fast is not None else fit_replicate(design, model, seed, factors)[1:]
+        return one
+
+    fit_full = fitter(spec)
+    fit_reduced = fitter(reduced) if reduced is not None else None
     for done, (index, seed) in enumerate(replicates, start=1):
-        fast = refits(seed) if refits is not None else None
-        if fast is not None:
-            truth, result = fast
-        else:
-            _, truth, result = fit_replicate(design, spec, seed, factors)
+        truth, result = fit_full(seed)
         keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
         estimates += [{**keys, **row} for row in parameters(result, truth, design)]
+        if fit_reduced is not None:
+            estimates.append({**keys, **lrt_row(result, fit_reduced(seed)[1])})
         fits.append({**keys, **fit_record(result)})
         failed += not result.ok
         if report is not None:
@@ -201,14 +229,19 @@ def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: lis
 
 
 def batch_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], design_name: str,
-                   replicates: list[tuple[int, int]], factors, outputs: dict[str, str]) -> pd.DataFrame:
+                   replicates: list[tuple[int, int]], factors, outputs: dict[str, str],
+                   reduced: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """The study_batch step: run a batch (:func:`run_batch`) of the ``simulate:`` mapping
     ``simulate_spec`` with the model's config entry, printing a progress line every 10%,
-    and write the ``estimates`` and ``fits`` tables to ``outputs``. Returns the fits."""
+    and write the ``estimates`` and ``fits`` tables to ``outputs``. ``reduced`` maps the
+    model a likelihood-ratio test compares with (power_test: lrt) to its entry. Returns
+    the fits."""
     spec = ModelSpec.from_config(model, model_entry)
+    reduced_spec = next((ModelSpec.from_config(n, e) for n, e in (reduced or {}).items()), None)
     first, last = replicates[0][0], replicates[-1][0]
     report = progress(f"{model} {design_name} replicates {first}-{last}", len(replicates))
-    estimates, fits = run_batch(design_from_config(simulate_spec), spec, design_name, replicates, factors, report)
+    estimates, fits = run_batch(design_from_config(simulate_spec), spec, design_name, replicates, factors, report,
+                                reduced=reduced_spec)
     extract.write_csv(estimates, outputs["estimates"])
     extract.write_csv(fits, outputs["fits"])
     return fits

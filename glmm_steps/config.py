@@ -724,10 +724,18 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
                       design: Design | None = None) -> None:
     if is_study:
         # A study's batches write recovery tables only: no second engine, no anova tables.
+        lrt = model.get("power_test") == "lrt"
         for key in ("verify", "compare_with"):
-            if model.get(key):
+            if model.get(key) and not (lrt and key == "compare_with"):
                 raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
-                                  "model of a study dataset (one with 'replicates')")
+                                  "model of a study dataset (one with 'replicates'), except with power_test: lrt")
+        if lrt and len(model.get("compare_with") or []) != 1:
+            raise ConfigError(f"models.{name}.power_test", "lrt tests against one model: name it in compare_with")
+        if lrt and model.get("family", "gaussian") == "gaussian" and model.get("reml", True):
+            raise ConfigError(f"models.{name}.reml", "a likelihood-ratio test compares ML fits: set reml: false "
+                              "here and on the model in compare_with")
+    elif model.get("power_test", "wald") != "wald":
+        raise ConfigError(f"models.{name}.power_test", "applies to models of a study dataset only")
     if model.get("target_power") is not None:
         if not is_study:
             raise ConfigError(f"models.{name}.target_power", "applies to models of a study dataset only")
@@ -813,6 +821,11 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         parsed = _check_model(name, model, config, designs)
         spec = config["datasets"][model["dataset"]]
         _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
+        if model.get("power_test") == "lrt" and "replicates" in spec:
+            other = config["models"].get(model["compare_with"][0], {})
+            if other.get("family", "gaussian") == "gaussian" and other.get("reml", True):
+                raise ConfigError(f"models.{model['compare_with'][0]}.reml", f"'{name}' tests against it by a "
+                                  "likelihood ratio, which compares ML fits: set reml: false")
         if model.get("target_power") is not None and "replicates" in spec and len(spec["sweep"]) != 1:
             raise ConfigError(f"models.{name}.target_power", f"needs one swept size key in datasets."
                               f"{model['dataset']}.sweep (e.g. levels.hospital_id.n: [5, 10, 20]), "

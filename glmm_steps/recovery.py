@@ -105,7 +105,8 @@ def summarise(estimates: pd.DataFrame, fits: pd.DataFrame, alpha: float = 0.05,
         groups = {key: g for key, g in e.groupby(PARAMETER, sort=False)}
         for key in params or [("", "", "")]:
             found = groups.get(key, e.iloc[0:0])
-            with_power = key[0] == "fixed" and key[2] in power_terms
+            # A test row (power_test: lrt) is a test by definition: its power is reported.
+            with_power = (key[0] == "fixed" and key[2] in power_terms) or key[0] == "test"
             rows.append({**common, **dict(zip(PARAMETER, key)),
                          **_measures(found, len(f), alpha, with_power)})
     return pd.DataFrame(rows, columns=COLUMNS)

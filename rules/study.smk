@@ -13,6 +13,9 @@ rule study_batch:
         factors=dataset_setting("factors"),
         # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
         replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
+        # power_test: lrt: the model tested against, fitted to the same replicates.
+        reduced=lambda w: ({o: PLAN.fit_entry(o) for o in PLAN.config["models"][w.model]["compare_with"]}
+                           if PLAN.config["models"][w.model].get("power_test") == "lrt" else {}),
     threads: 1
     resources:
         mem_mb=2000,

@@ -7,7 +7,8 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     try:
         fits = batch_to_files(sm.params.design, sm.wildcards.model, sm.params.model, sm.wildcards.design,
-                              sm.params.replicates, sm.params.factors, dict(sm.output.items()))
+                              sm.params.replicates, sm.params.factors, dict(sm.output.items()),
+                              reduced=sm.params.reduced)
     except GlmmError as e:
         fail(str(e))
     print(fits["status"].value_counts().to_string())

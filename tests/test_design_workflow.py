@@ -51,6 +51,10 @@ CONFIG = {
                "pilot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"},
                "pilot_power": {"dataset": "from_pilot", "formula": "Reaction ~ Days + (Days | Subject)"}},
 }
+# The same sample-size question answered by a likelihood-ratio test (ML fits).
+CONFIG["models"]["size_ml"] = {"dataset": "size", "formula": "y ~ arm + (1 | hospital)", "reml": False,
+                               "power_test": "lrt", "compare_with": ["size_null"], "power_terms": ["armtreated"]}
+CONFIG["models"]["size_null"] = {"dataset": "size", "formula": "y ~ 1 + (1 | hospital)", "reml": False}
 CONFIG["datasets"]["sleep"] = {"path": "sleepstudy.csv"}
 CONFIG["datasets"]["from_pilot"] = {
     "replicates": N, "base_seed": 5, "batch_size": N,
@@ -135,3 +139,14 @@ def test_a_pilot_fit_extended_recovers_the_pilots_estimates(study_run):
     # extended: 30 subjects x 12 days in every replicate
     fits = pd.concat(pd.read_csv(p) for p in (workdir / "results" / "studies" / "pilot_power").rglob("fits.csv"))
     assert (fits["nobs"] == 360).all()
+
+
+def test_lrt_power_through_the_workflow(study_run):
+    workdir, _ = study_run
+    table = pd.read_csv(workdir / "results" / "studies" / "size_ml" / "power.csv")
+    lrt = table[table["term"] == "LRT vs size_null"]
+    wald = table[table["term"] == "armtreated"]
+    assert list(lrt["levels.hospital.n"]) == [6, 40] and (lrt["n_replicates"] == 40).all()
+    assert lrt["power"].iloc[1] > lrt["power"].iloc[0]
+    # same replicates, same effect: the two tests' power differs by a few replicates at most
+    assert (abs(lrt["power"].to_numpy() - wald["power"].to_numpy()) <= 0.15).all()

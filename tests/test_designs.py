@@ -223,3 +223,75 @@ def test_from_model_designs_are_checked_before_any_job(root, monkeypatch):
     made = plan.config["datasets"]["power"]["simulate"]
     assert made["levels"] == [{"name": "Subject", "n": 18}] and made["repeated"]["values"] == list(range(10))
     assert [p.spec["levels"][0]["n"] for p in plan.study_designs["power"].values()] == [10, 20]
+
+
+def _cluster_trial(effect: float, hospitals: int = 30) -> dict:
+    return {"levels": [{"name": "hospital", "n": hospitals}, {"name": "patient", "n": 5}],
+            "repeated": {"name": "visit", "values": [1]},
+            "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+            "outcomes": {"y": {"family": "gaussian", "intercept": 0, "arm_effects": {"treated": effect},
+                               "random_sd": {"hospital": 0.3}, "residual_sd": 0.95}}}
+
+
+def test_lrt_statistic_is_compares_anova_on_the_same_replicate():
+    """The batch's LRT row equals the likelihood-ratio table of glmm_steps.compare (the
+    anova() port checked against lme4) for the same replicate, refit path or not."""
+    from glmm_steps import compare
+    from glmm_steps.fit import fit_model
+
+    design = design_from_config(_cluster_trial(0.5))
+    full = ModelSpec.from_config("full", {"dataset": "d", "formula": "y ~ arm + (1 | hospital)", "reml": False})
+    null = ModelSpec.from_config("null", {"dataset": "d", "formula": "y ~ 1 + (1 | hospital)", "reml": False})
+    seed = study.replicate_seed(9, 0)
+    rows, _ = batch.run_batch(design, full, "base", [(0, seed)], reduced=null)
+    test = rows[rows["effect"] == "test"].iloc[0]
+    assert test["term"] == "LRT vs null"
+    data, _ = simulate(design, seed)
+    table, _ = compare.compare([fit_model(data, full), fit_model(data, null)])
+    row = table.dropna(subset=["chisq"]).iloc[0]
+    assert row["df"] == 1
+    assert test["statistic"] == pytest.approx(row["chisq"], rel=1e-8)
+    assert test["p_value"] == pytest.approx(row["p_value"], rel=1e-8)
+    slow, _ = batch.run_batch(design, full, "base", [(0, seed)], reduced=null, refit=False)
+    assert slow[slow["effect"] == "test"]["p_value"].iloc[0] == pytest.approx(test["p_value"], rel=1e-10)
+
+
+def test_lrt_power_rejects_at_alpha_under_the_null_and_detects_an_effect():
+    full = ModelSpec.from_config("full", {"dataset": "d", "formula": "y ~ arm + (1 | hospital)", "reml": False})
+    null = ModelSpec.from_config("null", {"dataset": "d", "formula": "y ~ 1 + (1 | hospital)", "reml": False})
+    n = 200
+    replicates = list(enumerate(study.replicate_seeds(21, n)))
+    powers = {}
+    for effect in (0.0, 0.6):
+        rows, fits = batch.run_batch(design_from_config(_cluster_trial(effect)), full, "base", replicates,
+                                     reduced=null)
+        table = recovery.summarise(rows, fits, 0.05, ["armtreated"]).set_index("term")
+        powers[effect] = table.loc["LRT vs null", "power"], table.loc["armtreated", "power"]
+    # size: within 3 MCSE of 0.05 (ML's LRT is slightly liberal with 30 clusters)
+    assert abs(powers[0.0][0] - 0.05) < 3 * math.sqrt(0.05 * 0.95 / n)
+    # the LRT and the Wald test of the same effect agree closely on power
+    assert powers[0.6][0] > 0.7 and abs(powers[0.6][0] - powers[0.6][1]) < 0.05
+
+
+def test_lrt_power_test_is_checked():
+    spec = _cluster_trial(0.5)
+    models = {"full": {"dataset": "d", "formula": "y ~ arm + (1 | hospital)", "reml": False, "power_test": "lrt",
+                       "compare_with": ["null"]},
+              "null": {"dataset": "d", "formula": "y ~ 1 + (1 | hospital)", "reml": False}}
+
+    def check(**changes):
+        config = {"datasets": {"d": {"replicates": 5, "base_seed": 1, "simulate": spec}},
+                  "models": copy.deepcopy(models)}
+        for model, entry in changes.items():
+            config["models"][model].update(entry)
+        return check_config(config)
+
+    check()
+    with pytest.raises(ConfigError, match="models.full.reml"):
+        check(full={"reml": True})
+    with pytest.raises(ConfigError, match="models.null.reml"):
+        check(null={"reml": True})
+    with pytest.raises(ConfigError, match="one model"):
+        check(full={"compare_with": []})
+    with pytest.raises(ConfigError, match="except with power_test: lrt"):
+        check(full={"power_test": "wald"})
