@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from glmm_steps import extract
+from glmm_steps import extract, model_matrix
 from glmm_steps.engines.base import FitResult, ModelSpec
-from glmm_steps.errors import DataError
+from glmm_steps.errors import DataError, GlmmError
 from glmm_steps.fit import _failed, engine_errors, fit_model
 from glmm_steps.formula import parse
 from glmm_steps.logs import progress
@@ -56,7 +56,7 @@ def _parsed(text: str):
 
 def _truth_outcome(spec: ModelSpec, truth: dict[str, Any]) -> dict[str, Any]:
     formula = _parsed(spec.formula)
-    return truth["outcomes"][formula.trials[0] if formula.trials else formula.response]
+    return truth["outcomes"][formula.outcome]
 
 
 def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
@@ -142,7 +142,8 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
     design whose rows are the same in every replicate."""
     formula = parse(spec.formula)
     return (spec.engine == "mixedlm" and spec.family == "gaussian" and not formula.trials
-            and not formula.offset and formula.response in {o.name for o in design.outcomes}
+            and not formula.offset and formula.response == formula.outcome
+            and formula.response in {o.name for o in design.outcomes}
             and getattr(design, "fixed_rows", True))
 
 
@@ -166,11 +167,13 @@ class _Refits:
 
             data, truth = simulate(self.design, seed)
             formula = parse(self.spec.formula)
+            where = f"{self.spec.dataset} seed {seed}"
             try:
-                frame, _ = data_mod.model_frame(data, formula, f"{self.spec.dataset} seed {seed}", self.factors,
-                                                family=self.spec.family)
-                self.refit = Refitter(frame, self.spec, formula)
-            except (DataError, *engine_errors()):
+                frame, _ = data_mod.model_frame(data, formula, where, self.factors, family=self.spec.family)
+                # The matrices as fit_model builds them (the dataset's factors and contrasts).
+                matrices = model_matrix.build(formula, frame, self.factors, where=where)
+                self.refit = Refitter(frame, self.spec, formula, matrices)
+            except (GlmmError, *engine_errors()):
                 return None
             self.truth = truth
         try:

@@ -33,7 +33,7 @@ def ml_fit(result: FitResult) -> tuple[FitResult, bool]:
     if result.spec.family != "gaussian" or not result.spec.reml or not result.ok:
         return result, False
     spec = dataclasses.replace(result.spec, reml=False)
-    return fit_model(result.frame, spec, where=f"model {spec.name}"), True
+    return fit_model(result.frame, spec, where=f"model {spec.name}", state=result.transform_state or None), True
 
 
 def compare(fits: list[FitResult], refitted: list[bool] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -541,7 +541,7 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
     a simulated outcome of the model's family (successes out of trials as
     ``cbind(y, y_failures)``), and each grouping factor must have 2 or more units."""
     outcomes = {o.name: o for o in design.outcomes}
-    name = parsed.trials[0] if parsed.trials else parsed.response
+    name = parsed.outcome
     outcome = outcomes.get(name)
     if outcome is None:
         raise ConfigError(f"{where}.formula", f"the response '{name}' is not a simulated outcome of dataset "
@@ -553,6 +553,14 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
         raise ConfigError(f"{where}.formula", f"'{name}' is simulated as successes out of {outcome.trials} trials "
                           f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures) "
                           f"or cbind({name}, {name}_trials - {name})")
+    from glmm_steps.model_matrix import build
+
+    try:
+        # The right-hand side on the design's own rows: log(visit) with a visit 0, a
+        # poly() degree above the visits, ... stop here, not in every replicate.
+        build(parsed, unit_ids(design), where=f"dataset '{dataset}'", response=False)
+    except GlmmError as e:
+        raise ConfigError(f"{where}.formula", str(e)) from None
     # ids are numbered across the design, so a level's units multiply down
     units = design_mod.unit_counts(design)
     units[design.repeated_name] = len(set(design.repeated_values))
@@ -612,18 +620,35 @@ def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[st
     Returns the file's number of data rows."""
     from glmm_steps.data import model_frame, read_data, read_header
 
+    from glmm_steps.model_matrix import build, factor_columns
+
     header = read_header(spec["path"], f"datasets.{name}.path")
-    for i, col in enumerate(spec["factors"]):
+    declared = _factor_columns(name, spec["factors"])
+    for i, col in enumerate(declared):
         if col not in header:
             close = difflib.get_close_matches(col, header, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (columns: {', '.join(header)})"
             raise ConfigError(f"datasets.{name}.factors.{i}", f"no column '{col}' in {spec['path']}{hint}")
-    needed = {c for _, parsed in models for c in parsed.columns} | set(spec["factors"])
+    needed = {c for _, parsed in models for c in parsed.columns} | set(factor_columns(spec["factors"]))
     frame = read_data(spec["path"], columns=needed)
     for model, parsed in models:
-        model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
-                    drop_missing=spec["drop_missing"])
+        fitted, _ = model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
+                                drop_missing=spec["drop_missing"])
+        # The fit step's own model matrix: a transform that is not finite (log of 0), a
+        # level the factor options leave out, a factor split by '||' stop the run here.
+        build(parsed, fitted, spec["factors"], where=spec["path"])
     return len(frame)
+
+
+def _factor_columns(name: str, factors: list) -> list[str]:
+    """The columns a dataset's ``factors:`` list names (each item a column or a mapping
+    with ``column``), checking the mappings' options."""
+    from glmm_steps.model_matrix import factor_options
+
+    try:
+        return list(factor_options(factors))
+    except ConfigError as e:
+        raise ConfigError(f"datasets.{name}.{e.path}", e.problem) from None
 
 
 def _grouping_frame(spec: dict[str, Any], design: Design | None, parsed) -> Any:
@@ -745,7 +770,12 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
         return
     if not is_study:
         raise ConfigError(where, "applies to models of a study dataset (one with 'replicates') only")
-    known = ["(Intercept)", *design_mod.term_names(design, formula.fixed_variables)]
+    known = list(dict.fromkeys(["(Intercept)", *formula.fixed_term_labels, *formula.fixed_variables]))
+    if design is not None:
+        # The coefficients' own names (factor(visit)1, poly(visit, 2)2), from the design's rows.
+        from glmm_steps.model_matrix import build
+
+        known = list(dict.fromkeys(known + build(formula, unit_ids(design), response=False).fixed_names))
     for term in terms:
         # An interaction (time:armtreated) is known when each of its parts is.
         if term not in known and not (":" in term and all(p in known for p in term.split(":"))):

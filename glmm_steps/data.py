@@ -155,11 +155,14 @@ def as_factor(values: pd.Series) -> pd.Categorical:
         # One hashing pass instead of unique-then-lookup: 2x faster on a million ids.
         codes, levels = pd.factorize(values, sort=True)
         return pd.Categorical.from_codes(codes, categories=levels)
-    try:
-        levels = sorted(pd.unique(values.dropna()))
-    except TypeError:  # numbers mixed with text: all text, as R's factor() would make them
-        values = values.map(lambda v: v if pd.isna(v) else str(v))
-        levels = sorted(pd.unique(values.dropna()))
+    from glmm_steps.model_matrix import r_sort_key
+
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.Categorical(values)
+    # Text sorts as R sorts it (ICU: case-insensitive first, '3+' after '2'); numbers
+    # mixed with text become all text, as R's factor() would make them.
+    values = values.map(lambda v: v if pd.isna(v) else str(v))
+    levels = sorted(pd.unique(values.dropna()), key=r_sort_key)
     return pd.Categorical(values, categories=levels)
 
 
@@ -178,11 +181,14 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
     """Refuse text where numbers are needed: in the response, trials and offset, and
     in a covariate whose values are mostly numbers (one stray 'n/a' or '1,5' makes
     pandas read the whole column as text, which would silently fit it as a factor)."""
-    numeric = list(formula.trials or (formula.response,)) + ([formula.offset] if formula.offset else [])
-    covariates = dict.fromkeys(formula.fixed_variables + tuple(s for t in formula.random for s in t.slopes))
+    numeric = ([c for c in formula.response_columns if c not in formula.converted_columns]
+               + ([formula.offset] if formula.offset else []))
+    wrapped = set(formula.factor_columns) | set(formula.converted_columns)
+    covariates = {c: None for c in formula.fixed_variables + formula.slope_columns if c not in wrapped}
     for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
         col = frame[c]
-        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors:
+        if (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors
+                or isinstance(col.dtype, pd.CategoricalDtype)):  # a refit's rows: already a factor
             continue
         values = col.dropna()
         parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
@@ -195,13 +201,36 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
             # All text, or all numbers stored as text: a categorical covariate by intent.
             if not bad.any() and len(values):
                 raise DataError(f"{where}: column '{c}' holds numbers stored as text (e.g. {_show(values.iloc[0])}); "
-                                "store them as numbers, or list the column under the dataset's factors")
+                                f"store them as numbers, or write factor({c}) in the formula or list the column "
+                                "under the dataset's factors:")
             continue
         else:
             raise DataError(f"{where}: column '{c}' looks numeric but holds text {_show(values[bad].iloc[0])} "
-                            f"on line {values[bad].index[0] + 2}; fix the value, "
+                            f"on line {values[bad].index[0] + 2}; if '{c}' is categorical write factor({c}) "
+                            "in the formula or list it under the dataset's factors:, else fix the value "
                             "or leave the cell empty to mark it missing")
         frame[c] = pd.to_numeric(col.astype(str).str.strip(), errors="coerce").where(col.notna())
+
+
+def _factor_response(frame: pd.DataFrame, formula: Formula, family: str | None) -> list[str]:
+    """A binomial response held as text (``use``: N/Y) is a factor, as in R's glm and
+    lme4's glmer: its first level (R's sort order) is failure (0), every other success
+    (1). Converted in place; returns the note saying so."""
+    from glmm_steps.model_matrix import r_sort_key
+
+    y = formula.response
+    if family != "binomial" or formula.trials or formula.response_columns != (y,) or y not in frame:
+        return []
+    col = frame[y]
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return []
+    values = col.dropna().astype(str)
+    if not pd.to_numeric(values.str.strip(), errors="coerce").isna().any():
+        return []  # numbers stored as text: _check_text says so
+    levels = sorted(pd.unique(values), key=r_sort_key)
+    frame[y] = (col.astype(str) != levels[0]).astype(float).where(col.notna())
+    others = ", ".join(f"'{v}'" for v in levels[1:]) or "none"
+    return [f"binomial response '{y}' is text: '{levels[0]}' (its first level) is 0, {others} 1, as in R"]
 
 
 def _drop_missing(frame: pd.DataFrame, where: str, drop_missing: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -301,7 +330,11 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     adds the proportion column ``formula.response`` (successes / trials). Rows with
     a missing value are an error unless ``drop_missing``. ``family`` (when given)
     checks the response's values. ``where`` names the data in error messages.
-    Raises DataError."""
+    Raises DataError. A transformed response (``log(y)``) is added as a column of that name.
+    ``factors`` is the dataset's ``factors:`` list (names or option mappings)."""
+    from glmm_steps.model_matrix import factor_columns, response_values
+
+    factors = factor_columns(factors)
     missing = [c for c in formula.columns if c not in data.columns]
     if missing:
         raise DataError(f"{where}: formula {formula.text!r} needs column '{missing[0]}', which is missing")
@@ -309,17 +342,19 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     frame = data.loc[:, [c for c in data.columns if c in formula.columns]].reset_index(drop=True)
     if frame.empty:
         raise DataError(f"{where}: no data rows")
-    outcome = set(formula.trials or (formula.response,)) | {formula.offset}
+    outcome = set(formula.response_columns) | {formula.offset}
     for c in factors:
         if c in outcome:
             raise DataError(f"{where}: column '{c}' is listed under the dataset's factors, but the formula "
                             f"{formula.text!r} uses it as a number (response, trials or offset)")
+    notes_first = _factor_response(frame, formula, family)
     _check_text(frame, formula, where, factors)
     for c in frame.columns:
         if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]):
             if (inf := np.isinf(frame[c].to_numpy(dtype=float))).any():
                 raise DataError(f"{where}: column '{c}' holds an infinite value on line {_line(frame, inf)}")
     frame, notes = _drop_missing(frame, where, drop_missing)
+    notes = notes_first + notes
     numeric_groups = [g for g in formula.grouping_factors
                       if pd.api.types.is_numeric_dtype(frame[g]) and g not in factors]
     if numeric_groups:
@@ -329,7 +364,9 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     _check_groups(frame, formula, where, family)
     for g in dict.fromkeys(formula.grouping_factors + tuple(c for c in factors if c in frame)):
         frame[g] = as_factor(frame[g])
+    if not formula.trials and formula.response not in frame.columns:
+        frame[formula.response] = response_values(formula, frame, where=where)
     _check_response(frame, formula, where, family)
     if formula.trials:
-        frame[formula.response] = frame[formula.trials[0]] / formula.n_trials(frame)
+        frame[formula.response] = response_values(formula, frame, where=where)
     return frame.reset_index(drop=True), notes

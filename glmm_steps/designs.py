@@ -285,16 +285,3 @@ def check(design, where: str) -> None:
                 raise ConfigError(f"{w}.random_slopes.{lv}.cor",
                                   f"a correlation needs a random intercept: give random_sd.{lv}")
 
-
-def term_names(design, variables) -> list[str]:
-    """The fixed-effect names lme4 gives ``variables`` of a formula on ``design``: an
-    arm column becomes one term per non-reference arm (``armtreated``); others keep
-    their name. ``design`` None (a data file) leaves the names as they are."""
-    arms = design.arms if design is not None else None
-    out: list[str] = []
-    for v in variables:
-        if arms is not None and v == arms.name:
-            out += [f"{arms.name}{label}" for label in arms.labels[1:]]
-        else:
-            out.append(v)
-    return out

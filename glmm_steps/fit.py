@@ -15,18 +15,23 @@ import pandas as pd
 from glmm_steps import data as data_mod
 from glmm_steps import fitfile
 from glmm_steps import formula as formula_mod
+from glmm_steps import model_matrix
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
 
 
 def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
-              drop_missing: bool = False, *, random_effects: bool = True) -> FitResult:
+              drop_missing: bool = False, *, random_effects: bool = True,
+              state: dict | None = None) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
-    ``factors`` names numeric columns to treat as categorical; ``drop_missing`` allows
+    ``factors`` is the dataset's ``factors:`` list (column names, or mappings that also set
+    a factor's levels, reference level and contrasts); ``drop_missing`` allows
     dropping rows with a missing value (else they are an error). ``random_effects=False``
     skips the conditional modes and their variances (most of a small fit's time, and
-    unused by a study); every other number is the same either way.
+    unused by a study); every other number is the same either way. ``state``: a fit's
+    ``transform_state`` to code the rows exactly as that fit did (a refit of its rows by
+    another engine or by ML), instead of computing levels, centres and coefficients anew.
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
@@ -36,14 +41,18 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     formula = formula_mod.parse(spec.formula)
     model_frame, notes = data_mod.model_frame(frame, formula, where, factors, family=spec.family,
                                               drop_missing=drop_missing)
+    design = model_matrix.build(formula, model_frame, factors, state=state, where=where)
     start = time.perf_counter()
     try:
-        result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects)
+        result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects,
+                                         design=design)
     except GlmmError:
         raise
     except engine_errors() as e:  # an engine failure is a result to record, not a crash
         result = _failed(spec, f"{type(e).__name__}: {e}", model_frame)
     result.notes = notes + result.notes
+    result.transform_state = design.state
+    result.term_columns = design.term_columns
     result.wall_time_s = time.perf_counter() - start
     return result
 
@@ -81,7 +90,7 @@ def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: b
     stop a simulation study or leave a hole in the run summary."""
     formula = formula_mod.parse(spec.formula)
     try:
-        frame = data_mod.read_data(data_path, columns=formula.columns + tuple(factors))
+        frame = data_mod.read_data(data_path, columns=formula.columns + model_matrix.factor_columns(factors))
         return fit_model(frame, spec, where=str(data_path), factors=factors, drop_missing=drop_missing)
     except DataError as e:
         return _failed(spec, f"DataError: {e}")

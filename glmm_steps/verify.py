@@ -113,7 +113,7 @@ def verify(result: FitResult, rtol: float, loglik_tol: float) -> tuple[pd.DataFr
     from glmm_steps.fit import fit_model
 
     spec = dataclasses.replace(result.spec, engine=other_engine(result.spec.engine))
-    other = fit_model(result.frame, spec, where=f"model {spec.name}")
+    other = fit_model(result.frame, spec, where=f"model {spec.name}", state=result.transform_state or None)
     return agreement(result, other, rtol, loglik_tol), other
 
 

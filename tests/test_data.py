@@ -54,8 +54,9 @@ def test_numeric_grouping_note_unless_declared(frame):
 def test_covariate_with_stray_text(frame):
     frame["x"] = frame["x"].astype(object)
     frame.loc[5, "x"] = "1,5"
-    assert _message(frame) == ("d.csv: column 'x' looks numeric but holds text '1,5' on line 7; "
-                               "fix the value, or leave the cell empty to mark it missing")
+    assert _message(frame) == ("d.csv: column 'x' looks numeric but holds text '1,5' on line 7; if 'x' is "
+                               "categorical write factor(x) in the formula or list it under the dataset's "
+                               "factors:, else fix the value or leave the cell empty to mark it missing")
     # a genuinely categorical text covariate is fine (treatment contrasts)
     out, _ = model_frame(frame.assign(x=np.tile(["a", "b", "c"], 4)), LMM, "d.csv")
     assert out["x"].tolist()[:3] == ["a", "b", "c"]

@@ -87,7 +87,11 @@ class FitResult:
     ``warnings`` are about the fit's quality; ``notes`` record what was done to the
     data on the way (rows dropped, numeric grouping columns treated as factors).
     ``details`` holds what an engine wants on record beside the numbers (optimizers
-    tried, gradient, priors); it is written to fit_stats.json as ``engine_details``."""
+    tried, gradient, priors); it is written to fit_stats.json as ``engine_details``.
+    ``transform_state`` is what the data decided about the formula's transforms
+    (factor levels and contrasts, ``scale`` centres and SDs, ``poly`` coefficients),
+    plain JSON values that :func:`glmm_steps.model_matrix.build` reapplies to new rows;
+    ``term_columns`` maps each fixed-effect term label to its columns (R's ``assign``)."""
 
     spec: ModelSpec
     engine_version: str
@@ -114,6 +118,8 @@ class FitResult:
     optimizer: str = ""
     wall_time_s: float = float("nan")
     details: dict[str, Any] = field(default_factory=dict)
+    transform_state: dict[str, Any] = field(default_factory=dict)
+    term_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

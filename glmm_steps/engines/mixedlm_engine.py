@@ -14,6 +14,7 @@ from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, M
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.formula import Formula
+from glmm_steps.model_matrix import ModelMatrix, build
 
 # Above this many rows the Hessian check (2k^2 + 1 deviance evaluations) costs about
 # as much as the fit itself; lme4 users switch it off there too (calc.derivs = FALSE).
@@ -29,33 +30,65 @@ def _family(name: str):
     return {"binomial": families.Binomial, "poisson": families.Poisson}[name]()
 
 
-def r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
-    """mixedlm names treatment-contrast columns ``period.1``; R names them after the
-    level (``period2``). Rename so tables match lme4's and other engines'."""
-    def one(name: str) -> str:
-        base, _, idx = name.rpartition(".")
-        if base in frame.columns and idx.isdigit() and not pd.api.types.is_numeric_dtype(frame[base]):
-            col = frame[base]
-            levels = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.unique())
-            return f"{base}{levels[int(idx)]}"
-        return name
+def engine_inputs(formula: Formula, design: ModelMatrix, frame: pd.DataFrame
+                  ) -> tuple[str, pd.DataFrame, dict[str, str], dict[str, str]]:
+    """mixedlm's formula and data for ``design``: the prepared numeric columns under
+    safe names (``y__``, ``x__1``, ``z1__2``, grouping factors ``g__1``), so mixedlm only
+    ever sees plain columns, whatever transforms the user wrote. Returns
+    ``(formula_text, data, column_names, group_names)``: the last two map mixedlm's
+    names back to lme4's (``(Intercept)`` keeps its name)."""
+    data = {"y__": design.response}
+    names: dict[str, str] = {}
+    fixed = []
+    for j, name in enumerate(design.fixed_names):
+        if name == "(Intercept)":
+            fixed.insert(0, "1")
+            continue
+        data[f"x__{j}"] = design.X[:, j]
+        names[f"x__{j}"] = name
+        fixed.append(f"x__{j}")
+    if "1" not in fixed:
+        fixed.insert(0, "0")
+    safe_group = {g: f"g__{k}" for k, g in enumerate(formula.grouping_factors)}
+    groups: dict[str, str] = {}
+    bars = []
+    for i, (term, block) in enumerate(zip(formula.random, design.random)):
+        cols = []
+        for j, name in enumerate(block.names):
+            if name == "(Intercept)":
+                cols.insert(0, "1")
+                continue
+            data[f"z{i}__{j}"] = block.values[:, j]
+            names[f"z{i}__{j}"] = name
+            cols.append(f"z{i}__{j}")
+        if "1" not in cols:
+            cols.insert(0, "0")
+        group = ":".join(safe_group[g] for g in term.group)
+        groups[group] = term.group_name
+        bars.append(f"({' + '.join(cols)} {'|' if term.correlated else '||'} {group})")
+    out = pd.DataFrame(data)
+    for g, safe in safe_group.items():
+        out[safe] = frame[g].array  # a Categorical stays one (its level order is the table's)
+    return f"y__ ~ {' + '.join(fixed + bars)}", out, names, groups
 
-    # An interaction's parts are renamed one by one (time:arm.1 is lme4's time:armactive).
-    return [":".join(one(part) for part in name.split(":")) for name in names]
+
+def _group_name(name: str, groups: dict[str, str]) -> str:
+    """lme4's name of mixedlm's group ``name``: a second term on the same factor,
+    ``(1 | g) + (0 + x | g)``, is ``g__0.1`` to mixedlm and ``g`` here (lme4's cnms name;
+    its VarCorr prints ``g.1``)."""
+    if name in groups:
+        return groups[name]
+    base, _, k = name.rpartition(".")
+    return groups.get(base, name) if k.isdigit() else name
 
 
-def _lme4_names(formula: Formula) -> dict[str, str]:
-    """mixedlm names an interaction group ``a:b`` in formula order, also for the inner
-    factor of ``a/b``, which lme4 calls ``b:a``: map mixedlm's names to lme4's."""
-    return {":".join(t.group): t.group_name for t in formula.random}
-
-
-def _varcorr(model, names: dict[str, str]) -> pd.DataFrame:
+def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
+    columns = columns or {}
     rows = []
     vc = model.VarCorr()
     for mname, grp in vc.groups.items():
-        gname = names.get(mname, mname)
-        terms = list(grp.term_names)
+        gname = _group_name(mname, names)
+        terms = [columns.get(t, t) for t in grp.term_names]
         for i, t in enumerate(terms):
             var = float(grp.cov[i, i])
             rows.append({"group": gname, "term": t, "variance": var, "sd": float(np.sqrt(var)), "correlation": np.nan})
@@ -111,11 +144,13 @@ def _levels(structure) -> np.ndarray:
     return levels
 
 
-def _ranef(model, names: dict[str, str]) -> pd.DataFrame:
+def _ranef(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Conditional modes with conditional SDs, one row per group, term and level, in
     the order of mixedlm's ``tidy(effects="ran_vals")``, built column-wise (that
     method makes a dict per row: minutes for 100,000 levels). ``names`` renames
-    groups to lme4's names (``cask:batch`` for a nested factor)."""
+    groups to lme4's names (``cask:batch`` for a nested factor), ``columns`` the
+    engine's safe column names to lme4's term names (see :func:`engine_inputs`)."""
+    columns = columns or {}
     values = model.ranef()
     variances = _cond_variances(model)
     levels = {}
@@ -126,9 +161,9 @@ def _ranef(model, names: dict[str, str]) -> pd.DataFrame:
         for term, estimate in terms.items():
             n = len(estimate)
             parts.append(pd.DataFrame({
-                "group": np.repeat(names.get(group, group), n),
+                "group": np.repeat(_group_name(group, names), n),
                 "level": levels[group],
-                "term": np.repeat(term, n),
+                "term": np.repeat(columns.get(term, term), n),
                 "estimate": np.asarray(estimate, dtype=float),
                 "cond_sd": np.sqrt(np.maximum(np.asarray(variances[group][term], dtype=float), 0.0)),
             }))
@@ -167,15 +202,19 @@ def _hessian(model) -> tuple[bool | None, str | None]:
     return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True) -> FitResult:
+def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
+        design: ModelMatrix | None = None) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
     ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
-    than the fit itself).
+    than the fit itself). ``design`` is the model matrix of :func:`glmm_steps.model_matrix.build`
+    (built here with default factor coding when not given).
 
     Returns a FitResult; engine warnings (singular fit, convergence) are recorded
     in ``warnings``. Exceptions propagate: the caller records them."""
     import mixedlm
 
+    design = design if design is not None else build(formula, frame)
+    text, data, column_names, group_names = engine_inputs(formula, design, frame)
     kwargs = {}
     if formula.trials:
         kwargs["weights"] = formula.n_trials(frame)
@@ -188,14 +227,13 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
         warnings.simplefilter("always")
         if spec.family == "gaussian":
-            model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml, **kwargs)
+            model = mixedlm.lmer(text, data, REML=spec.reml, **kwargs)
         else:
-            model = mixedlm.glmer(formula.engine_text, frame, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
-    group_names = _lme4_names(formula)
+            model = mixedlm.glmer(text, data, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
     beta = np.asarray(model.beta, dtype=float)
     se = np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))
-    names = r_term_names(list(model.matrices.fixed_names), frame)
-    observed = frame[formula.response].to_numpy(dtype=float)
+    names = [column_names.get(n, n) for n in model.matrices.fixed_names]
+    observed = design.response
     if spec.family == "gaussian":
         fitted = np.asarray(model.fitted(), dtype=float)
         marginal = np.asarray(model.predict(re_form="NA"), dtype=float)
@@ -215,19 +253,19 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
-    optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
+    optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
-        varcorr=_varcorr(model, group_names),
+        varcorr=_varcorr(model, group_names, column_names),
         **optional,
         frame=frame,
         observed=observed,
         fitted=fitted,
         fitted_marginal=marginal,
         nobs=int(model.nobs()),
-        ngroups={group_names.get(str(k), str(k)): int(v) for k, v in model.ngrps().items()},
+        ngroups={_group_name(str(k), group_names): int(v) for k, v in model.ngrps().items()},
         loglik=float(model.logLik().value),
         aic=float(model.AIC()),
         bic=float(model.BIC()),
@@ -259,15 +297,17 @@ class Refitter:
     (optimizer flag and gradient check) and singularity; no fitted values, conditional
     modes or Hessian check."""
 
-    def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula):
+    def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix | None = None):
         import mixedlm
 
-        if spec.family != "gaussian" or formula.trials or formula.offset:
-            raise ValueError("Refitter supports gaussian models without trials or offset")
+        if spec.family != "gaussian" or formula.trials or formula.offset or formula.response != formula.outcome:
+            raise ValueError("Refitter supports gaussian models of a plain response without trials or offset")
+        design = design if design is not None else build(formula, frame)
+        text, data, self.column_names, self.group_names = engine_inputs(formula, design, frame)
         printed = io.StringIO()
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
             warnings.simplefilter("always")
-            self.model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml)
+            self.model = mixedlm.lmer(text, data, REML=spec.reml)
         # What lmer() says about the structure (too few levels, dropped columns) holds for
         # every replicate; what it says about this fit's optimum (singular, not converged)
         # does not: each refit says that for itself.
@@ -275,8 +315,7 @@ class Refitter:
                                    if not str(w.message).startswith((_NOT_CONVERGED[:24], _SINGULAR[:24]))]
         self.structure_printed = [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
         self.spec, self.frame = spec, frame
-        self.group_names = _lme4_names(formula)
-        self.names = r_term_names(list(self.model.matrices.fixed_names), frame)
+        self.names = [self.column_names.get(n, n) for n in self.model.matrices.fixed_names]
         self.version = mixedlm.__version__
         self.control = self.model.control
 
@@ -311,7 +350,7 @@ class Refitter:
             engine_version=self.version,
             fixef=pd.DataFrame({"term": self.names, "estimate": np.asarray(model.beta, dtype=float),
                                 "std_error": np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))}),
-            varcorr=_varcorr(model, self.group_names),
+            varcorr=_varcorr(model, self.group_names, self.column_names),
             ranef=_NO_RANEF,  # shared, never written: an empty table per replicate costs 0.5 ms
             nobs=int(model.nobs()),
             loglik=float(model.logLik().value),

@@ -20,8 +20,8 @@ independent of everything else. So
 A correlated term with several columns must be exog_re, so it is expressible only on
 the grouping factor, with every other factor nested within it; :func:`layout` raises a
 GlmmError naming the term otherwise (the config check calls it before any job runs).
-Design matrices come from mixedlm's own builder, so both engines fit the same columns
-under the same names.
+Design matrices come from :mod:`glmm_steps.model_matrix`, the builder both engines
+share, so both fit the same columns under the same names.
 
 Optimization. statsmodels' default ``fit()`` can stop far from the optimum: on the
 reference study (tests/reference/data/bp_study_seed123.csv) it stops at REML logLik
@@ -45,6 +45,7 @@ import pandas as pd
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.errors import GlmmError
 from glmm_steps.formula import Formula, RandomTerm
+from glmm_steps.model_matrix import ModelMatrix, build
 
 # Tried in this order from statsmodels' default start; the best logLik wins. powell and
 # nm (derivative-free) reach lme4's optimum where the gradient methods stop early.
@@ -177,14 +178,17 @@ class _Term:
     values: np.ndarray
 
 
-def _design(frame: pd.DataFrame, formula: Formula):
-    """mixedlm's fixed-effect matrix and names (R-style) and the random terms."""
+def _design(frame: pd.DataFrame, formula: Formula, design: ModelMatrix):
+    """The fixed-effect matrix (lme4's names), the response and the random terms of
+    ``design`` (from :func:`glmm_steps.model_matrix.build`, the builder both engines
+    share); mixedlm's matrix code only lays the random columns out by level."""
     from mixedlm import parse_formula
     from mixedlm.matrices.design import build_model_matrices
 
-    from glmm_steps.engines.mixedlm_engine import r_term_names
+    from glmm_steps.engines.mixedlm_engine import engine_inputs
 
-    mm = build_model_matrices(parse_formula(formula.engine_text), frame)
+    text, data, column_names, _ = engine_inputs(formula, design, frame)
+    mm = build_model_matrices(parse_formula(text), data)
     if len(mm.random_structures) != len(formula.random):
         raise GlmmError(f"formula {formula.text!r}: mixedlm built {len(mm.random_structures)} "
                         f"random terms, expected {len(formula.random)}")
@@ -198,10 +202,9 @@ def _design(frame: pd.DataFrame, formula: Formula):
             np.asarray(Z[rows, offset + codes * t + j]).ravel() for j in range(t)
         ])
         levels = [str(k) for k, _ in sorted(st.level_map.items(), key=lambda kv: kv[1])]
-        terms.append(_Term(term, codes, levels, list(st.term_names), values))
+        terms.append(_Term(term, codes, levels, [column_names.get(n, n) for n in st.term_names], values))
         offset += st.n_levels * t
-    X = pd.DataFrame(np.asarray(mm.X, dtype=float), columns=r_term_names(list(mm.fixed_names), frame))
-    return X, np.asarray(mm.y, dtype=float), terms
+    return design.fixed_frame(), np.asarray(design.response, dtype=float), terms
 
 
 @dataclass
@@ -564,14 +567,16 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
     )
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True) -> FitResult:
+def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
+        design: ModelMatrix | None = None) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with
     statsmodels: MixedLM for gaussian models, a Bayesian GLMM for binomial/Poisson
     models with ``spec.approximation`` set. Raises GlmmError for a formula statsmodels
     cannot express; other exceptions propagate (the caller records them).
     ``random_effects=False`` leaves ``ranef`` empty, as the mixedlm engine does (here
-    they cost little, so they are computed and dropped)."""
-    X, y, terms = _design(frame, formula)
+    they cost little, so they are computed and dropped). ``design``: the shared model
+    matrix (built here with default factor coding when not given)."""
+    X, y, terms = _design(frame, formula, design if design is not None else build(formula, frame))
     if spec.family == "gaussian":
         result = _fit_lmm(frame, spec, formula, X, y, terms)
     elif spec.approximation is None:
