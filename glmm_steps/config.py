@@ -462,12 +462,11 @@ def _check_design(name: str, design: Design) -> None:
         if o.family != "gaussian" and o.residual_sd is not None:
             raise ConfigError(f"{where}.outcomes.{o.name}.residual_sd", f"only gaussian outcomes have one, not {o.family}")
         if o.family == "poisson":
-            eta = o.intercept + max(o.coefficients.get(design.repeated_name, 0.0) * v for v in design.repeated_values)
-            eta += 6 * math.sqrt(sum(sd * sd for sd in o.random_sd.values()))
+            eta = design_mod.largest_log_mean(design, o)
             if eta > MAX_LOG_MEAN:
                 raise ConfigError(f"{where}.outcomes.{o.name}",
                                   f"the log-mean reaches {eta:.3g} (intercept + coefficients x {design.repeated_name} "
-                                  f"+ 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
+                                  f"and covariates + arm effects + 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
                                   f"keep it under {MAX_LOG_MEAN:g}")
     if design.nrows > MAX_SIMULATED_ROWS:
         sizes = " x ".join(str(lv.n) for lv in design.levels)

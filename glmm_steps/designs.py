@@ -285,3 +285,24 @@ def check(design, where: str) -> None:
                 raise ConfigError(f"{w}.random_slopes.{lv}.cor",
                                   f"a correlation needs a random intercept: give random_sd.{lv}")
 
+
+
+def largest_log_mean(design, outcome) -> float:
+    """An upper bound of an outcome's linear predictor over ``design``: the largest fixed
+    part over its rows (covariates, arms and sizes are fixed by the design, so this is
+    exact), plus 6 SDs of the random intercepts and of each random slope times its
+    largest covariate value. The config check keeps a Poisson outcome's below what
+    numpy can draw."""
+    data, index = rows(design)
+    eta = np.full(len(data), float(outcome.intercept))
+    for cov, beta in outcome.coefficients.items():
+        eta += beta * data[cov].to_numpy(dtype=float)
+    if design.arms is not None:
+        arm = index[f"arm:{design.arms.name}"]
+        time = data[design.repeated_name].to_numpy(dtype=float)
+        for j, label in enumerate(design.arms.labels):
+            eta += (outcome.arm_effects.get(label, 0.0) + outcome.arm_by_time.get(label, 0.0) * time) * (arm == j)
+    spread = 6 * float(np.sqrt(sum(sd * sd for sd in outcome.random_sd.values())))
+    for slope in outcome.random_slopes.values():
+        spread += 6 * slope.sd * float(np.max(np.abs(data[slope.term].to_numpy(dtype=float))))
+    return float(np.max(eta)) + spread if len(eta) else spread

@@ -318,3 +318,18 @@ def test_a_per_seed_replicate_fits_the_same_from_its_file(tmp_path):
     assert from_file.ok and list(from_file.fixef["term"]) == ["(Intercept)", "time", "armb_drug", "age"]
     np.testing.assert_allclose(from_file.fixef["estimate"], in_memory.fixef["estimate"], rtol=1e-6)
     assert from_file.nobs < 6 * 4 * 3 * 4
+
+
+def test_a_poisson_log_mean_from_arms_or_slopes_is_bounded_before_any_job():
+    spec = _design(arms={"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+                   outcome={"family": "poisson", "intercept": 0, "residual_sd": None,
+                            "arm_by_time": {"treated": 300.0}})
+    del spec["outcomes"]["y"]["residual_sd"]
+    assert "log-mean reaches 9" in _error(spec, "y ~ time * arm + (1 | hospital) + (1 | patient)")
+    spec["outcomes"]["y"]["arm_by_time"] = {"treated": 0.1}
+    spec["outcomes"]["y"]["random_slopes"] = {"patient": {"term": "time", "sd": 50.0}}
+    assert "log-mean reaches" in _error(spec, "y ~ time * arm + (1 | hospital) + (1 | patient)")
+    spec["outcomes"]["y"]["random_slopes"] = {"patient": {"term": "time", "sd": 0.1}}
+    check_config({"datasets": {"d": {"seeds": [1], "simulate": spec}},
+                  "models": {"m": {"dataset": "d", "formula": "y ~ time * arm + (1 | hospital) + (1 | patient)",
+                                   "family": "poisson"}}})
