@@ -13,7 +13,7 @@ from snakemake.utils import update_config
 from glmm_steps import bootstrap, cluster, integrity, paths, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
-from glmm_steps.summary import closing_summary
+from glmm_steps.summary import closing_summary, study_power_lines
 
 try:
     # The default config is read by the project's reader, never Snakemake's, which runs
@@ -77,6 +77,9 @@ onsuccess:
     # A failed fit never stops the run; say how many there were so none goes unnoticed.
     print(closing_summary(out("summary"), PLAN.results, {m: out("recovery", model=m) for m in PLAN.study_models}),
           file=sys.stderr)
+    # A sample-size study's answer: the smallest swept size reaching target_power.
+    for line in study_power_lines(PLAN):
+        print(line, file=sys.stderr)
 
 
 onerror:

@@ -8,9 +8,14 @@ Runs, in one invocation, a study of the reference design (bp ~ time + (1 | hospi
 2. the real workflow: snakemake --cores N in a temporary folder (batch jobs + recovery),
    then a second snakemake invocation with nothing changed.
 
-Prints both wall times and, as the last line, ``ratio pipeline/loop: <x>``. Targets: at
-most 2 on 2 cores, and the second invocation under 5 s. BLAS is limited to one thread
-here, as Snakemake limits each 1-thread job, so the loop and a job fit alike.
+3. when Rscript is on the PATH, the same replicates looped in R with lme4's ``refit``
+   (benchmarks/study_throughput.R), the way simr runs a power simulation.
+
+Prints the loop's milliseconds per replicate, the wall times, the R loop beside them,
+and, as the last line, ``ratio pipeline/loop: <x>``. Targets (issue 17): at most 3 ms
+of loop per replicate on one core, the pipeline at most 1.2x the loop, and the second
+invocation under 5 s. BLAS is limited to one thread here, as Snakemake limits each
+1-thread job, so the loop and a job fit alike.
 
     python benchmarks/study_throughput.py [--replicates 1000] [--batch-size 100] [--cores 2]
 """
@@ -42,7 +47,7 @@ from glmm_steps import batch, paths, recovery, study_plot  # noqa: E402
 from glmm_steps.config import load_config, read_yaml  # noqa: E402
 from glmm_steps.engines.base import ModelSpec  # noqa: E402
 from glmm_steps.extract import write_csv  # noqa: E402
-from glmm_steps.simulate import design_from_config  # noqa: E402
+from glmm_steps.simulate import design_from_config, design_rows, draw_response  # noqa: E402
 
 MODEL = "bp_lmm"
 
@@ -68,11 +73,38 @@ def run_loop(config_path: Path, out: Path) -> pd.DataFrame:
     spec = ModelSpec.from_config(MODEL, plan.config["models"][MODEL])
     n = plan.config["datasets"]["reference"]["replicates"]
     # run_batch is itself the plain loop (fit_replicate per seed), here over every replicate.
+    start, cpu = time.perf_counter(), time.process_time()
     estimates, fits = batch.run_batch(design, spec, "base", plan.replicate_seeds(MODEL, 0, n - 1))
+    replicates, replicates_cpu = time.perf_counter() - start, time.process_time() - cpu
+    # CPU time too: on a shared machine the wall time counts other processes' turns.
+    print(f"loop over replicates (simulate, refit, tidy): {1000 * replicates / n:.2f} ms per replicate wall, "
+          f"{1000 * replicates_cpu / n:.2f} ms CPU")
     table = recovery.summarise(estimates, fits, 0.05, ["time"], ["base"])
     write_csv(table, out / "recovery.csv")
     study_plot.draw_all(estimates, table, ["base"], {p: str(out / f"{p}.png") for p in paths.RECOVERY_PLOTS})
     return table
+
+
+def run_r_loop(config_path: Path, out: Path) -> str | None:
+    """The same replicates in an R lme4 refit loop (benchmarks/study_throughput.R), when
+    Rscript is present: the Python simulator's responses go to R as one column each.
+    Returns R's output, or None without R."""
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return None
+    plan = load_config(config_path)
+    design = design_from_config(plan.design_point(MODEL, "base").spec)
+    n = plan.config["datasets"]["reference"]["replicates"]
+    rows = design_rows(design)
+    frame = rows[0].copy()
+    seeds = [seed for _, seed in plan.replicate_seeds(MODEL, 0, n - 1)]
+    responses = {f"y{i + 1}": draw_response(design, "bp", seed, rows) for i, seed in enumerate(seeds)}
+    frame = pd.concat([frame, pd.DataFrame(responses)], axis=1)
+    path = out / "responses.csv"
+    frame.to_csv(path, index=False, float_format="%.17g")
+    proc = subprocess.run([rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path)],
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else f"R loop failed: {proc.stderr.strip()[-300:]}"
 
 
 def _children_cpu() -> float:
@@ -118,6 +150,11 @@ def main() -> None:
         print(f"loop (one process, same glmm_steps functions): {loop:.1f} s wall, {loop_cpu:.1f} s CPU "
               f"({1000 * loop / args.replicates:.1f} ms per replicate)")
 
+        r_output = run_r_loop(config_path, loop_dir)
+        slope = loop_table.loc[loop_table["term"] == "time", "mean_estimate"].iloc[0]
+        print(r_output if r_output is not None else "R lme4 loop: Rscript not found, skipped")
+        print(f"Python mean time estimate: {slope:.10g}")
+
         pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
         print(f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
               f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})")
@@ -131,6 +168,9 @@ def main() -> None:
             np.allclose(piped["coverage"], loop_table["coverage"], equal_nan=True)
         print(f"recovery tables of loop and pipeline agree: {'yes' if same else 'NO'}; "
               f"load average after: {os.getloadavg()[0]:.2f}")
+        if r_output is not None and "ms per replicate" in r_output:
+            r_ms = float(r_output.split("loop: ")[1].split(" ms")[0])
+            print(f"ratio R lme4 loop/loop: {r_ms / (1000 * loop / args.replicates):.2f}")
         print(f"ratio pipeline/loop: {pipeline / loop:.2f}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -10,17 +10,19 @@ convergence, singularity, error), so a failed replicate is a row, never a gap.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 import pandas as pd
 
-from glmm_steps import extract
+from glmm_steps import extract, model_matrix
 from glmm_steps.engines.base import FitResult, ModelSpec
-from glmm_steps.errors import DataError
-from glmm_steps.fit import _failed, fit_model
+from glmm_steps.errors import DataError, GlmmError
+from glmm_steps.fit import _failed, engine_errors, fit_model
 from glmm_steps.formula import parse
 from glmm_steps.logs import progress
-from glmm_steps.simulate import Design, design_from_config, simulate, write_replicate
+from glmm_steps.simulate import Design, design_from_config, design_rows, draw_response, simulate, write_replicate
 
 KEYS = ["model", "design", "replicate", "seed"]
 ESTIMATE_COLUMNS = KEYS + ["effect", "group", "term", "true_value", *extract.FIXED_COLUMNS[1:]]
@@ -46,14 +48,25 @@ def fit_replicate(design: Design, spec: ModelSpec, seed: int, factors=(), *,
     return data, truth, result
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(text: str):
+    """A formula parsed once per batch, not once per replicate (parsing costs about as
+    much as a tenth of a refit)."""
+    return parse(text)
+
+
 def _truth_outcome(spec: ModelSpec, truth: dict[str, Any]) -> dict[str, Any]:
-    formula = parse(spec.formula)
+    formula = _parsed(spec.formula)
     return truth["outcomes"][formula.outcome]
 
 
 def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
     if term in outcome["fixed_effects"]:
         return float(outcome["fixed_effects"][term])
+    # An interaction is the same term whichever order the formula names it in.
+    by_parts = {frozenset(k.split(":")): v for k, v in outcome["fixed_effects"].items()}
+    if ":" in term and frozenset(term.split(":")) in by_parts:
+        return float(by_parts[frozenset(term.split(":"))])
     # A design column without a coefficient (a level id used as a covariate) has no effect.
     return 0.0 if term in design.columns else NAN
 
@@ -61,10 +74,20 @@ def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
 def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) -> float:
     if group == "Residual":
         return NAN if outcome["residual_sd"] is None else float(outcome["residual_sd"])
-    if group not in {lv.name for lv in design.levels}:
+    if group not in {lv.name for lv in design.levels} | {c.name for c in design.crossed}:
         return NAN  # an interaction such as a:b has no single simulated SD
-    # The simulator draws random intercepts only: any slope's true SD is 0.
-    return float(outcome["random_sd"].get(group, 0.0)) if term == "(Intercept)" else 0.0
+    if term == "(Intercept)":
+        return float(outcome["random_sd"].get(group, 0.0))
+    slope = outcome.get("random_slopes", {}).get(group)
+    # A slope the design does not draw has a true SD of 0.
+    return float(slope["sd"]) if slope is not None and slope["term"] == term else 0.0
+
+
+def _cor_truth(group: str, pair: str, outcome: dict[str, Any]) -> float:
+    slope = outcome.get("random_slopes", {}).get(group)
+    if slope is not None and pair == f"(Intercept).{slope['term']}":
+        return float(slope["cor"])
+    return NAN
 
 
 def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list[dict[str, Any]]:
@@ -73,20 +96,27 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     ``intervals``), then the variance
     components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
     group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
-    value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
+    value the simulated slope's correlation with its intercept, else unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
     if not result.ok:
         return []
     outcome = _truth_outcome(result.spec, truth)
-    rows = [{"effect": "fixed", "group": "", **r, "true_value": _fixed_truth(r["term"], outcome, design)}
-            for r in extract.tidy(result).to_dict("records")]
-    for vc in extract.variance_components(result).to_dict("records"):
-        # Profile intervals of an SD or correlation (intervals: profile) give the
-        # recovery table their coverage; Wald intervals leave them empty.
+    columns = extract.fixed_columns(result)
+    rows = [{"effect": "fixed", "group": "", "term": term,
+             **{k: (v[i] if hasattr(v, "__len__") and not isinstance(v, str) else v) for k, v in columns.items()},
+             "true_value": _fixed_truth(term, outcome, design)}
+            for i, term in enumerate(result.fixef["term"].tolist())]
+    # Rows straight from arrays: a study makes these per replicate, and a table per fit
+    # (tidy, then to_dict) costs more than the refit itself. Profile intervals of an SD
+    # or correlation (intervals: profile) give the recovery table their coverage
+    # (variance_components adds them); Wald intervals leave them empty.
+    vcs = extract.variance_components(result) if len(getattr(result, "intervals", ())) else result.varcorr
+    for vc in (dict(zip(vcs.columns, r)) for r in zip(*(vcs[c].tolist() for c in vcs.columns))):
         base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
                 "p_value": NAN, "conf_low": vc.get("conf_low", NAN), "conf_high": vc.get("conf_high", NAN)}
         if vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
-            rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"], "true_value": NAN})
+            rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"],
+                         "true_value": _cor_truth(vc["group"], pair, outcome)})
         else:
             term = "sd__Observation" if vc["group"] == "Residual" else f"sd__{vc['term']}"
             rows.append({**base, "term": term, "estimate": vc["sd"],
@@ -108,42 +138,116 @@ def fit_record(result: FitResult) -> dict[str, Any]:
     }
 
 
-def lrt_row(result: FitResult, data: pd.DataFrame, other: ModelSpec, factors=()) -> dict[str, Any]:
-    """A study's ``test: lrt``: the likelihood-ratio test of ``result``'s model against
-    ``other`` (its ``compare_with``) fitted to the same replicate ``data``, as lme4's
-    ``anova()`` (REML fits refitted by ML). One estimates row: effect ``lrt``, term
-    ``vs <other>``, chisq as estimate and statistic, its df, the p-value; empty when a
-    fit failed."""
-    from glmm_steps.compare import compare, ml_fit
+def refittable(design: Design, spec: ModelSpec) -> bool:
+    """Whether a study's replicates of ``design`` can refit one template of ``spec``
+    with new responses (:class:`~glmm_steps.engines.mixedlm_engine.Refitter`): a
+    gaussian mixedlm model of a simulated outcome, without trials or offset, on a
+    design whose rows are the same in every replicate, with Wald intervals. The
+    refit model carries its own Satterthwaite or Kenward-Roger tests (the Refitter
+    computes them from the refitted lmer, as a full fit does); profile intervals
+    (``intervals: profile``) need the full fit's ML refits and profiles, so such a
+    model fits each replicate in full."""
+    formula = parse(spec.formula)
+    return (spec.engine == "mixedlm" and spec.family == "gaussian" and not formula.trials
+            and not formula.offset and formula.response == formula.outcome
+            and formula.response in {o.name for o in design.outcomes}
+            and getattr(design, "fixed_rows", True) and spec.intervals == "wald")
 
-    row = {"effect": "lrt", "group": "", "term": f"vs {other.name}", "true_value": NAN, "std_error": NAN,
+
+class _Refits:
+    """A batch's replicates by refitting: the design's rows and the model's matrices
+    are built once (from the first replicate that fits), then each replicate draws
+    only the modelled outcome and refits it. Returns None where the full path must
+    run (no template yet: the first replicates failed their data checks or fit)."""
+
+    def __init__(self, design: Design, spec: ModelSpec, factors):
+        self.design, self.spec, self.factors = design, spec, factors
+        self.response = parse(spec.formula).response
+        self.rows = design_rows(design)
+        self.refit = None
+        self.truth: dict[str, Any] | None = None
+
+    def __call__(self, seed: int) -> tuple[dict[str, Any], FitResult] | None:
+        if self.refit is None:
+            from glmm_steps import data as data_mod
+            from glmm_steps.engines.mixedlm_engine import Refitter
+
+            data, truth = simulate(self.design, seed)
+            formula = parse(self.spec.formula)
+            where = f"{self.spec.dataset} seed {seed}"
+            try:
+                frame, _ = data_mod.model_frame(data, formula, where, self.factors, family=self.spec.family)
+                # The matrices as fit_model builds them (the dataset's factors and contrasts).
+                matrices = model_matrix.build(formula, frame, self.factors, where=where)
+                self.refit = Refitter(frame, self.spec, formula, matrices)
+            except (GlmmError, *engine_errors()):
+                return None
+            self.truth = truth
+        try:
+            result = self.refit(draw_response(self.design, self.response, seed, self.rows))
+        except engine_errors() as e:
+            result = _failed(self.spec, f"{type(e).__name__}: {e}")
+        return {**self.truth, "seed": int(seed)}, result
+
+
+def ml_spec(spec: ModelSpec) -> ModelSpec:
+    """The spec a likelihood-ratio test fits: ML (a gaussian REML model is refitted by
+    ML, as lme4's anova() does), with Wald tests and intervals, which the test does
+    not read."""
+    return dataclasses.replace(spec, reml=False if spec.family == "gaussian" else spec.reml,
+                               inference="wald", intervals="wald")
+
+
+def lrt_row(result: FitResult, other: FitResult) -> dict[str, Any]:
+    """A study's ``test: lrt``: the likelihood-ratio test of ``result``'s model against
+    ``other`` (its ``compare_with``), both ML fits of the same replicate
+    (:func:`ml_spec`), by :func:`glmm_steps.compare.compare`, the per-seed compare
+    step's test. One estimates row: effect ``lrt``, term ``vs <other>``, chisq as
+    estimate and statistic, its df, the p-value; empty when a fit failed."""
+    from glmm_steps.compare import compare
+
+    row = {"effect": "lrt", "group": "", "term": f"vs {other.spec.name}", "true_value": NAN, "std_error": NAN,
            "conf_low": NAN, "conf_high": NAN, "test": "LRT", "interval": "", "method": "ML"}
-    try:
-        second = fit_model(data, other, where=f"{other.dataset} model {other.name}", factors=factors,
-                           random_effects=False)
-    except DataError as e:
-        second = _failed(other, f"DataError: {e}")
-    pairs = [ml_fit(f) for f in (result, second)]
-    table, _ = compare([f for f, _ in pairs], [r for _, r in pairs])
+    table, _ = compare([result, other])
     last = table.iloc[-1]
     return {**row, "estimate": last["chisq"], "statistic": last["chisq"], "df": last["df"], "p_value": last["p_value"]}
 
 
 def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: list[tuple[int, int]],
-              factors=(), report=None, compare_with: ModelSpec | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              factors=(), report=None, compare_with: ModelSpec | None = None, *,
+              refit: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``
-    (and ``compare_with`` too, for a likelihood-ratio test row: :func:`lrt_row`).
+    (and, for a likelihood-ratio test row, :func:`lrt_row`, ``compare_with`` too).
+
+    Where :func:`refittable`, and unless ``refit`` is False, replicates refit one
+    template with their new response (the same estimates as a full fit, without the
+    per-replicate work the tables do not read: fitted values, Hessian check).
 
     Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
     and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after
     each replicate (see :func:`glmm_steps.logs.progress`)."""
     estimates, fits, failed = [], [], 0
+
+    def fitter(model: ModelSpec):
+        refits = _Refits(design, model, factors) if refit and refittable(design, model) else None
+
+        def one(seed: int):
+            fast = refits(seed) if refits is not None else None
+            return fast if fast is not None else fit_replicate(design, model, seed, factors)[1:]
+        return one
+
+    fit_full = fitter(spec)
+    # test: lrt compares ML fits: the model's own fit where it is one, else an ML refit.
+    reml = spec.family == "gaussian" and spec.reml
+    fit_full_ml = fitter(ml_spec(spec)) if compare_with is not None and reml else None
+    fit_other = fitter(ml_spec(compare_with)) if compare_with is not None else None
     for done, (index, seed) in enumerate(replicates, start=1):
-        data, truth, result = fit_replicate(design, spec, seed, factors)
+        truth, result = fit_full(seed)
         keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
         estimates += [{**keys, **row} for row in parameters(result, truth, design)]
         if compare_with is not None and result.ok:
-            estimates.append({**keys, **lrt_row(result, data, compare_with, factors)})
+            full_ml = fit_full_ml(seed)[1] if fit_full_ml is not None else result
+            estimates.append({**keys, **lrt_row(full_ml, fit_other(seed)[1])})
         fits.append({**keys, **fit_record(result)})
         failed += not result.ok
         if report is not None:

@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
-from glmm_steps import answers, bootstrap, formula_size, inference, paths, profile, study, tables
+from glmm_steps import answers, bootstrap, formula_size, inference, paths, pilot, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError, abbreviate
 from glmm_steps.provenance import sha256
@@ -28,7 +29,7 @@ from glmm_steps.simulate import Design, design_from_config, factor_columns, unit
 from glmm_steps.versions import version_key
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-RECOVERY_KEYS = ("alpha", "power_terms")  # model keys that change a study's summary, not its fits
+RECOVERY_KEYS = ("alpha", "power_terms", "target_power")  # model keys that change a study's summary, not its fits
 # One simulated replicate larger than this is a typo (n: 100000 for n: 100), not a
 # design: it would exhaust memory in the simulate job instead of failing here.
 MAX_SIMULATED_ROWS = 20_000_000
@@ -452,32 +453,34 @@ def _check_design(name: str, design: Design) -> None:
     level_names = [lv.name for lv in design.levels]
     if len(set(level_names)) != len(level_names):
         raise ConfigError(f"{where}.levels", f"level names repeat: {level_names}")
-    taken = set(level_names) | {design.repeated_name}
+    design_mod.check(design, where)
+    taken = set(design.columns) - {o.name for o in design.outcomes}
+    covariates = [design.repeated_name] + [c.name for c in design.covariates]
+    grouping = level_names + [c.name for c in design.crossed]
     for o in design.outcomes:
         if o.name in taken:
             raise ConfigError(f"{where}.outcomes.{o.name}", "outcome name is already a level or the covariate")
         for cov in o.coefficients:
-            if cov != design.repeated_name:
+            if cov not in covariates:
                 raise ConfigError(
                     f"{where}.outcomes.{o.name}.coefficients.{cov}",
-                    f"unknown covariate; the design has '{design.repeated_name}'",
+                    f"unknown covariate; the design has {', '.join(repr(c) for c in covariates)}",
                 )
         for lv in o.random_sd:
-            if lv not in level_names:
-                close = difflib.get_close_matches(lv, level_names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (levels: {', '.join(level_names)})"
+            if lv not in grouping:
+                close = difflib.get_close_matches(lv, grouping, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (levels: {', '.join(grouping)})"
                 raise ConfigError(f"{where}.outcomes.{o.name}.random_sd.{lv}", f"unknown level{hint}")
         if o.family == "gaussian" and o.residual_sd is None:
             raise ConfigError(f"{where}.outcomes.{o.name}", "a gaussian outcome needs 'residual_sd'")
         if o.family != "gaussian" and o.residual_sd is not None:
             raise ConfigError(f"{where}.outcomes.{o.name}.residual_sd", f"only gaussian outcomes have one, not {o.family}")
         if o.family == "poisson":
-            eta = o.intercept + max(o.coefficients.get(design.repeated_name, 0.0) * v for v in design.repeated_values)
-            eta += 6 * math.sqrt(sum(sd * sd for sd in o.random_sd.values()))
+            eta = design_mod.largest_log_mean(design, o)
             if eta > MAX_LOG_MEAN:
                 raise ConfigError(f"{where}.outcomes.{o.name}",
                                   f"the log-mean reaches {eta:.3g} (intercept + coefficients x {design.repeated_name} "
-                                  f"+ 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
+                                  f"and covariates + arm effects + 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
                                   f"keep it under {MAX_LOG_MEAN:g}")
     if design.nrows > MAX_SIMULATED_ROWS:
         sizes = " x ".join(str(lv.n) for lv in design.levels)
@@ -574,10 +577,8 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
         build(parsed, unit_ids(design), where=f"dataset '{dataset}'", response=False)
     except GlmmError as e:
         raise ConfigError(f"{where}.formula", str(e)) from None
-    units, n = {}, 1
-    for lv in design.levels:
-        n *= lv.n
-        units[lv.name] = n  # ids are numbered across the design, so a level's units multiply down
+    # ids are numbered across the design, so a level's units multiply down
+    units = design_mod.unit_counts(design)
     units[design.repeated_name] = len(set(design.repeated_values))
     for term in parsed.random:
         levels = max(units.get(g, 2) for g in term.group)
@@ -778,6 +779,8 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
     if model.get("test") is not None and not is_study:
         raise ConfigError(f"models.{name}.test", "applies to models of a study dataset (one with 'replicates') "
                           "only; a per-seed model's tests follow `inference`")
+    if model.get("target_power") is not None and not is_study:
+        raise ConfigError(f"models.{name}.target_power", "applies to models of a study dataset only")
     where = f"models.{name}.power_terms"
     terms = model.get("power_terms")
     if terms is None:
@@ -791,7 +794,8 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
 
         known = list(dict.fromkeys(known + build(formula, unit_ids(design), response=False).fixed_names))
     for term in terms:
-        if term not in known:
+        # An interaction (time:armtreated) is known when each of its parts is.
+        if term not in known and not (":" in term and all(p in known for p in term.split(":"))):
             raise ConfigError(where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})")
 
 
@@ -834,6 +838,14 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     config = validate_schema(dict(config))
     _check_finite(config)
     _check_paths(config)
+    for name, spec in config["datasets"].items():
+        if "from_model" in spec.get("simulate", {}):
+            if "replicates" not in spec:
+                raise ConfigError(f"datasets.{name}.simulate.from_model", "applies to studies (with 'replicates') only")
+            spec["simulate"] = pilot.design_spec(spec["simulate"], config["models"], config["datasets"],
+                                                 f"datasets.{name}.simulate")
+            root = _schema()
+            _set_defaults(root["definitions"]["design"], spec["simulate"], root)
     designs: dict[str, Design] = {}
     for name, spec in config["datasets"].items():
         if "simulate" in spec:
@@ -857,6 +869,10 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         spec = config["datasets"][model["dataset"]]
         _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
         answers.check(name, model, parsed, spec, study="replicates" in spec)
+        if model.get("target_power") is not None and "replicates" in spec and len(spec["sweep"]) != 1:
+            raise ConfigError(f"models.{name}.target_power", f"needs one swept size key in datasets."
+                              f"{model['dataset']}.sweep (e.g. levels.hospital_id.n: [5, 10, 20]), "
+                              f"it has {len(spec['sweep'])}")
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
         if "replicates" not in spec:

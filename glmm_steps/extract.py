@@ -49,6 +49,13 @@ def tidy(result: FitResult) -> pd.DataFrame:
     approximation the estimate is a posterior mean or mode, std_error the posterior
     sd, the interval estimate +/- 1.96 sd, and statistic and p_value are empty: there
     is no likelihood to test against."""
+    return pd.DataFrame({"term": result.fixef["term"].to_numpy(), **fixed_columns(result)}, columns=FIXED_COLUMNS)
+
+
+def fixed_columns(result: FitResult) -> dict[str, Any]:
+    """The columns of :func:`tidy` but ``term``, as arrays (or one value for test and
+    method), for callers that need no table: a study's batch makes these per replicate,
+    and a table per fit costs more than the refit itself."""
     fe = result.fixef
     est = fe["estimate"].to_numpy(dtype=float)
     se = fe["std_error"].to_numpy(dtype=float)
@@ -61,19 +68,9 @@ def tidy(result: FitResult) -> pd.DataFrame:
         interval[:] = result.spec.intervals
     if not result.spec.maximum_likelihood:
         stat = p = np.full_like(est, np.nan)
-    return pd.DataFrame({
-        "term": fe["term"].to_numpy(),
-        "estimate": est,
-        "std_error": se,
-        "statistic": stat,
-        "df": df,
-        "p_value": p,
-        "conf_low": low,
-        "conf_high": high,
-        "test": result.test if result.spec.maximum_likelihood else "",
-        "interval": interval,
-        "method": result.spec.method,
-    }, columns=FIXED_COLUMNS)
+    return {"estimate": est, "std_error": se, "statistic": stat, "df": df, "p_value": p, "conf_low": low,
+            "conf_high": high, "test": result.test if result.spec.maximum_likelihood else "",
+            "interval": interval, "method": result.spec.method}
 
 
 def _interval_limits(result: FitResult, effect: str, terms: pd.Series, groups: pd.Series | None):

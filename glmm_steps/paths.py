@@ -52,6 +52,7 @@ TEMPLATES = {
     "batch_estimates": _BATCH + "/estimates.csv",
     "batch_fits": _BATCH + "/fits.csv",
     "recovery": _STUDY + "/recovery.csv",
+    "power": _STUDY + "/power.csv",
     "recovery_plot": _STUDY + "/plots/{plot}.png",
     "replicate_data": _REPLICATE + "/data.csv",
     "replicate_truth": _REPLICATE + "/truth.json",
@@ -71,7 +72,7 @@ TEMPLATES = {
 TABLES = ("fixed_effects", "anova", "variance_components", "random_effects", "predictions", "fit_stats")
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
-RECOVERY_PLOTS = ("estimates", "coverage", "power")
+RECOVERY_PLOTS = ("estimates", "coverage", "power", "power_curve")
 
 
 def replicate_outputs(results: str = "results", **keys: str) -> dict[str, str]:

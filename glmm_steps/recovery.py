@@ -128,12 +128,15 @@ def read_tables(paths: list[str | Path], columns: list[str]) -> pd.DataFrame:
 
 
 def recovery_to_files(estimate_paths: list[str], fit_paths: list[str], outputs: dict[str, str],
-                      alpha: float, power_terms: list[str] | None, designs: dict[str, dict[str, float]]) -> pd.DataFrame:
+                      alpha: float, power_terms: list[str] | None, designs: dict[str, dict[str, float]],
+                      target_power: float | None = None) -> pd.DataFrame:
     """The recovery step: read a study model's batch tables, write the recovery table
     (``outputs["table"]``) with a column per swept key, and draw the estimates, coverage
     and power plots (:mod:`glmm_steps.study_plot`). ``designs`` maps each design point,
-    in order, to its swept values. Returns the table."""
-    from glmm_steps import study_plot
+    in order, to its swept values. With ``outputs["power_table"]``, also the power table
+    and power curve (:mod:`glmm_steps.power`; ``target_power`` as there, printed).
+    Returns the table."""
+    from glmm_steps import power, study_plot
     from glmm_steps.extract import write_csv
 
     estimates = read_tables(estimate_paths, ESTIMATE_COLUMNS)
@@ -143,4 +146,13 @@ def recovery_to_files(estimate_paths: list[str], fit_paths: list[str], outputs: 
         table.insert(2 + i, key, table["design"].map(lambda d, k=key: designs[d].get(k, NAN)))
     write_csv(table, outputs["table"])
     study_plot.draw_all(estimates, table, list(designs), outputs)
+    if "power_table" in outputs:
+        swept = list(dict.fromkeys(k for values in designs.values() for k in values))
+        powers = power.power_table(table, swept, target_power)
+        write_csv(powers, outputs["power_table"])
+        model = table["model"].iloc[0] if len(table) else ""
+        power.power_curve_plot(powers, outputs["power_curve"], f"{model}: {int(table['n_replicates'].max())} "
+                               "replicates per design")
+        for line in power.summary_lines(powers):
+            print(line)
     return table

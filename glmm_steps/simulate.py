@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from glmm_steps import designs
+from glmm_steps.designs import Arms, Covariate, Missing, Sizes, Slope
 from glmm_steps.errors import GlmmError
 
 LINKS = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
@@ -26,10 +28,12 @@ MAX_POISSON_MEAN = 1e18
 
 @dataclass(frozen=True)
 class Level:
-    """A grouping level: ``n`` units inside each unit of the level above."""
+    """A grouping level: ``n`` units inside each unit of the level above, or, when
+    ``sizes`` is set, unbalanced sizes (``n`` is then the largest or mean size)."""
 
     name: str
     n: int
+    sizes: Sizes | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class Outcome:
     random_sd: dict[str, float]
     residual_sd: float | None = None
     trials: int = 1
+    # By arm label (not the reference arm): the arm's effect, and its effect per unit
+    # of the repeated covariate (arm-by-time interaction).
+    arm_effects: dict[str, float] = field(default_factory=dict)
+    arm_by_time: dict[str, float] = field(default_factory=dict)
+    random_slopes: dict[str, Slope] = field(default_factory=dict)
 
     @property
     def link(self) -> str:
@@ -53,24 +62,44 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Design:
-    """A nested design with a repeated covariate and its outcomes."""
+    """A nested design with a repeated covariate and its outcomes, and optionally
+    factors crossed with the nesting, treatment arms, covariates and missing data
+    (:mod:`glmm_steps.designs`)."""
 
     levels: tuple[Level, ...]
     repeated_name: str
     repeated_values: tuple[float, ...]
     outcomes: tuple[Outcome, ...] = field(default_factory=tuple)
+    crossed: tuple[Level, ...] = ()
+    arms: Arms | None = None
+    covariates: tuple[Covariate, ...] = ()
+    missing: Missing | None = None
 
     @property
     def nrows(self) -> int:
-        """Rows the design produces: product of level counts times visits."""
-        return int(np.prod([lv.n for lv in self.levels])) * len(self.repeated_values)
+        """Rows the design produces before missing data (an upper bound for
+        unbalanced sizes drawn from a distribution): units times crossed units times visits."""
+        units = 1
+        for lv in self.levels:
+            units *= lv.sizes.largest if lv.sizes is not None else lv.n
+        for c in self.crossed:
+            units *= c.n
+        return int(units) * len(self.repeated_values)
+
+    @property
+    def fixed_rows(self) -> bool:
+        """Whether every replicate has the same rows (no missing data)."""
+        return self.missing is None
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Columns of the simulated data frame, in order."""
         return (
             tuple(lv.name for lv in self.levels)
+            + tuple(c.name for c in self.crossed)
             + (self.repeated_name,)
+            + ((self.arms.name,) if self.arms is not None else ())
+            + tuple(c.name for c in self.covariates)
             + tuple(o.name for o in self.outcomes)
         )
 
@@ -94,35 +123,28 @@ def design_from_config(spec: dict[str, Any]) -> Design:
             random_sd={k: float(v) for k, v in (o.get("random_sd") or {}).items()},
             residual_sd=float(o["residual_sd"]) if o.get("residual_sd") is not None else None,
             trials=int(o.get("trials", 1)),
+            arm_effects={k: float(v) for k, v in (o.get("arm_effects") or {}).items()},
+            arm_by_time={k: float(v) for k, v in (o.get("arm_by_time") or {}).items()},
+            random_slopes=designs.slopes_from_config(o.get("random_slopes")),
         )
         for name, o in spec["outcomes"].items()
     )
     return Design(
-        levels=tuple(Level(lv["name"], int(lv["n"])) for lv in spec["levels"]),
+        levels=tuple(Level(lv["name"], *designs.sizes_from_config(lv["n"])) for lv in spec["levels"]),
         repeated_name=spec["repeated"]["name"],
         repeated_values=tuple(spec["repeated"]["values"]),
         outcomes=outcomes,
+        crossed=tuple(Level(c["name"], int(c["n"])) for c in spec.get("crossed") or []),
+        arms=designs.arms_from_config(spec.get("arms")),
+        covariates=designs.covariates_from_config(spec.get("covariates")),
+        missing=designs.missing_from_config(spec.get("missing")),
     )
 
 
 def _skeleton(design: Design) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Rows of the design and, per level, the unit index of each row (0-based)."""
-    counts = [lv.n for lv in design.levels]
-    n_inner = int(np.prod(counts))
-    # Integer visits stay integers in the CSV (1, not 1.0).
-    visits = np.asarray(design.repeated_values)
-    inner = np.repeat(np.arange(n_inner), len(visits))
-    index: dict[str, np.ndarray] = {}
-    cols: dict[str, Any] = {}
-    # Unit ids are numbered 1..N within each level across the whole design (patient 1..100,
-    # not 1..10 per hospital), so an id alone identifies the unit, as in the lme4 tutorial.
-    for depth, lv in enumerate(design.levels):
-        below = int(np.prod(counts[depth + 1 :])) if depth + 1 < len(counts) else 1
-        unit = inner // below
-        index[lv.name] = unit
-        cols[lv.name] = unit + 1
-    cols[design.repeated_name] = np.tile(visits, n_inner)
-    return pd.DataFrame(cols), index
+    """Rows of the design and, per level, the unit index of each row (0-based); see
+    :func:`glmm_steps.designs.rows`."""
+    return designs.rows(design)
 
 
 def unit_ids(design: Design) -> pd.DataFrame:
@@ -137,10 +159,25 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
     eta = np.full(len(data), float(outcome.intercept))  # float even when built with an int intercept
     for cov, beta in outcome.coefficients.items():
         eta += beta * data[cov].to_numpy(dtype=float)
+    if design.arms is not None:
+        arm = index[f"arm:{design.arms.name}"]
+        time = data[design.repeated_name].to_numpy(dtype=float)
+        for j, label in enumerate(design.arms.labels):
+            eta += (outcome.arm_effects.get(label, 0.0) + outcome.arm_by_time.get(label, 0.0) * time) * (arm == j)
+    intercepts = {}
     for lv in design.levels:
         n_units = int(index[lv.name].max()) + 1
-        effects = rng.normal(0.0, outcome.random_sd.get(lv.name, 0.0), size=n_units)
-        eta += effects[index[lv.name]]
+        # Drawn as sd * z (the same numbers as rng.normal(0, sd)), z kept for a slope's correlation.
+        intercepts[lv.name] = rng.normal(0.0, 1.0, size=n_units)
+        eta += (outcome.random_sd.get(lv.name, 0.0) * intercepts[lv.name])[index[lv.name]]
+    # Drawn after the nested intercepts, so adding them leaves a design's other draws alone.
+    for c in design.crossed:
+        eta += rng.normal(0.0, outcome.random_sd.get(c.name, 0.0), size=c.n)[index[c.name]]
+    for lv_name, slope in outcome.random_slopes.items():
+        z = intercepts[lv_name]
+        w = rng.normal(0.0, 1.0, size=len(z))
+        effects = slope.sd * (slope.cor * z + np.sqrt(1.0 - slope.cor ** 2) * w)
+        eta += effects[index[lv_name]] * data[slope.term].to_numpy(dtype=float)
     if outcome.family == "gaussian":
         return eta + rng.normal(0.0, outcome.residual_sd or 0.0, size=len(eta))
     if outcome.family == "binomial":
@@ -156,6 +193,22 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
     raise ValueError(f"unknown family {outcome.family!r}")
 
 
+def draw_response(design: Design, name: str, seed: int,
+                  skeleton: tuple[pd.DataFrame, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+    """The values of outcome ``name`` in the replicate of ``design`` with ``seed``, the
+    same numbers :func:`simulate` puts in its column; ``skeleton`` is
+    :func:`design_rows`' result, built once for many replicates (a study's refits)."""
+    data, index = skeleton if skeleton is not None else _skeleton(design)
+    outcome = next(o for o in design.outcomes if o.name == name)
+    return _draw_outcome(design, outcome, data, index, seed)
+
+
+def design_rows(design: Design) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The rows of ``design`` without outcomes and, per level, each row's unit index
+    (0-based): what :func:`draw_response` draws on."""
+    return _skeleton(design)
+
+
 def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate one replicate of ``design`` from ``seed``.
 
@@ -163,6 +216,7 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     columns are integer ids) and a JSON-ready dict of the true parameters per
     outcome (fixed effects, random-effect SDs and variances, residual SD)."""
     data, index = _skeleton(design)
+    levels = {lv.name: int(index[lv.name].max()) + 1 for lv in design.levels}
     truth: dict[str, Any] = {"seed": int(seed), "nrows": len(data), "outcomes": {}}
     for outcome in design.outcomes:
         data[outcome.name] = _draw_outcome(design, outcome, data, index, seed)
@@ -179,7 +233,18 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
             "residual_sd": outcome.residual_sd,
             "trials": outcome.trials if outcome.family == "binomial" else None,
         }
-    truth["levels"] = {lv.name: int(index[lv.name].max()) + 1 for lv in design.levels}
+        if design.arms is not None:
+            a = design.arms
+            fixed = truth["outcomes"][outcome.name]["fixed_effects"]
+            for label in a.labels[1:]:
+                fixed[f"{a.name}{label}"] = outcome.arm_effects.get(label, 0.0)
+                fixed[f"{design.repeated_name}:{a.name}{label}"] = outcome.arm_by_time.get(label, 0.0)
+        if outcome.random_slopes:
+            truth["outcomes"][outcome.name]["random_slopes"] = {
+                lv: {"term": sl.term, "sd": sl.sd, "cor": sl.cor} for lv, sl in outcome.random_slopes.items()}
+    data = designs.apply_missing(data, index, design, seed)
+    truth["nrows"] = len(data)
+    truth["levels"] = levels
     return data, truth
 
 

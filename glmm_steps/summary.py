@@ -115,3 +115,17 @@ def closing_summary(summary_path: str | Path, results: str | Path, studies: dict
 def status_line_of(table: pd.DataFrame) -> str:
     """Fits counted by status, e.g. ``8 ok, 1 failed``."""
     return ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) or "none"
+
+
+def study_power_lines(plan) -> list[str]:
+    """The answer of each study model with ``target_power`` whose power table exists
+    (see :func:`glmm_steps.power.summary_lines`), for the end of a run."""
+    from glmm_steps import paths
+    from glmm_steps.power import summary_lines
+
+    lines = []
+    for model in plan.study_models:
+        path = Path(paths.output_path("power", plan.results, model=model))
+        if plan.config["models"][model].get("target_power") is not None and path.is_file():
+            lines += ["power: " + line for line in summary_lines(pd.read_csv(path))]
+    return lines

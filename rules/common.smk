@@ -162,7 +162,7 @@ def report_tables():
     """The result tables the report shows as HTML tables: key -> (CSV, title, report
     category, subcategory, labels, caption). Per fit its fixed effects and variance
     components (and model comparison tables), the run summary, the catalog, and each
-    study's recovery table."""
+    study's recovery and power tables."""
     tables = {}
     for f in PLAN.fits:
         names = ("fixed_effects", "variance_components")
@@ -181,6 +181,8 @@ def report_tables():
     for m in PLAN.study_models:
         tables[f"studies__{m}__recovery"] = (out("recovery", model=m), f"{m}: parameter recovery", "studies", m,
                                     {"model": m, "table": "recovery"}, "recovery")
+        tables[f"studies__{m}__power"] = (out("power", model=m), f"{m}: power by design", "studies", m,
+                                 {"model": m, "table": "power"}, "power")
     return tables
 
 

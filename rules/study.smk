@@ -32,6 +32,7 @@ rule recovery:
                         for b in PLAN.batches_of(w.model)],
     output:
         table=out("recovery", model="{model}"),
+        power_table=out("power", model="{model}"),
         **{
             p: report(out("recovery_plot", model="{model}", plot=p), caption="../report/recovery_plots.rst",
                       category="studies", subcategory="{model}", labels={"model": "{model}", "plot": p})
@@ -40,6 +41,7 @@ rule recovery:
     params:
         alpha=lambda w: PLAN.config["models"][w.model]["alpha"],
         power_terms=lambda w: PLAN.config["models"][w.model].get("power_terms"),
+        target_power=lambda w: PLAN.config["models"][w.model].get("target_power"),
         designs=lambda w: {d: PLAN.design_point(w.model, d).values for d in PLAN.design_names(w.model)},
     log:
         out("log", rule="recovery", name="{model}"),

@@ -5,5 +5,6 @@ from glmm_steps.recovery import recovery_to_files
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     table = recovery_to_files(list(sm.input.estimates), list(sm.input.fits), dict(sm.output.items()),
-                              sm.params.alpha, sm.params.power_terms, sm.params.designs)
+                              sm.params.alpha, sm.params.power_terms, sm.params.designs,
+                              target_power=sm.params.target_power)
     print(table.to_string(index=False))

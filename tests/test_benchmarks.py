@@ -88,6 +88,10 @@ def test_study_throughput_runs_and_loop_and_pipeline_agree():
     lines = run_benchmark("study_throughput.py", "--replicates", "6", "--batch-size", "3")
     assert "recovery tables of loop and pipeline agree: yes" in "\n".join(lines)
     assert re.fullmatch(rf"ratio pipeline/loop: {NUMBER}", lines[-1]), lines[-1]
+    if shutil.which("Rscript"):
+        # R refits the very replicates the loop fitted: the same mean slope, to 10 digits
+        means = [ln.split(": ")[1] for ln in lines if "mean time estimate" in ln]
+        assert len(means) == 2 and means[0] == means[1], lines
 
 
 def test_statsmodels_optimum_finds_what_its_readme_says_on_the_reference_seed():

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
+from glmm_steps.engines.base import RANEF_COLUMNS, TESTS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.boundary import boundary_message
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
@@ -351,3 +351,105 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         notes=notes,
         optimizer=str(getattr(model, "optimizer", "")),
     )
+
+
+# The warnings mixedlm's lmer() adds after optimizing (lmer_fit.py), which refit() does not.
+_NOT_CONVERGED = "Model failed to converge. Consider increasing maxiter or trying a different optimizer."
+_SINGULAR = "Model is singular (boundary fit). Some variance components are estimated as zero or near-zero."
+
+
+_NO_RANEF = pd.DataFrame(columns=RANEF_COLUMNS)
+
+
+class Refitter:
+    """One linear mixed model's structure, refitted to new responses (lme4's ``refit``,
+    as simr does): the formula, model frame and matrices are built once, from ``frame``;
+    each call optimizes afresh from lme4's default start, so its numbers are those of a
+    full :func:`fit` of the same data. Only what a study's tables read is computed per
+    call: fixed effects and standard errors, variance components, logLik, convergence
+    (optimizer flag and gradient check) and singularity; no fitted values, conditional
+    modes or Hessian check."""
+
+    def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix | None = None):
+        import mixedlm
+
+        if spec.family != "gaussian" or formula.trials or formula.offset or formula.response != formula.outcome:
+            raise ValueError("Refitter supports gaussian models of a plain response without trials or offset")
+        design = design if design is not None else build(formula, frame)
+        text, data, self.column_names, self.group_names = engine_inputs(formula, design, frame)
+        printed = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            self.model = mixedlm.lmer(text, data, REML=spec.reml)
+        # What lmer() says about the structure (too few levels, dropped columns) holds for
+        # every replicate; what it says about this fit's optimum (singular, not converged)
+        # does not: each refit says that for itself.
+        self.structure_warnings = [str(w.message) for w in caught
+                                   if not str(w.message).startswith((_NOT_CONVERGED[:24], _SINGULAR[:24]))]
+        self.structure_printed = [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+        self.spec, self.frame = spec, frame
+        self.names = [self.column_names.get(n, n) for n in self.model.matrices.fixed_names]
+        self.version = mixedlm.__version__
+        self.control = self.model.control
+
+    def __call__(self, response: np.ndarray) -> FitResult:
+        """Refit to ``response`` (one value per row of the template frame, same order);
+        returns a FitResult as :func:`fit` with ``random_effects=False`` gives it,
+        without fitted values, AIC/BIC, deviance or the Hessian check."""
+        import mixedlm
+
+        printed = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            # start=None: lme4's default start, not the template's optimum, so a replicate's
+            # numbers do not depend on which replicate built the template; the optimizer
+            # settings are those lmer() passes, so they equal a full fit's.
+            ctrl = self.control
+            model = self.model.refit(
+                np.asarray(response, dtype=float), start=None, method=ctrl.optimizer,
+                options=ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
+                restart_edge=ctrl.restart_edge, use_analytic_gradient=ctrl.use_analytic_gradient)
+        converged = bool(model.converged)
+        # The warnings lmer() itself adds after its optimizer (refit does not).
+        lmer_warnings = (([_NOT_CONVERGED] if ctrl.check_conv and not converged else [])
+                         + ([_SINGULAR] if ctrl.check_singular and model.isSingular(tol=ctrl.boundary_tol) else []))
+        gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
+        varcorr = _varcorr(model, self.group_names, self.column_names)
+        singular = bool(model.isSingular())
+        # In the order a full fit records them, the singular-fit warning saying which
+        # parameter is on the boundary as there (see fit).
+        caught_text = [boundary_message(varcorr) if m.startswith(_MIXEDLM_SINGULAR) else m
+                       for m in self.structure_warnings + [str(w.message) for w in caught] + lmer_warnings]
+        if singular and not any(m.startswith("boundary (singular) fit") for m in caught_text):
+            caught_text.append(boundary_message(varcorr))
+        messages = list(dict.fromkeys(
+            caught_text + self.structure_printed
+            + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()] + gradient))
+        if self.spec.inference == "wald":
+            fixef = pd.DataFrame({"term": self.names, "estimate": np.asarray(model.beta, dtype=float),
+                                  "std_error": np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))})
+            test, test_messages = TESTS["wald"], []
+        else:
+            # The refitted lmer is a whole model: its Satterthwaite or Kenward-Roger tests
+            # come from it as a full fit's do (fixed_effect_inference; no type III table,
+            # which a study does not read).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # deviance evaluations next to the optimum
+                fixef, _, test, test_messages, _ = fixed_effect_inference(model, self.spec, self.names, {},
+                                                                          self.frame)
+            messages += [m for m in test_messages if m not in messages]
+        return FitResult(
+            spec=self.spec,
+            engine_version=self.version,
+            fixef=fixef,
+            test=test,
+            npar=int(model.npar()),
+            varcorr=varcorr,
+            ranef=_NO_RANEF,  # shared, never written: an empty table per replicate costs 0.5 ms
+            nobs=int(model.nobs()),
+            loglik=float(model.logLik().value),
+            converged=converged and not gradient,
+            singular=singular,
+            warnings=messages,
+            optimizer=str(getattr(model, "optimizer", "")),
+        )
