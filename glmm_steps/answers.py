@@ -16,7 +16,7 @@ import pandas as pd
 
 from glmm_steps import emmeans as emmeans_mod
 from glmm_steps import predict as predict_mod
-from glmm_steps.errors import GlmmError
+from glmm_steps.errors import ConfigError, GlmmError
 from glmm_steps.formula import Formula
 from glmm_steps.model_matrix import ModelMatrix
 from glmm_steps.variance_explained import problem, variance_explained

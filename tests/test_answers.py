@@ -382,12 +382,13 @@ def test_job_count_includes_the_answers(tmp_path, monkeypatch):
     config["datasets"]["cake"]["path"] = "cake.csv"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = run_snakemake(tmp_path, "--configfile", str(path), "-n")
+    # Snakemake's plain logger (not the profile's progress display) prints the job table
+    proc = run_snakemake(tmp_path, "--configfile", str(path), "-n", "--workflow-profile", "none")
     total = int(next(ln.split()[-1] for ln in proc.stdout.splitlines() if ln.startswith("total")))
     monkeypatch.chdir(tmp_path)
     # fit, extract, plot; effects, effect_plot; predict_new, prediction_plot; emmeans;
-    # manifest; catalog, summary, all
-    assert total == check_config(config).job_count == 3 + 2 + 2 + 1 + 1 + 3
+    # manifest; catalog, summary, report_tables, all
+    assert total == check_config(config).job_count == 3 + 2 + 2 + 1 + 1 + 4
 
 
 @pytest.mark.parametrize("formula", ["Reaction ~ poly(Days, 2) + (1 | Subject)",
@@ -403,3 +404,15 @@ def test_new_rows_reuse_the_fits_transforms(formula):
     cond = predict.predict_new(result, parsed, rows, {"re_form": "conditional", "interval": "none"})
     np.testing.assert_allclose(pop["predicted"], result.fitted_marginal[[0, 13, 25]], rtol=1e-10)
     np.testing.assert_allclose(cond["predicted"], result.fitted[[0, 13, 25]], rtol=1e-8)
+
+
+def test_answers_on_a_study_model_are_refused_in_one_line(monkeypatch):
+    """predict:/emmeans: apply to per-seed fits; on a study model the check says so
+    (a ConfigError naming the key, not a crash)."""
+    import yaml
+
+    config = yaml.safe_load((REFERENCE.parents[1] / "config" / "config.yaml").read_text())
+    config["models"]["bp_lmm_recovery"]["predict"] = {"grid": {"time": [1]}}
+    monkeypatch.chdir(REFERENCE.parents[1])
+    with pytest.raises(ConfigError, match=r"models\.bp_lmm_recovery\.predict.*applies to per-seed fits"):
+        check_config(config)

@@ -303,7 +303,10 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
-    terms = {t: cols for t, cols in design.term_columns.items() if t != "(Intercept)"}
+    # mixedlm drops a column it finds collinear (a constant covariate): test what was fitted
+    fitted_names = set(names)
+    terms = {t: kept for t, cols in design.term_columns.items()
+             if t != "(Intercept)" and (kept := [c for c in cols if c in fitted_names])}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum; failures are reported
         fixef, anova_table, test, test_messages, parts = fixed_effect_inference(model, spec, names, terms,
