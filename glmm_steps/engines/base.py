@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from glmm_steps.families import default_link
+
 
 # The statsmodels engine's binomial/Poisson fits, by config value: Bayesian
 # approximations, so every output says they are not maximum likelihood. (statsmodels'
@@ -37,6 +39,8 @@ class ModelSpec:
     engine: str = "mixedlm"
     nagq: int = 1
     approximation: str | None = None
+    # None: the family's default link (see glmm_steps.families.FAMILIES)
+    link_name: str | None = None
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -50,12 +54,13 @@ class ModelSpec:
             engine=entry.get("engine", "mixedlm"),
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
+            link_name=entry.get("link"),
         )
 
     @property
     def link(self) -> str:
-        """The family's canonical link."""
-        return {"gaussian": "identity", "binomial": "logit", "poisson": "log"}[self.family]
+        """The model's link: the config's ``link``, else the family's default."""
+        return self.link_name or default_link(self.family)
 
     @property
     def maximum_likelihood(self) -> bool:
@@ -114,6 +119,14 @@ class FitResult:
     optimizer: str = ""
     wall_time_s: float = float("nan")
     details: dict[str, Any] = field(default_factory=dict)
+    # The family's dispersion when it has one, by name: negative binomial
+    # {"theta": ...} (variance mu + mu^2/theta), Gamma {"sigma": ..., "shape": ...}
+    # (sigma as lme4's sigma(), shape = 1/sigma^2). Empty for the other families.
+    dispersion: dict[str, float] = field(default_factory=dict)
+    # Simulation-based (DHARMa) residual checks, filled by the fit step: one scaled
+    # residual per fitted row (aligned with ``frame``), and the tests' results.
+    scaled_residuals: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from glmm_steps import families as families_mod
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
@@ -23,10 +24,44 @@ HESSIAN_MAX_NOBS = 100_000
 BOUNDARY_TOL = 1e-4
 
 
-def _family(name: str):
+def _family(name: str, link: str, theta: float | None = None):
+    """mixedlm's family object for the config's family and link (``theta``: the
+    negative binomial's dispersion, held fixed in one glmer fit)."""
     from mixedlm import families
+    from mixedlm.families.negative_binomial import NegativeBinomial
 
-    return {"binomial": families.Binomial, "poisson": families.Poisson}[name]()
+    if name == "negative_binomial":
+        return NegativeBinomial(theta=theta)
+    return {"binomial": families.Binomial, "poisson": families.Poisson, "gamma": families.Gamma}[name](link=link)
+
+
+def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: dict):
+    """lme4's ``glmer.nb``, which mixedlm's ``glmer_nb`` is not: that one fits at a
+    fixed dispersion (theta = 1 unless given) and never estimates it. As lme4 does:
+    a Poisson GLMM, MASS::theta.ml on its fitted values for a start, then Brent's
+    search over log(theta) of the Laplace logLik, each theta a glmer fit started from
+    the previous one's covariance parameters. Returns (model, theta, evaluations)."""
+    import mixedlm
+
+    poisson = mixedlm.glmer(engine_text, frame, family=_family("poisson", "log"), nAGQ=spec.nagq, **kwargs)
+    y = np.asarray(poisson.matrices.y, dtype=float)
+    theta0 = families_mod.theta_ml(y, np.asarray(poisson.fitted(type="response"), dtype=float))
+    start = {"theta": np.asarray(poisson.theta, dtype=float)}
+
+    def refit(theta: float):
+        # Fits at thetas far from the optimum may warn (PIRLS not converged): only
+        # the chosen fit's warnings are the model's, re-raised below.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = mixedlm.glmer(engine_text, frame, family=_family("negative_binomial", "log", theta),
+                                  nAGQ=spec.nagq, start=start["theta"], **kwargs)
+        start["theta"] = np.asarray(model.theta, dtype=float)
+        return (model, caught), float(model.logLik().value)
+
+    theta, (model, caught), evals = families_mod.optimize_nb_theta(refit, theta0)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=1)
+    return model, theta, evals
 
 
 def r_term_names(names: list[str], frame: pd.DataFrame) -> list[str]:
@@ -189,8 +224,11 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         warnings.simplefilter("always")
         if spec.family == "gaussian":
             model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml, **kwargs)
+        elif spec.family == "negative_binomial":
+            model, nb_theta, nb_evals = _glmer_nb(formula.engine_text, frame, spec, kwargs)
         else:
-            model = mixedlm.glmer(formula.engine_text, frame, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
+            model = mixedlm.glmer(formula.engine_text, frame, family=_family(spec.family, spec.link),
+                                  nAGQ=spec.nagq, **kwargs)
     group_names = _lme4_names(formula)
     beta = np.asarray(model.beta, dtype=float)
     se = np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))
@@ -215,12 +253,23 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
+    loglik, npar = float(model.logLik().value), int(model.npar())
+    dispersion: dict[str, float] = {}
+    varcorr = _varcorr(model, group_names)
+    if spec.family == "negative_binomial":
+        # theta is a parameter of the likelihood too: lme4 counts it in AIC/BIC.
+        dispersion = {"theta": float(nb_theta)}
+        npar += 1
+        notes.append(f"theta estimated as lme4's glmer.nb ({nb_evals} glmer fits)")
+        varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "theta", "variance": nb_theta,
+                                                     "sd": np.nan, "correlation": np.nan}])], ignore_index=True)
+    aic, bic = -2 * loglik + 2 * npar, -2 * loglik + np.log(int(model.nobs())) * npar
     optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
     return FitResult(
         spec=spec,
         engine_version=mixedlm.__version__,
         fixef=pd.DataFrame({"term": names, "estimate": beta, "std_error": se}),
-        varcorr=_varcorr(model, group_names),
+        varcorr=varcorr,
         **optional,
         frame=frame,
         observed=observed,
@@ -228,11 +277,12 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         fitted_marginal=marginal,
         nobs=int(model.nobs()),
         ngroups={group_names.get(str(k), str(k)): int(v) for k, v in model.ngrps().items()},
-        loglik=float(model.logLik().value),
-        aic=float(model.AIC()),
-        bic=float(model.BIC()),
+        loglik=loglik,
+        aic=aic,
+        bic=bic,
         deviance=_deviance(model, spec),
-        npar=int(model.npar()),
+        npar=npar,
+        dispersion=dispersion,
         converged=converged,
         singular=bool(model.isSingular()),
         hessian_ok=hessian_ok,
