@@ -15,6 +15,7 @@ import pandas as pd
 
 from glmm_steps import data as data_mod
 from glmm_steps import formula as formula_mod
+from glmm_steps import residuals as residuals_mod
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
@@ -43,7 +44,22 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
         result = _failed(spec, f"{type(e).__name__}: {e}", model_frame)
     result.notes = notes + result.notes
     result.wall_time_s = time.perf_counter() - start
+    if result.ok and spec.residual_nsim > 0:
+        _add_residuals(result)
     return result
+
+
+def _add_residuals(result: FitResult) -> None:
+    """Simulation-based residuals and their tests, here where the fitted model is: a
+    failure to simulate is a note, never a failed fit."""
+    spec = result.spec
+    try:
+        result.scaled_residuals, result.diagnostics = residuals_mod.diagnose(
+            result, spec.residual_nsim, spec.residual_seed, spec.residual_simulate)
+    except GlmmError as e:
+        result.notes.append(f"simulation residuals not computed: {e}")
+        return
+    result.notes += result.diagnostics["notes"]
 
 
 def _failed(spec: ModelSpec, error: str, frame: pd.DataFrame | None = None) -> FitResult:

@@ -41,6 +41,11 @@ class ModelSpec:
     approximation: str | None = None
     # None: the family's default link (see glmm_steps.families.FAMILIES)
     link_name: str | None = None
+    # Simulation-based residuals (glmm_steps.residuals): simulations per row (0: none,
+    # 250 is DHARMa's default), their seed, and conditional or marginal simulation.
+    residual_nsim: int = 250
+    residual_seed: int = 0
+    residual_simulate: str = "conditional"
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -55,6 +60,9 @@ class ModelSpec:
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
             link_name=entry.get("link"),
+            residual_nsim=int((entry.get("residuals") or {}).get("nsim", 250)),
+            residual_seed=int((entry.get("residuals") or {}).get("seed", 0)),
+            residual_simulate=(entry.get("residuals") or {}).get("simulate", "conditional"),
         )
 
     @property

@@ -42,6 +42,7 @@ def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: di
     search over log(theta) of the Laplace logLik, each theta a glmer fit started from
     the previous one's covariance parameters. Returns (model, theta, evaluations)."""
     import mixedlm
+    from mixedlm.models.control import GlmerControl
 
     poisson = mixedlm.glmer(engine_text, frame, family=_family("poisson", "log"), nAGQ=spec.nagq, **kwargs)
     y = np.asarray(poisson.matrices.y, dtype=float)
@@ -53,8 +54,11 @@ def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: di
         # the chosen fit's warnings are the model's, re-raised below.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            # Started at the previous fit's covariance parameters, the nAGQ = 0 first
+            # stage (half of a fit's time) adds nothing; lme4's refit skips it too.
             model = mixedlm.glmer(engine_text, frame, family=_family("negative_binomial", "log", theta),
-                                  nAGQ=spec.nagq, start=start["theta"], **kwargs)
+                                  nAGQ=spec.nagq, start=start["theta"],
+                                  control=GlmerControl(nAGQ0initStep=False), **kwargs)
         start["theta"] = np.asarray(model.theta, dtype=float)
         return (model, caught), float(model.logLik().value)
 
