@@ -26,6 +26,7 @@ import pandas as pd
 # second it takes to import scipy.stats: a study's batch job starts faster.
 from scipy import special
 
+from glmm_steps import residuals as residuals_mod
 from glmm_steps import tables
 from glmm_steps.engines.base import FitResult
 
@@ -142,6 +143,10 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
         "optimizer": result.optimizer,
         "wall_time_s": round(result.wall_time_s, 3) if math.isfinite(result.wall_time_s) else None,
         "engine_details": dict(getattr(result, "details", {}) or {}),
+        # the family's dispersion (negative binomial theta; Gamma sigma and shape)
+        "dispersion": dict(result.dispersion),
+        # simulation-based residual tests (glmm_steps.residuals); {} when not computed
+        "diagnostics": dict(result.diagnostics),
     }
     return {k: _finite(v) for k, v in record.items()}
 
@@ -181,12 +186,15 @@ def write_json(record: dict[str, Any], path: str | Path) -> None:
 def extract(result: FitResult, outputs: dict[str, str | Path], *, seed: int | None = None,
             data_path: str | None = None) -> dict[str, Any]:
     """Write every tidy table of ``result`` to ``outputs`` (keys: fixed_effects,
-    variance_components, random_effects, predictions, fit_stats), each table as CSV
+    variance_components, random_effects, predictions, fit_stats and, when given,
+    residuals), each table as CSV
     or Parquet by its path's extension. Returns the glance record written to fit_stats."""
     write_table(tidy(result), outputs["fixed_effects"])
     write_table(variance_components(result), outputs["variance_components"])
     write_table(random_effects(result), outputs["random_effects"])
     write_table(augment(result), outputs["predictions"])
+    if "residuals" in outputs:
+        write_table(residuals_mod.residual_table(result), outputs["residuals"])
     record = glance(result, seed=seed, data_path=data_path)
     write_json(record, outputs["fit_stats"])
     return record

@@ -53,6 +53,9 @@ def _add_residuals(result: FitResult) -> None:
     """Simulation-based residuals and their tests, here where the fitted model is: a
     failure to simulate is a note, never a failed fit."""
     spec = result.spec
+    if result.nobs > residuals_mod.MAX_NOBS:
+        result.notes.append(f"simulation residuals skipped: more than {residuals_mod.MAX_NOBS:,} rows")
+        return
     try:
         result.scaled_residuals, result.diagnostics = residuals_mod.diagnose(
             result, spec.residual_nsim, spec.residual_seed, spec.residual_simulate)

@@ -27,6 +27,8 @@ TEMPLATES = {
     "random_effects": _MODEL + "/random_effects.{fmt}",
     "predictions": _MODEL + "/predictions.{fmt}",
     "fit_stats": _MODEL + "/fit_stats.json",
+    # one scaled (DHARMa) residual per fitted row, Parquet for large fits like predictions
+    "residuals": _MODEL + "/residuals.{fmt}",
     "plot": _MODEL + "/plots/{plot}.png",
     "manifest": _VERSION + "/manifest.json",
     "latest": "{results}/models/{model}/latest",
@@ -51,12 +53,13 @@ TEMPLATES = {
     "replicate_random_effects": _REPLICATE + "/random_effects.csv",
     "replicate_predictions": _REPLICATE + "/predictions.csv",
     "replicate_fit_stats": _REPLICATE + "/fit_stats.json",
+    "replicate_residuals": _REPLICATE + "/residuals.csv",
     "replicate_plot": _REPLICATE + "/plots/{plot}.png",
     "log": "{results}/logs/{rule}/{name}.log",
 }
 
 # The tidy tables the extract step writes, in order.
-TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
+TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats", "residuals")
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 RECOVERY_PLOTS = ("estimates", "coverage", "power")

@@ -40,7 +40,9 @@ MODES = ("conditional", "marginal")
 # DHARMa's testOutliers: a bootstrap of 100 draws for integer responses up to 500 rows.
 OUTLIER_BOOTSTRAP_MAX_NOBS = 500
 OUTLIER_NBOOT = 100
-RESIDUAL_COLUMNS = ["scaled_residual"]
+# Above this many rows the simulations (rows x nsim values) cost more memory and time
+# than the fit: they are skipped with a note.
+MAX_NOBS = 100_000
 
 
 def _trials(result: FitResult) -> np.ndarray | None:

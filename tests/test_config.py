@@ -43,8 +43,9 @@ def test_wrong_type(cfg):
 
 
 def test_unknown_family(cfg):
-    cfg["models"]["bp_lmm"]["family"] = "gamma"
-    assert "models.bp_lmm.family: expected one of gaussian, binomial, poisson, got 'gamma'" in _error(cfg)
+    cfg["models"]["bp_lmm"]["family"] = "tweedie"
+    assert ("models.bp_lmm.family: expected one of gaussian, binomial, poisson, negative_binomial, gamma, "
+            "got 'tweedie'") in _error(cfg)
 
 
 def test_missing_dataset(cfg):
@@ -101,8 +102,10 @@ def test_link_must_be_supported_by_the_engine(cfg):
     cfg["models"]["hypertension_glmm"]["link"] = "logit"
     check_config(cfg)
     cfg["models"]["hypertension_glmm"]["link"] = "probit"
+    check_config(cfg)
+    cfg["models"]["hypertension_glmm"]["link"] = "log"
     assert _error(cfg) == ("config error: models.hypertension_glmm.link: engine mixedlm does not support link "
-                           "'probit' for family binomial (supported: logit)")
+                           "'log' for family binomial (supported: logit, probit, cloglog)")
 
 
 def test_data_file_checked_before_any_job(cfg, tmp_path, bp_data):
