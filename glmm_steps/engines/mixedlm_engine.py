@@ -13,6 +13,7 @@ import pandas as pd
 from glmm_steps import families as families_mod
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.convergence import check_hessian
+from glmm_steps.engines import mixedlm_gamma
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.formula import Formula
 
@@ -182,10 +183,14 @@ def _deviance(model, spec: ModelSpec) -> float:
     ``deviance`` attribute is its Laplace objective, a different number)."""
     if spec.family == "gaussian":
         return float(model.deviance)
+    if spec.family == "gamma":
+        # the family's deviance residuals, not model.deviance (lme4's Laplace deviance here)
+        mu = np.asarray(model.fitted(type="response"), dtype=float)
+        return float(np.sum(model.family.deviance_resids(model.matrices.y, mu, model.matrices.weights)))
     return float(np.sum(np.asarray(model.residuals(type="deviance"), dtype=float) ** 2))
 
 
-def _hessian(model) -> tuple[bool | None, str | None]:
+def _hessian(model, deviance=None) -> tuple[bool | None, str | None]:
     """(hessian_ok, message) for the deviance at the optimum over the parameters the
     optimizer moved: theta, plus beta for GLMMs fitted jointly (as lme4 checks).
     Skipped (None) above HESSIAN_MAX_NOBS rows, where it would cost as much as the fit."""
@@ -203,7 +208,8 @@ def _hessian(model) -> tuple[bool | None, str | None]:
         par = np.r_[theta, beta]
         free = np.r_[free, np.ones(len(beta), dtype=bool)]
         lower = np.r_[lower, np.full(len(beta), -np.inf)]
-    return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
+    return check_hessian(deviance or model.as_function("deviance"), par, free, lower,
+                         singular=bool(model.isSingular()))
 
 
 def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True) -> FitResult:
@@ -230,6 +236,8 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
             model = mixedlm.lmer(formula.engine_text, frame, REML=spec.reml, **kwargs)
         elif spec.family == "negative_binomial":
             model, nb_theta, nb_evals = _glmer_nb(formula.engine_text, frame, spec, kwargs)
+        elif spec.family == "gamma":
+            model, gamma_objective = mixedlm_gamma.glmer_gamma(formula.engine_text, frame, spec.link, **kwargs)
         else:
             model = mixedlm.glmer(formula.engine_text, frame, family=_family(spec.family, spec.link),
                                   nAGQ=spec.nagq, **kwargs)
@@ -247,11 +255,22 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     converged = bool(model.converged)
     # The optimizer's own flag misses a stop short of the optimum; lme4 also checks
     # the gradient there, and a Hessian that is not positive definite.
-    gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
+    deviance_fn = None
+    if spec.family == "gamma":
+        # mixedlm's own checks would differentiate its (unit-dispersion) objective.
+        deviance_fn = gamma_objective
+        params = np.r_[np.asarray(model.theta, dtype=float), beta]
+        free = np.r_[np.asarray(model.theta) > BOUNDARY_TOL, np.ones(len(beta), dtype=bool)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            message = mixedlm_gamma.gradient_message(gamma_objective, params, free)
+        gradient = [message] if message else []
+    else:
+        gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
     converged = converged and not gradient
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum may warn; the result says it
-        hessian_ok, hessian_msg = _hessian(model) if converged else (None, None)
+        hessian_ok, hessian_msg = _hessian(model, deviance_fn) if converged else (None, None)
     messages = list(dict.fromkeys(
         [str(w.message) for w in caught] + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
@@ -267,6 +286,17 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         notes.append(f"theta estimated as lme4's glmer.nb ({nb_evals} glmer fits)")
         varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "theta", "variance": nb_theta,
                                                      "sd": np.nan, "correlation": np.nan}])], ignore_index=True)
+    if spec.family == "gamma":
+        # model.deviance is lme4's Laplace deviance here; the dispersion is a parameter.
+        loglik, npar = -0.5 * float(model.deviance), npar + 1
+        sigma = mixedlm_gamma.gamma_sigma(gamma_objective, np.r_[np.asarray(model.theta, dtype=float), beta])
+        dispersion = {"sigma": sigma, "shape": 1.0 / sigma**2}
+        # lme4's VarCorr scales a model with a residual scale by sigma^2 (as for lmer),
+        # Gamma GLMMs included: report what R reports.
+        varcorr = varcorr.assign(variance=varcorr["variance"] * sigma**2, sd=varcorr["sd"] * sigma)
+        varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "(Intercept)",
+                                                     "variance": sigma**2, "sd": sigma,
+                                                     "correlation": np.nan}])], ignore_index=True)
     aic, bic = -2 * loglik + 2 * npar, -2 * loglik + np.log(int(model.nobs())) * npar
     optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
     return FitResult(

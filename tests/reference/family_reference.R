@@ -93,6 +93,8 @@ for (i in seq_len(nrow(cases))) {
   for (g in names(vc)) add(cs, "variance", g, "(Intercept)", vc[[g]][1, 1])
   if (row$family == "negative_binomial") add(cs, "theta", "", "", getME(m, "glmer.nb.theta"))
   if (row$family == "gamma") add(cs, "sigma", "Residual", "", sigma(m))
+  # 1 when lme4 raised no convergence warning (checkConv messages), else 0
+  add(cs, "converged", "", "", as.numeric(length(m@optinfo$conv$lme4$messages) == 0))
   add(cs, "logLik", "", "", as.numeric(logLik(m)))
   add(cs, "deviance", "", "", deviance(m))
   add(cs, "AIC", "", "", AIC(m))
