@@ -294,6 +294,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         # lme4's VarCorr scales a model with a residual scale by sigma^2 (as for lmer),
         # Gamma GLMMs included: report what R reports.
         varcorr = varcorr.assign(variance=varcorr["variance"] * sigma**2, sd=varcorr["sd"] * sigma)
+        se = se * sigma  # likewise vcov(): sigma^2 times the unit-dispersion RX inverse
         varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "(Intercept)",
                                                      "variance": sigma**2, "sd": sigma,
                                                      "correlation": np.nan}])], ignore_index=True)
