@@ -145,6 +145,7 @@ def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: d
     :func:`glmm_steps.plot.plot_fit` (``outputs`` keys as
     :func:`glmm_steps.paths.replicate_outputs`). Returns the fit_stats record."""
     from glmm_steps.plot import plot_fit
+    from glmm_steps.residual_plot import residual_plot
 
     spec = ModelSpec.from_config(model, model_entry)
     data, truth, result = fit_replicate(design_from_config(simulate_spec), spec, seed, factors,
@@ -152,5 +153,6 @@ def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: d
     write_replicate(data, truth, outputs["data"], outputs["truth"])
     record = extract.extract(result, outputs, seed=seed, data_path=outputs["data"])
     plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs)
+    residual_plot(outputs["scaled_residuals"], record, outputs["residuals"])
     return record
 

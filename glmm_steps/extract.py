@@ -187,14 +187,14 @@ def extract(result: FitResult, outputs: dict[str, str | Path], *, seed: int | No
             data_path: str | None = None) -> dict[str, Any]:
     """Write every tidy table of ``result`` to ``outputs`` (keys: fixed_effects,
     variance_components, random_effects, predictions, fit_stats and, when given,
-    residuals), each table as CSV
+    scaled_residuals), each table as CSV
     or Parquet by its path's extension. Returns the glance record written to fit_stats."""
     write_table(tidy(result), outputs["fixed_effects"])
     write_table(variance_components(result), outputs["variance_components"])
     write_table(random_effects(result), outputs["random_effects"])
     write_table(augment(result), outputs["predictions"])
-    if "residuals" in outputs:
-        write_table(residuals_mod.residual_table(result), outputs["residuals"])
+    if "scaled_residuals" in outputs:
+        write_table(residuals_mod.residual_table(result), outputs["scaled_residuals"])
     record = glance(result, seed=seed, data_path=data_path)
     write_json(record, outputs["fit_stats"])
     return record

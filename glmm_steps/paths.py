@@ -28,7 +28,7 @@ TEMPLATES = {
     "predictions": _MODEL + "/predictions.{fmt}",
     "fit_stats": _MODEL + "/fit_stats.json",
     # one scaled (DHARMa) residual per fitted row, Parquet for large fits like predictions
-    "residuals": _MODEL + "/residuals.{fmt}",
+    "scaled_residuals": _MODEL + "/residuals.{fmt}",
     "plot": _MODEL + "/plots/{plot}.png",
     "manifest": _VERSION + "/manifest.json",
     "latest": "{results}/models/{model}/latest",
@@ -53,14 +53,14 @@ TEMPLATES = {
     "replicate_random_effects": _REPLICATE + "/random_effects.csv",
     "replicate_predictions": _REPLICATE + "/predictions.csv",
     "replicate_fit_stats": _REPLICATE + "/fit_stats.json",
-    "replicate_residuals": _REPLICATE + "/residuals.csv",
+    "replicate_scaled_residuals": _REPLICATE + "/residuals.csv",
     "replicate_plot": _REPLICATE + "/plots/{plot}.png",
     "log": "{results}/logs/{rule}/{name}.log",
 }
 
 # The tidy tables the extract step writes, in order.
-TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats", "residuals")
-PLOTS = ("trajectories", "caterpillar", "diagnostics")
+TABLES = ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats", "scaled_residuals")
+PLOTS = ("trajectories", "caterpillar", "diagnostics", "residuals")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 RECOVERY_PLOTS = ("estimates", "coverage", "power")
 
