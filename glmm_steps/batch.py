@@ -24,7 +24,11 @@ from glmm_steps.simulate import Design, design_from_config, simulate, write_repl
 
 KEYS = ["model", "design", "replicate", "seed"]
 ESTIMATE_COLUMNS = KEYS + ["effect", "group", "term", "true_value", *extract.FIXED_COLUMNS[1:]]
-FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "error", "warnings"]
+# The simulation-residual tests (glmm_steps.residuals) per replicate: a study of
+# correctly specified models shows their rejection rates (calibration), a study of a
+# wrong family their power.
+DIAGNOSTIC_COLUMNS = ["uniformity_p", "dispersion_ratio", "dispersion_p", "zero_inflation_p", "outliers_p"]
+FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "error", "warnings", *DIAGNOSTIC_COLUMNS]
 NAN = float("nan")
 
 
@@ -93,7 +97,13 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
 
 def fit_record(result: FitResult) -> dict[str, Any]:
     """One replicate's fit in a row: status (ok, singular, not_converged, failed),
-    convergence, singularity, rows fitted, log-likelihood, error and warnings."""
+    convergence, singularity, rows fitted, log-likelihood, error, warnings and the
+    residual tests' p values and dispersion ratio (NaN when not computed)."""
+    d = result.diagnostics or {}
+
+    def get(test: str, key: str) -> float:
+        return float(d[test][key]) if d.get(test) else NAN
+
     return {
         "status": extract.status(result),
         "converged": bool(result.converged),
@@ -102,6 +112,11 @@ def fit_record(result: FitResult) -> dict[str, Any]:
         "logLik": result.loglik,
         "error": result.error or "",
         "warnings": " | ".join(result.warnings),
+        "uniformity_p": get("uniformity", "p_value"),
+        "dispersion_ratio": get("dispersion", "ratio"),
+        "dispersion_p": get("dispersion", "p_value"),
+        "zero_inflation_p": get("zero_inflation", "p_value"),
+        "outliers_p": get("outliers", "p_value"),
     }
 
 
