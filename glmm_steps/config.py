@@ -434,7 +434,8 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
 def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str, design: Design,
                            dataset: str) -> None:
     """What a model can only get wrong about a simulated dataset: its response must be
-    a simulated outcome of the model's family (successes out of trials as
+    a simulated outcome whose values the model's family can model (its own family, or
+    see families.FITS_OUTCOMES; successes out of trials as
     ``cbind(y, y_failures)``), and each grouping factor must have 2 or more units."""
     outcomes = {o.name: o for o in design.outcomes}
     name = parsed.trials[0] if parsed.trials else parsed.response
@@ -442,7 +443,7 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
     if outcome is None:
         raise ConfigError(f"{where}.formula", f"the response '{name}' is not a simulated outcome of dataset "
                           f"'{dataset}' (outcomes: {', '.join(outcomes)})")
-    if outcome.family != family:
+    if outcome.family not in families.FITS_OUTCOMES[family]:
         raise ConfigError(f"{where}.family", f"'{name}' is simulated as {outcome.family}, but the model says {family}")
     as_counts = parsed.trials in ((name, f"{name}_failures"), (name, f"{name}_trials"))
     if family == "binomial" and outcome.trials > 1 and not (as_counts and parsed.trials_total == parsed.trials[1].endswith("_trials")):

@@ -25,6 +25,16 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "negative_binomial": ("log",),
     "gamma": ("log", "inverse"),
 }
+# Which simulated outcome families a model of each family may fit: its own, and those
+# whose values it can model (misspecification studies: overdispersed counts fitted as
+# Poisson, Gamma measurements fitted as gaussian).
+FITS_OUTCOMES: dict[str, frozenset[str]] = {
+    "gaussian": frozenset({"gaussian", "gamma"}),
+    "binomial": frozenset({"binomial"}),
+    "poisson": frozenset({"poisson", "negative_binomial"}),
+    "negative_binomial": frozenset({"poisson", "negative_binomial"}),
+    "gamma": frozenset({"gamma"}),
+}
 # Families whose response is a count, so simulation residuals need randomising.
 INTEGER_FAMILIES = frozenset({"binomial", "poisson", "negative_binomial"})
 # lme4's glmer.nb: the outer search for log(theta) spans log(theta0) +- 3 and stops at
@@ -175,5 +185,5 @@ def gamma_shape_from_cv(cv: float) -> float:
     return 1.0 / cv**2
 
 
-__all__ = ["FAMILIES", "INTEGER_FAMILIES", "default_link", "inverse_link", "bad_response", "check_outcome", "draw",
+__all__ = ["FAMILIES", "FITS_OUTCOMES", "INTEGER_FAMILIES", "default_link", "inverse_link", "bad_response", "check_outcome", "draw",
            "theta_ml", "optimize_nb_theta", "dispersion_note", "gamma_shape_from_cv"]

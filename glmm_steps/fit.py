@@ -11,6 +11,7 @@ import pickle
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from glmm_steps import data as data_mod
@@ -59,7 +60,8 @@ def _add_residuals(result: FitResult) -> None:
     try:
         result.scaled_residuals, result.diagnostics = residuals_mod.diagnose(
             result, spec.residual_nsim, spec.residual_seed, spec.residual_simulate)
-    except GlmmError as e:
+    except (GlmmError, ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+        # e.g. a mean numpy cannot draw from (NaN fitted values of a fit gone wrong)
         result.notes.append(f"simulation residuals not computed: {e}")
         return
     result.notes += result.diagnostics["notes"]
