@@ -13,8 +13,8 @@ import pandas as pd
 from glmm_steps import families as families_mod
 from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.convergence import check_hessian
-from glmm_steps.engines import mixedlm_gamma
 from glmm_steps.engines.condvar import conditional_variances
+from glmm_steps.engines import mixedlm_gamma
 from glmm_steps.formula import Formula
 
 # Above this many rows the Hessian check (2k^2 + 1 deviance evaluations) costs about
@@ -298,7 +298,9 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "(Intercept)",
                                                      "variance": sigma**2, "sd": sigma,
                                                      "correlation": np.nan}])], ignore_index=True)
-    aic, bic = -2 * loglik + 2 * npar, -2 * loglik + np.log(int(model.nobs())) * npar
+    aic, bic = float(model.AIC()), float(model.BIC())
+    if dispersion:
+        aic, bic = -2 * loglik + 2 * npar, -2 * loglik + np.log(int(model.nobs())) * npar
     optional = {"ranef": _ranef(model, group_names)} if random_effects else {}
     return FitResult(
         spec=spec,
