@@ -64,6 +64,8 @@ def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
 
 def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) -> float:
     if group == "Residual":
+        if outcome.get("cv") is not None:  # a Gamma outcome: lme4's sigma() estimates its CV
+            return float(outcome["cv"])
         return NAN if outcome["residual_sd"] is None else float(outcome["residual_sd"])
     if group not in {lv.name for lv in design.levels}:
         return NAN  # an interaction such as a:b has no single simulated SD
@@ -75,8 +77,9 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     """The estimated parameters of one fit, each next to its true value: fixed effects
     with their Wald statistics (:func:`glmm_steps.extract.tidy`), then the variance
     components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
-    group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
-    value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
+    group, ``sd__Observation`` for the residual (a Gamma model's sigma, true value
+    the simulated CV), ``theta`` for a negative binomial dispersion, ``cor__<a>.<b>``
+    for correlations (true value unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
     if not result.ok:
         return []
     outcome = _truth_outcome(result.spec, truth)
@@ -85,7 +88,10 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     for vc in extract.variance_components(result).to_dict("records"):
         base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
                 "p_value": NAN, "conf_low": NAN, "conf_high": NAN}
-        if vc["term"].startswith("cor("):
+        if vc["group"] == "Residual" and vc["term"] == "theta":  # the negative binomial dispersion
+            rows.append({**base, "term": "theta", "estimate": vc["variance"],
+                         "true_value": float(outcome.get("theta") or NAN)})
+        elif vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
             rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"], "true_value": NAN})
         else:

@@ -178,3 +178,27 @@ def test_simulator_uses_the_binomial_link(link: str) -> None:
     p = families.inverse_link(link, -0.5 + 0.1 * data["x"].to_numpy())
     assert abs(data["y"].mean() / 20 - p.mean()) < 0.01
     assert truth["outcomes"]["y"]["link"] == link
+
+
+def test_study_tables_name_the_dispersion_with_its_true_value() -> None:
+    """A study's estimates.csv: a negative binomial theta row as ``theta`` against the
+    simulated theta, a Gamma sigma as ``sd__Observation`` against the simulated CV."""
+    from glmm_steps.batch import parameters
+
+    design = _design("negative_binomial", theta=2.0)
+    spec = ModelSpec(name="m", dataset="d", formula="y ~ x + (1 | g)", family="negative_binomial")
+    result = FitResult(spec=spec, engine_version="x",
+                       fixef=pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, 0.1],
+                                           "std_error": [0.1, 0.01]}),
+                       varcorr=pd.DataFrame({"group": ["g", "Residual"], "term": ["(Intercept)", "theta"],
+                                             "variance": [0.25, 1.9], "sd": [0.5, np.nan],
+                                             "correlation": [np.nan, np.nan]}))
+    _, truth = simulate(design, seed=1)
+    rows = {r["term"]: r for r in parameters(result, truth, design)}
+    assert rows["theta"]["estimate"] == 1.9 and rows["theta"]["true_value"] == 2.0
+    gamma = _design("gamma", cv=0.4)
+    _, truth = simulate(gamma, seed=1)
+    result.varcorr = pd.DataFrame({"group": ["Residual"], "term": ["(Intercept)"], "variance": [0.16],
+                                   "sd": [0.41], "correlation": [np.nan]})
+    rows = {r["term"]: r for r in parameters(result, truth, gamma)}
+    assert rows["sd__Observation"]["true_value"] == pytest.approx(0.4)
