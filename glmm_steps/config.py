@@ -371,7 +371,7 @@ def _check_design(name: str, design: Design) -> None:
                 close = difflib.get_close_matches(lv, level_names, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (levels: {', '.join(level_names)})"
                 raise ConfigError(f"{where}.outcomes.{o.name}.random_sd.{lv}", f"unknown level{hint}")
-        families.check_outcome(f"{where}.outcomes.{o.name}", o.family, o.link_name, o.theta, o.shape)
+        families.check_outcome(f"{where}.outcomes.{o.name}", o.family, o.link_name, o.theta, o.shape, o.cv)
         if o.family == "gaussian" and o.residual_sd is None:
             raise ConfigError(f"{where}.outcomes.{o.name}", "a gaussian outcome needs 'residual_sd'")
         if o.family != "gaussian" and o.residual_sd is not None:

@@ -82,21 +82,24 @@ def bad_response(family: str, y: np.ndarray) -> tuple[np.ndarray, str]:
     return np.zeros(len(y), dtype=bool), ""
 
 
-def check_outcome(where: str, family: str, link: str | None, theta: float | None, shape: float | None) -> None:
+def check_outcome(where: str, family: str, link: str | None, theta: float | None, shape: float | None,
+                  cv: float | None) -> None:
     """Config check of a simulated outcome's family settings (``where`` names it):
     the link is one of the family's, a negative binomial outcome has ``theta``, a Gamma
-    outcome a shape (``shape`` or ``cv``; the schema refuses both), and no other family
-    has them. Raises ConfigError."""
+    outcome exactly one of ``shape`` and ``cv``, and no other family has them. Raises
+    ConfigError."""
     if link is not None and link not in FAMILIES[family]:
         raise ConfigError(f"{where}.link", f"family {family} takes link {', '.join(FAMILIES[family])}, not '{link}'")
     if family == "negative_binomial" and theta is None:
         raise ConfigError(where, "a negative_binomial outcome needs 'theta' (variance mu + mu^2/theta)")
     if family != "negative_binomial" and theta is not None:
         raise ConfigError(f"{where}.theta", f"only negative_binomial outcomes have one, not {family}")
-    if family == "gamma" and shape is None:
-        raise ConfigError(where, "a gamma outcome needs 'shape' (variance mu^2/shape) or 'cv' (shape = 1/cv^2)")
-    if family != "gamma" and shape is not None:
-        raise ConfigError(f"{where}.shape", f"only gamma outcomes have a shape or cv, not {family}")
+    if family == "gamma" and (shape is None) == (cv is None):
+        raise ConfigError(where, "a gamma outcome needs one of 'shape' (variance mu^2/shape) or 'cv' "
+                                 "(shape = 1/cv^2), not both")
+    if family != "gamma" and (shape is not None or cv is not None):
+        key = "shape" if shape is not None else "cv"
+        raise ConfigError(f"{where}.{key}", f"only gamma outcomes have one, not {family}")
 
 
 def draw(family: str, link: str, eta: np.ndarray, rng: np.random.Generator, *,
@@ -185,5 +188,5 @@ def gamma_shape_from_cv(cv: float) -> float:
     return 1.0 / cv**2
 
 
-__all__ = ["FAMILIES", "FITS_OUTCOMES", "INTEGER_FAMILIES", "default_link", "inverse_link", "bad_response", "check_outcome", "draw",
-           "theta_ml", "optimize_nb_theta", "dispersion_note", "gamma_shape_from_cv"]
+__all__ = ["FAMILIES", "FITS_OUTCOMES", "INTEGER_FAMILIES", "default_link", "inverse_link", "bad_response",
+           "check_outcome", "draw", "theta_ml", "optimize_nb_theta", "dispersion_note", "gamma_shape_from_cv"]

@@ -46,14 +46,22 @@ class Outcome:
     trials: int = 1
     # None: the family's default link (glmm_steps.families.FAMILIES)
     link_name: str | None = None
-    # negative binomial dispersion (variance mu + mu^2/theta); Gamma shape (CV 1/sqrt(shape))
+    # negative binomial dispersion (variance mu + mu^2/theta); Gamma shape or CV (one of them)
     theta: float | None = None
     shape: float | None = None
+    cv: float | None = None
 
     @property
     def link(self) -> str:
         """The outcome's link: the config's, else the family's default."""
         return self.link_name or families.default_link(self.family)
+
+    @property
+    def gamma_shape(self) -> float | None:
+        """The Gamma shape: ``shape``, or 1/cv^2 from ``cv`` (None when neither is set)."""
+        if self.shape is not None:
+            return self.shape
+        return None if self.cv is None else families.gamma_shape_from_cv(self.cv)
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,8 @@ def design_from_config(spec: dict[str, Any]) -> Design:
             trials=int(o.get("trials", 1)),
             link_name=o.get("link"),
             theta=float(o["theta"]) if o.get("theta") is not None else None,
-            shape=(float(o["shape"]) if o.get("shape") is not None
-                   else families.gamma_shape_from_cv(float(o["cv"])) if o.get("cv") is not None else None),
+            shape=float(o["shape"]) if o.get("shape") is not None else None,
+            cv=float(o["cv"]) if o.get("cv") is not None else None,
         )
         for name, o in spec["outcomes"].items()
     )
@@ -153,7 +161,7 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
                             f"positive and below {MAX_POISSON_MEAN:.0e}); change its intercept, coefficients "
                             "or random_sd")
         return families.draw(outcome.family, outcome.link, eta, rng, trials=outcome.trials,
-                             theta=outcome.theta, shape=outcome.shape)
+                             theta=outcome.theta, shape=outcome.gamma_shape)
     if outcome.family == "binomial":
         with np.errstate(over="ignore"):  # exp(-eta) = inf for very negative eta gives p = 0, as it should
             p = 1.0 / (1.0 + np.exp(-eta))
@@ -185,7 +193,7 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
             "family": outcome.family,
             "link": outcome.link,
             **({"theta": outcome.theta} if outcome.family == "negative_binomial" else {}),
-            **({"shape": outcome.shape, "cv": 1 / outcome.shape ** 0.5} if outcome.family == "gamma" else {}),
+            **({"shape": outcome.gamma_shape, "cv": outcome.gamma_shape ** -0.5} if outcome.family == "gamma" else {}),
             "fixed_effects": {"(Intercept)": outcome.intercept, **outcome.coefficients},
             "random_sd": dict(outcome.random_sd),
             "random_variance": {k: v * v for k, v in outcome.random_sd.items()},

@@ -208,3 +208,45 @@ def test_cbind_of_simulated_trials(cfg):
     cfg["models"]["doses"] = {"dataset": "bp_study", "family": "binomial",
                               "formula": "cbind(doses, doses_trials - doses) ~ time + (1 | patient_id)"}
     assert ("doses", "seed-123") in [(f.model, f.replicate) for f in check_config(cfg).fits]
+
+
+def _outcome(cfg, name: str) -> dict:
+    return cfg["datasets"]["bp_study"]["simulate"]["outcomes"][name]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: _outcome(c, "adverse_events").update(family="negative_binomial"),
+     "datasets.bp_study.simulate.outcomes.adverse_events: a negative_binomial outcome needs 'theta' "
+     "(variance mu + mu^2/theta)"),
+    (lambda c: _outcome(c, "adverse_events").update(theta=2.0),
+     "datasets.bp_study.simulate.outcomes.adverse_events.theta: only negative_binomial outcomes have one, "
+     "not poisson"),
+    (lambda c: _outcome(c, "hypertension").update(link="log"),
+     "datasets.bp_study.simulate.outcomes.hypertension.link: family binomial takes link logit, probit, "
+     "cloglog, not 'log'"),
+    (lambda c: _outcome(c, "adverse_events").update(family="gamma", intercept=1.0),
+     "datasets.bp_study.simulate.outcomes.adverse_events: a gamma outcome needs one of 'shape' (variance "
+     "mu^2/shape) or 'cv' (shape = 1/cv^2), not both"),
+    (lambda c: _outcome(c, "adverse_events").update(family="gamma", shape=4.0, cv=0.5),
+     "datasets.bp_study.simulate.outcomes.adverse_events: a gamma outcome needs one of 'shape'"),
+    (lambda c: _outcome(c, "adverse_events").update(cv=0.5),
+     "datasets.bp_study.simulate.outcomes.adverse_events.cv: only gamma outcomes have one, not poisson"),
+    (lambda c: c["models"]["adverse_events_glmm"].update(family="negative_binomial", nagq=5),
+     "models.adverse_events_glmm.nagq: adaptive quadrature applies to binomial and poisson models only"),
+])
+def test_family_settings_of_outcomes_and_models(cfg, edit, message) -> None:
+    edit(cfg)
+    assert message in _error(cfg)
+
+
+def test_new_families_pass_the_check(cfg) -> None:
+    _outcome(cfg, "adverse_events").update(family="negative_binomial", theta=2.0)
+    cfg["models"]["adverse_events_glmm"]["family"] = "negative_binomial"
+    _outcome(cfg, "hypertension")["link"] = "cloglog"
+    cfg["models"]["hypertension_glmm"]["link"] = "cloglog"
+    plan = check_config(cfg)
+    assert plan.config["models"]["adverse_events_glmm"]["residuals"] == {"nsim": 250, "seed": 0,
+                                                                       "simulate": "conditional"}
+    # a Poisson model may fit the negative binomial counts (a misspecification study)
+    cfg["models"]["adverse_events_glmm"]["family"] = "poisson"
+    check_config(cfg)
