@@ -118,7 +118,7 @@ def trajectories(predictions: pd.DataFrame, x: str, unit: str, colour: str | Non
     if colour and len(ckeys) <= 20:
         handles += [plt.Line2D([], [], color=palette[c], lw=3, label=f"{colour} {c}") for c in ckeys]
     ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ylabel = {"gaussian": response, "binomial": f"P({response} = 1)", "poisson": f"mean {response}"}[family]
+    ylabel = {"gaussian": response, "binomial": f"P({response} = 1)"}.get(family, f"mean {response}")
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.set_title(title + note)
@@ -184,10 +184,11 @@ def diagnostics(predictions: pd.DataFrame, random_effects: pd.DataFrame, family:
     """Residuals against fitted values, a normal QQ plot of the residuals, and a
     normal QQ plot of each grouping factor's random effects (standardised).
 
-    Gaussian models show raw residuals; binomial and Poisson show Pearson
-    residuals, (observed - fitted) / sqrt(variance)."""
+    Binomial and Poisson models show Pearson residuals, (observed - fitted) /
+    sqrt(variance); the others raw residuals (negative binomial and Gamma ones are
+    judged by the simulation-based residual plot, glmm_steps.residual_plot)."""
     resid = _pearson(predictions, family, trials)
-    kind = "residual" if family == "gaussian" else "Pearson residual"
+    kind = "Pearson residual" if family in ("binomial", "poisson") else "residual"
     groups = list(random_effects.groupby(["group", "term"], sort=False))
     ncols = 2 + len(groups)
     fig, axes = plt.subplots(1, ncols, figsize=(4.0 * ncols, 4.2), squeeze=False)
