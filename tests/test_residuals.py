@@ -123,3 +123,20 @@ def test_outputs_residuals_csv_fit_stats_and_plot(grouse_poisson, tmp_path) -> N
     assert png.stat().st_size > 10_000
     residual_plot(outs["scaled_residuals"], {**stats, "diagnostics": {}}, tmp_path / "none.png")
     assert (tmp_path / "none.png").stat().st_size > 1000
+
+
+def test_every_plot_draws_a_gamma_fit(tmp_path) -> None:
+    """The trajectory, caterpillar, diagnostics and residual plots of a Gamma fit."""
+    from glmm_steps.plot import plot_fit
+
+    fit = _fit("sleepstudy_gamma_log_tolpwrss")
+    fit.scaled_residuals, fit.diagnostics = residuals.diagnose(fit, nsim=100)
+    outs = {t: tmp_path / f"{t}.csv" for t in ("fixed_effects", "variance_components", "random_effects",
+                                               "predictions", "scaled_residuals")}
+    outs["fit_stats"] = tmp_path / "fit_stats.json"
+    record = extract.extract(fit, outs)
+    pngs = {p: tmp_path / f"{p}.png" for p in ("trajectories", "caterpillar", "diagnostics", "residuals")}
+    plot_fit(outs["predictions"], outs["random_effects"], record, pngs)
+    residual_plot(outs["scaled_residuals"], record, pngs["residuals"])
+    assert all(p.stat().st_size > 10_000 for p in pngs.values())
+    assert record["dispersion"]["sigma"] > 0 and record["link"] == "log"
