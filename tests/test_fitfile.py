@@ -74,12 +74,12 @@ def test_a_new_field_roundtrips_without_changes(fits, tmp_path):
     @dataclasses.dataclass
     class Grown(FitResult):
         inference: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-        vcov: np.ndarray | None = None
+        hessian: np.ndarray | None = None  # (vcov, once the example here, is a FitResult field now)
         transforms: dict = dataclasses.field(default_factory=dict)
 
     grown = Grown(**{f.name: getattr(fits[0], f.name) for f in dataclasses.fields(FitResult)},
                   inference=pd.DataFrame({"term": ["time"], "df": [89.0], "p": [1e-5]}),
-                  vcov=np.eye(2), transforms={"scale": {"time": [3.0, 1.41]}, "poly": [], "n": 3, "x": None})
+                  hessian=np.eye(2), transforms={"scale": {"time": [3.0, 1.41]}, "poly": [], "n": 3, "x": None})
     _assert_roundtrip(grown, tmp_path, Grown)
 
 
