@@ -72,7 +72,11 @@ def message(text: str, title: str = ""):
     ax.axis("off")
     if title:
         _title(fig, title)
-    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 70)), ha="center", va="center", fontsize=11)
+    # each line wrapped to the figure's width, as _title does; the text's own line
+    # breaks (a failure, then the engine's error) are kept
+    width = int(fig.get_figwidth() * 72 / (0.6 * 11))
+    lines = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
+    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=11)
     return fig
 
 
@@ -401,7 +405,7 @@ def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_s
             f"{fit_stats.get('engine', 'mixedlm')}), " \
             f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
     if fit_stats.get("error"):
-        return {key: message(f"No plot: the fit failed. {fit_stats['error']}", title) for key in PLOTS} | out
+        return {key: message(f"No plot: the fit failed.\n{fit_stats['error']}", title) for key in PLOTS} | out
     formula = parse(fit_stats["formula"])
     predictions = read_table(predictions_path)
     ranef = read_table(random_effects_path, csv_dtype={"level": str})
