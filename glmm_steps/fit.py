@@ -63,14 +63,14 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     result.term_columns = design.term_columns
     result.wall_time_s = time.perf_counter() - start
     if result.ok and spec.residual_nsim > 0:
-        _add_residuals(result)
+        _add_residuals(result, design)
     if answers is not None:
         add_answers(result, formula, design, answers, factors,
                     null_intercept=lambda: _null_intercept(model_frame, spec, formula, factors, where))
     return result
 
 
-def _add_residuals(result: FitResult) -> None:
+def _add_residuals(result: FitResult, design: model_matrix.ModelMatrix) -> None:
     """Simulation-based residuals and their tests, here where the fitted model is: a
     failure to simulate is a note, never a failed fit."""
     spec = result.spec
@@ -79,7 +79,7 @@ def _add_residuals(result: FitResult) -> None:
         return
     try:
         result.scaled_residuals, result.diagnostics = residuals_mod.diagnose(
-            result, spec.residual_nsim, spec.residual_seed, spec.residual_simulate)
+            result, spec.residual_nsim, spec.residual_seed, spec.residual_simulate, design)
     except (GlmmError, ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
         # e.g. a mean numpy cannot draw from (NaN fitted values of a fit gone wrong)
         result.notes.append(f"simulation residuals not computed: {e}")

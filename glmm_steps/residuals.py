@@ -30,8 +30,10 @@ from scipy import stats
 
 from glmm_steps import families
 from glmm_steps import formula as formula_mod
+from glmm_steps import model_matrix
 from glmm_steps.engines.base import FitResult
 from glmm_steps.errors import GlmmError
+from glmm_steps.model_matrix import ModelMatrix
 
 # DHARMa's simulateResiduals default (n = 250) and significance level of the notes.
 DEFAULT_NSIM = 250
@@ -69,35 +71,43 @@ def _link(link: str, mu: np.ndarray) -> np.ndarray:
         }[link](mu)
 
 
-def _random_draw(result: FitResult, rng: np.random.Generator) -> np.ndarray:
+def _random_draw(result: FitResult, rng: np.random.Generator, design: ModelMatrix) -> np.ndarray:
     """One draw of the random part of the linear predictor, Z b with b from the
-    estimated covariance of each group (marginal simulation)."""
+    estimated covariance of each random term (marginal simulation). Z is the model
+    matrix builder's: each term's columns (``design.random``) under lme4's names, as
+    the fit used them, so factor slopes and transformed slopes are drawn as fitted."""
+    formula = formula_mod.parse(result.spec.formula)
     frame, vc = result.frame, result.varcorr
     out = np.zeros(len(frame))
-    for group, block in vc[(vc["group"] != "Residual")].groupby("group", sort=False):
-        terms = [t for t in block["term"] if not t.startswith("cor(")]
-        cov = np.diag(block.set_index("term").loc[terms, "variance"].to_numpy(dtype=float))
-        for _, r in block[block["term"].str.startswith("cor(")].iterrows():
+    for term, block in zip(formula.random, design.random):
+        rows = vc[(vc["group"] == term.group_name) & ~vc["term"].str.startswith("cor(")].set_index("term")
+        missing = [n for n in block.names if n not in rows.index]
+        if missing:
+            raise GlmmError(f"marginal simulation: no variance for {missing[0]!r} of group "
+                            f"'{term.group_name}'; use residuals: {{simulate: conditional}}")
+        terms = list(block.names)
+        cov = np.diag(rows.loc[terms, "variance"].to_numpy(dtype=float))
+        for _, r in vc[(vc["group"] == term.group_name) & vc["term"].str.startswith("cor(")].iterrows():
             a, b = r["term"][4:-1].split(",")
-            i, j = terms.index(a), terms.index(b)
-            cov[i, j] = cov[j, i] = float(r["variance"])
-        keys = frame[group.split(":")].astype(str).agg(":".join, axis=1) if ":" in group else frame[group].astype(str)
+            if a in terms and b in terms:
+                i, j = terms.index(a), terms.index(b)
+                cov[i, j] = cov[j, i] = float(r["variance"])
+        group = list(term.group)
+        keys = frame[group].astype(str).agg(":".join, axis=1) if len(group) > 1 else frame[group[0]].astype(str)
         codes, levels = pd.factorize(keys)
         b = rng.multivariate_normal(np.zeros(len(terms)), cov, size=len(levels), method="eigh")
-        for k, term in enumerate(terms):
-            if term != "(Intercept)" and not (term in frame and pd.api.types.is_numeric_dtype(frame[term])):
-                raise GlmmError(f"marginal simulation supports random intercepts and numeric slopes, not "
-                                f"'{term}' of group '{group}'; use residuals: {{simulate: conditional}}")
-            x = 1.0 if term == "(Intercept)" else frame[term].to_numpy(dtype=float)
-            out += b[codes, k] * x
+        out += np.sum(b[codes] * block.values, axis=1)
     return out
 
 
 def simulate_responses(result: FitResult, nsim: int, rng: np.random.Generator,
-                       mode: str = "conditional") -> tuple[np.ndarray, np.ndarray]:
+                       mode: str = "conditional", design: ModelMatrix | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``nsim`` responses per fitted row from ``result``. Returns ``(observed,
     simulated)``: the observed response (success counts for ``cbind``) and an array
-    rows x nsim on the same scale."""
+    rows x nsim on the same scale. ``design``: the fit's model matrix (marginal
+    simulation draws on its random-term columns); None rebuilds it from the fit's
+    rows and transform state."""
     spec = result.spec
     trials = _trials(result)
     observed = np.asarray(result.observed, dtype=float)
@@ -108,7 +118,10 @@ def simulate_responses(result: FitResult, nsim: int, rng: np.random.Generator,
         etas = np.repeat(eta[:, None], nsim, axis=1)
     else:
         base = _link(spec.link, np.asarray(result.fitted_marginal, dtype=float))
-        etas = np.column_stack([base + _random_draw(result, rng) for _ in range(nsim)])
+        if design is None:
+            design = model_matrix.build(formula_mod.parse(spec.formula), result.frame,
+                                        state=result.transform_state or None)
+        etas = np.column_stack([base + _random_draw(result, rng, design) for _ in range(nsim)])
     shape = etas.shape
     flat = etas.reshape(-1)
     if spec.family == "gaussian":
@@ -224,13 +237,13 @@ def notes(family: str, diagnostics: dict[str, Any]) -> list[str]:
 
 
 def diagnose(result: FitResult, nsim: int = DEFAULT_NSIM, seed: int = 0,
-             mode: str = "conditional") -> tuple[np.ndarray, dict[str, Any]]:
+             mode: str = "conditional", design: ModelMatrix | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Simulate ``nsim`` responses from the fitted ``result`` (seeded by ``seed``; mode
     ``conditional`` or ``marginal``), and return ``(scaled residuals per fitted row,
     diagnostics)``: a JSON-ready dict with the settings, the four tests and the notes
-    for the ones that reject at 0.05."""
+    for the ones that reject at 0.05. ``design``: see :func:`simulate_responses`."""
     rng = np.random.default_rng([seed, nsim])
-    observed, simulated = simulate_responses(result, nsim, rng, mode)
+    observed, simulated = simulate_responses(result, nsim, rng, mode, design)
     integer = result.spec.family in families.INTEGER_FAMILIES
     res = scaled_residuals(observed, simulated, rng)
     trials = _trials(result)
