@@ -26,7 +26,11 @@ from glmm_steps.simulate import Design, design_from_config, design_rows, draw_re
 
 KEYS = ["model", "design", "replicate", "seed"]
 ESTIMATE_COLUMNS = KEYS + ["effect", "group", "term", "true_value", *extract.FIXED_COLUMNS[1:]]
-FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "error", "warnings"]
+# The simulation-residual tests (glmm_steps.residuals) per replicate: a study of
+# correctly specified models shows their rejection rates (calibration), a study of a
+# wrong family their power.
+DIAGNOSTIC_COLUMNS = ["uniformity_p", "dispersion_ratio", "dispersion_p", "zero_inflation_p", "outliers_p"]
+FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "error", "warnings", *DIAGNOSTIC_COLUMNS]
 NAN = float("nan")
 
 
@@ -73,6 +77,8 @@ def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
 
 def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) -> float:
     if group == "Residual":
+        if outcome.get("cv") is not None:  # a Gamma outcome: lme4's sigma() estimates its CV
+            return float(outcome["cv"])
         return NAN if outcome["residual_sd"] is None else float(outcome["residual_sd"])
     if group not in {lv.name for lv in design.levels} | {c.name for c in design.crossed}:
         return NAN  # an interaction such as a:b has no single simulated SD
@@ -95,8 +101,10 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     with their tests (:func:`glmm_steps.extract.tidy`: the model's ``inference`` and
     ``intervals``), then the variance
     components on the SD scale, named as broom.mixed names them: ``sd__<term>`` per
-    group, ``sd__Observation`` for the residual, ``cor__<a>.<b>`` for correlations (true
-    value the simulated slope's correlation with its intercept, else unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
+    group, ``sd__Observation`` for the residual (a Gamma model's sigma, true value
+    the simulated CV), ``theta`` for a negative binomial dispersion, ``cor__<a>.<b>``
+    for correlations (true value the simulated slope's correlation with its intercept,
+    else unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
     if not result.ok:
         return []
     outcome = _truth_outcome(result.spec, truth)
@@ -113,7 +121,10 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     for vc in (dict(zip(vcs.columns, r)) for r in zip(*(vcs[c].tolist() for c in vcs.columns))):
         base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
                 "p_value": NAN, "conf_low": vc.get("conf_low", NAN), "conf_high": vc.get("conf_high", NAN)}
-        if vc["term"].startswith("cor("):
+        if vc["group"] == "Residual" and vc["term"] == "theta":  # the negative binomial dispersion
+            rows.append({**base, "term": "theta", "estimate": vc["variance"],
+                         "true_value": float(outcome.get("theta") or NAN)})
+        elif vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
             rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"],
                          "true_value": _cor_truth(vc["group"], pair, outcome)})
@@ -126,7 +137,13 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
 
 def fit_record(result: FitResult) -> dict[str, Any]:
     """One replicate's fit in a row: status (ok, singular, not_converged, failed),
-    convergence, singularity, rows fitted, log-likelihood, error and warnings."""
+    convergence, singularity, rows fitted, log-likelihood, error, warnings and the
+    residual tests' p values and dispersion ratio (NaN when not computed)."""
+    d = result.diagnostics or {}
+
+    def get(test: str, key: str) -> float:
+        return float(d[test][key]) if d.get(test) else NAN
+
     return {
         "status": extract.status(result),
         "converged": bool(result.converged),
@@ -135,6 +152,11 @@ def fit_record(result: FitResult) -> dict[str, Any]:
         "logLik": result.loglik,
         "error": result.error or "",
         "warnings": " | ".join(result.warnings),
+        "uniformity_p": get("uniformity", "p_value"),
+        "dispersion_ratio": get("dispersion", "ratio"),
+        "dispersion_p": get("dispersion", "p_value"),
+        "zero_inflation_p": get("zero_inflation", "p_value"),
+        "outliers_p": get("outliers", "p_value"),
     }
 
 
@@ -287,6 +309,7 @@ def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: d
                                         random_effects=True)
     write_replicate(data, truth, outputs["data"], outputs["truth"])
     record = extract.extract(result, outputs, seed=seed, data_path=outputs["data"])
-    plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs, factors)
+    plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs, factors,
+             residuals_path=outputs["scaled_residuals"])
     return record
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from glmm_steps import designs as design_mod
+from glmm_steps import families
 from glmm_steps import formula as formula_mod
 from glmm_steps import answers, bootstrap, formula_size, inference, paths, pilot, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
@@ -471,11 +472,12 @@ def _check_design(name: str, design: Design) -> None:
                 close = difflib.get_close_matches(lv, grouping, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (levels: {', '.join(grouping)})"
                 raise ConfigError(f"{where}.outcomes.{o.name}.random_sd.{lv}", f"unknown level{hint}")
+        families.check_outcome(f"{where}.outcomes.{o.name}", o.family, o.link_name, o.theta, o.shape, o.cv)
         if o.family == "gaussian" and o.residual_sd is None:
             raise ConfigError(f"{where}.outcomes.{o.name}", "a gaussian outcome needs 'residual_sd'")
         if o.family != "gaussian" and o.residual_sd is not None:
             raise ConfigError(f"{where}.outcomes.{o.name}.residual_sd", f"only gaussian outcomes have one, not {o.family}")
-        if o.family == "poisson":
+        if o.family in ("poisson", "negative_binomial") or (o.family == "gamma" and o.link == "log"):
             eta = design_mod.largest_log_mean(design, o)
             if eta > MAX_LOG_MEAN:
                 raise ConfigError(f"{where}.outcomes.{o.name}",
@@ -513,7 +515,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
     if parsed.trials and family != "binomial":
         raise ConfigError(f"{where}.formula", "cbind(successes, failures) needs family: binomial")
     if model["nagq"] > 1:
-        if family == "gaussian":
+        if family not in ("binomial", "poisson"):
             raise ConfigError(f"{where}.nagq", "adaptive quadrature applies to binomial and poisson models only")
         if len(parsed.random) != 1 or parsed.random[0].slopes:
             raise ConfigError(f"{where}.nagq", "nagq > 1 needs a single scalar random effect (1 | g), as in lme4")
@@ -554,7 +556,8 @@ def _check_formula_size(where: str, text: Any, rows: int | None, label: str) -> 
 def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str, design: Design,
                            dataset: str) -> None:
     """What a model can only get wrong about a simulated dataset: its response must be
-    a simulated outcome of the model's family (successes out of trials as
+    a simulated outcome whose values the model's family can model (its own family, or
+    see families.FITS_OUTCOMES; successes out of trials as
     ``cbind(y, y_failures)``), and each grouping factor must have 2 or more units."""
     outcomes = {o.name: o for o in design.outcomes}
     name = parsed.outcome
@@ -562,7 +565,7 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
     if outcome is None:
         raise ConfigError(f"{where}.formula", f"the response '{name}' is not a simulated outcome of dataset "
                           f"'{dataset}' (outcomes: {', '.join(outcomes)})")
-    if outcome.family != family:
+    if outcome.family not in families.FITS_OUTCOMES[family]:
         raise ConfigError(f"{where}.family", f"'{name}' is simulated as {outcome.family}, but the model says {family}")
     as_counts = parsed.trials in ((name, f"{name}_failures"), (name, f"{name}_trials"))
     if family == "binomial" and outcome.trials > 1 and not (as_counts and parsed.trials_total == parsed.trials[1].endswith("_trials")):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from glmm_steps import families as families_mod
 from glmm_steps import tables
 from glmm_steps.errors import ConfigError, DataError
 from glmm_steps.formula import Formula
@@ -285,10 +286,11 @@ def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: s
             raise DataError(f"{where}: binomial response '{formula.response}' must be 0 or 1, found "
                             f"{first_bad(formula.response, bad)}; for counts out of n trials write "
                             "cbind(successes, failures)")
-    elif family == "poisson":
-        y = frame[formula.response].to_numpy(dtype=float)
-        if (bad := (y < 0) | (y != np.round(y))).any():
-            raise DataError(f"{where}: Poisson response '{formula.response}' must be a count (0, 1, 2, ...), "
+    elif family in ("poisson", "negative_binomial", "gamma"):
+        bad, need = families_mod.bad_response(family, frame[formula.response].to_numpy(dtype=float))
+        if bad.any():
+            label = {"poisson": "Poisson", "negative_binomial": "negative binomial", "gamma": "Gamma"}[family]
+            raise DataError(f"{where}: {label} response '{formula.response}' {need}, "
                             f"found {first_bad(formula.response, bad)}")
     if formula.offset and formula.offset_log:
         if (bad := frame[formula.offset].to_numpy(dtype=float) <= 0).any():

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import special
 
 from glmm_steps import inference, tables
+from glmm_steps import residuals as residuals_mod
 from glmm_steps.engines.base import ANOVA_COLUMNS, FitResult
 
 SIGNIFICANT_DIGITS = 10
@@ -183,6 +184,10 @@ def glance(result: FitResult, *, seed: int | None = None, data_path: str | None 
         # ICC and Nakagawa's R² (glmm_steps.variance_explained); empty, with a note, where
         # performance gives no number
         "variance_explained": dict(result.variance_explained or {}),
+        # the family's dispersion (negative binomial theta; Gamma sigma and shape)
+        "dispersion": dict(result.dispersion),
+        # simulation-based residual tests (glmm_steps.residuals); {} when not computed
+        "diagnostics": dict(result.diagnostics),
     }
     return {k: _finite(v) for k, v in record.items()}
 
@@ -222,15 +227,17 @@ def write_json(record: dict[str, Any], path: str | Path) -> None:
 def extract(result: FitResult, outputs: dict[str, str | Path], *, seed: int | None = None,
             data_path: str | None = None) -> dict[str, Any]:
     """Write every tidy table of ``result`` to ``outputs`` (keys: fixed_effects,
-    variance_components, random_effects, predictions, fit_stats, and anova when
-    given), each table as CSV or Parquet by its path's extension. Returns the glance
-    record written to fit_stats."""
+    variance_components, random_effects, predictions, fit_stats and, when given, anova
+    and scaled_residuals), each table as CSV or Parquet by its path's extension. Returns
+    the glance record written to fit_stats."""
     write_table(tidy(result), outputs["fixed_effects"])
     if "anova" in outputs:
         write_table(anova(result), outputs["anova"])
     write_table(variance_components(result), outputs["variance_components"])
     write_table(random_effects(result), outputs["random_effects"])
     write_table(augment(result), outputs["predictions"])
+    if "scaled_residuals" in outputs:
+        write_table(residuals_mod.residual_table(result), outputs["scaled_residuals"])
     record = glance(result, seed=seed, data_path=data_path)
     write_json(record, outputs["fit_stats"])
     return record

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from glmm_steps import data as data_mod
@@ -18,6 +19,7 @@ from glmm_steps import fitfile
 from glmm_steps import formula as formula_mod
 from glmm_steps import model_matrix
 from glmm_steps.answers import add_answers
+from glmm_steps import residuals as residuals_mod
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
@@ -60,10 +62,29 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     result.transform_state = design.state
     result.term_columns = design.term_columns
     result.wall_time_s = time.perf_counter() - start
+    if result.ok and spec.residual_nsim > 0:
+        _add_residuals(result, design)
     if answers is not None:
         add_answers(result, formula, design, answers, factors,
                     null_intercept=lambda: _null_intercept(model_frame, spec, formula, factors, where))
     return result
+
+
+def _add_residuals(result: FitResult, design: model_matrix.ModelMatrix) -> None:
+    """Simulation-based residuals and their tests, here where the fitted model is: a
+    failure to simulate is a note, never a failed fit."""
+    spec = result.spec
+    if result.nobs > residuals_mod.MAX_NOBS:
+        result.notes.append(f"simulation residuals skipped: more than {residuals_mod.MAX_NOBS:,} rows")
+        return
+    try:
+        result.scaled_residuals, result.diagnostics = residuals_mod.diagnose(
+            result, spec.residual_nsim, spec.residual_seed, spec.residual_simulate, design)
+    except (GlmmError, ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+        # e.g. a mean numpy cannot draw from (NaN fitted values of a fit gone wrong)
+        result.notes.append(f"simulation residuals not computed: {e}")
+        return
+    result.notes += result.diagnostics["notes"]
 
 
 def engine_errors() -> tuple[type[BaseException], ...]:

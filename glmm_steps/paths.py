@@ -31,6 +31,8 @@ TEMPLATES = {
     "random_effects": _MODEL + "/random_effects.{fmt}",
     "predictions": _MODEL + "/predictions.{fmt}",
     "fit_stats": _MODEL + "/fit_stats.json",
+    # one scaled (DHARMa) residual per fitted row, Parquet for large fits like predictions
+    "scaled_residuals": _MODEL + "/residuals.{fmt}",
     "plot": _MODEL + "/plots/{plot}.png",
     # answers beyond the estimates (glmm_steps.answers): effect-plot table, predict:, emmeans:
     "effects": _MODEL + "/effects.csv",
@@ -62,6 +64,7 @@ TEMPLATES = {
     "replicate_random_effects": _REPLICATE + "/random_effects.csv",
     "replicate_predictions": _REPLICATE + "/predictions.csv",
     "replicate_fit_stats": _REPLICATE + "/fit_stats.json",
+    "replicate_scaled_residuals": _REPLICATE + "/residuals.csv",
     "replicate_plot": _REPLICATE + "/plots/{plot}.png",
     "log": "{results}/logs/{rule}/{name}.log",
     # a result table as an HTML page for the Snakemake report (name: e.g. models/<model>/<replicate>/fixed_effects)
@@ -69,8 +72,9 @@ TEMPLATES = {
 }
 
 # The tidy tables the extract step writes, in order.
-TABLES = ("fixed_effects", "anova", "variance_components", "random_effects", "predictions", "fit_stats")
-PLOTS = ("trajectories", "caterpillar", "diagnostics")
+TABLES = ("fixed_effects", "anova", "variance_components", "random_effects", "predictions", "fit_stats",
+          "scaled_residuals")
+PLOTS = ("trajectories", "caterpillar", "diagnostics", "residuals")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 RECOVERY_PLOTS = ("estimates", "coverage", "power", "power_curve")
 

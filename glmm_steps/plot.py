@@ -72,7 +72,11 @@ def message(text: str, title: str = ""):
     ax.axis("off")
     if title:
         _title(fig, title)
-    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 70)), ha="center", va="center", fontsize=11)
+    # each line wrapped to the figure's width, as _title does; the text's own line
+    # breaks (a failure, then the engine's error) are kept
+    width = int(fig.get_figwidth() * 72 / (0.6 * 11))
+    lines = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
+    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=11)
     return fig
 
 
@@ -124,7 +128,8 @@ def _ylabel(formula: Formula, family: str) -> str:
         s, other = formula.trials
         return f"{s} / {other}" if formula.trials_total else f"{s} / ({s} + {other})"
     return {"gaussian": formula.response, "binomial": f"P({formula.response} = 1)",
-            "poisson": f"{formula.response} (count)"}[family]
+            "poisson": f"{formula.response} (count)",
+            "negative_binomial": f"{formula.response} (count)"}.get(family, formula.response)
 
 
 def _sample(levels, limit: int) -> tuple[list, str]:
@@ -265,7 +270,7 @@ def _colours(levels) -> dict:
 
 
 # The scale of a GLMM's random effects (its link), for the caterpillar's axis.
-_LINK_SCALE = {"binomial": " (log-odds scale)", "poisson": " (log scale)"}
+_LINK_SCALE = {"binomial": " (log-odds scale)", "poisson": " (log scale)", "negative_binomial": " (log scale)"}
 
 
 def caterpillar(random_effects: pd.DataFrame, title: str, family: str = "gaussian"):
@@ -328,10 +333,11 @@ def diagnostics(predictions: pd.DataFrame, random_effects: pd.DataFrame, family:
     normal QQ plot of each grouping factor's random effects (standardised).
     Returns the figure.
 
-    Gaussian models show raw residuals; binomial and Poisson show Pearson
-    residuals, (observed - fitted) / sqrt(variance)."""
+    Binomial and Poisson models show Pearson residuals, (observed - fitted) /
+    sqrt(variance); the others raw residuals (negative binomial and Gamma ones are
+    judged by the simulation-based residual plot, glmm_steps.residual_plot)."""
     resid = _pearson(predictions, family, trials)
-    kind = "residual" if family == "gaussian" else "Pearson residual"
+    kind = "Pearson residual" if family in ("binomial", "poisson") else "residual"
     groups = list(random_effects.groupby(["group", "term"], sort=False))
     ncols = 2 + len(groups)
     fig = _figure(max(4.0 * ncols, 8.0), 4.6)
@@ -380,18 +386,26 @@ def _qq(ax, values: np.ndarray, title: str) -> None:
 
 
 def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_stats: dict,
-            factors=()) -> dict:
+            factors=(), residuals_path: str | Path | None = None) -> dict:
     """The figures of one fit (unsaved), keyed ``trajectories``, ``caterpillar`` and
     ``diagnostics``, drawn from its tidy tables and ``fit_stats`` record; ``factors``
-    are the dataset's factor columns (drawn on categorical axes). A failed fit gets
-    figures that say why."""
+    are the dataset's factor columns (drawn on categorical axes). With
+    ``residuals_path`` (its ``residuals.csv``) also ``residuals``, the simulation-based
+    residual plot of :mod:`glmm_steps.residual_plot`. A failed fit gets figures that
+    say why."""
     from glmm_steps.formula import parse
+
+    out = {}
+    if residuals_path is not None:
+        from glmm_steps.residual_plot import residual_figure  # it draws with this module's helpers
+
+        out["residuals"] = residual_figure(residuals_path, fit_stats)
 
     title = f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats['method']}, " \
             f"{fit_stats.get('engine', 'mixedlm')}), " \
             f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
     if fit_stats.get("error"):
-        return {key: message(f"No plot: the fit failed. {fit_stats['error']}", title) for key in PLOTS}
+        return {key: message(f"No plot: the fit failed.\n{fit_stats['error']}", title) for key in PLOTS} | out
     formula = parse(fit_stats["formula"])
     predictions = read_table(predictions_path)
     ranef = read_table(random_effects_path, csv_dtype={"level": str})
@@ -400,11 +414,12 @@ def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_s
         "trajectories": trajectories(predictions, formula, fit_stats["family"], title, factors),
         "caterpillar": caterpillar(ranef, title, fit_stats["family"]),
         "diagnostics": diagnostics(predictions, ranef, fit_stats["family"], title, trials),
-    }
+    } | out
 
 
 def plot_fit(predictions_path: str | Path, random_effects_path: str | Path,
-             fit_stats: dict, outputs: dict[str, str | Path], factors=()) -> None:
+             fit_stats: dict, outputs: dict[str, str | Path], factors=(),
+             residuals_path: str | Path | None = None) -> None:
     """The plot step: write the PNGs of :func:`figures` to ``outputs`` (same keys)."""
-    for key, fig in figures(predictions_path, random_effects_path, fit_stats, factors).items():
+    for key, fig in figures(predictions_path, random_effects_path, fit_stats, factors, residuals_path).items():
         save_png(fig, outputs[key])

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glmm_steps import designs
+from glmm_steps import designs, families
 from glmm_steps.designs import Arms, Covariate, Missing, Sizes, Slope
 from glmm_steps.errors import GlmmError
 
-LINKS = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
 # numpy's Poisson sampler refuses means near 2**63; the config check keeps designs far below.
 MAX_POISSON_MEAN = 1e18
 
@@ -53,11 +52,24 @@ class Outcome:
     arm_effects: dict[str, float] = field(default_factory=dict)
     arm_by_time: dict[str, float] = field(default_factory=dict)
     random_slopes: dict[str, Slope] = field(default_factory=dict)
+    # None: the family's default link (glmm_steps.families.FAMILIES)
+    link_name: str | None = None
+    # negative binomial dispersion (variance mu + mu^2/theta); Gamma shape or CV (one of them)
+    theta: float | None = None
+    shape: float | None = None
+    cv: float | None = None
 
     @property
     def link(self) -> str:
-        """The canonical link of the family (identity, logit, log)."""
-        return LINKS[self.family]
+        """The outcome's link: the config's, else the family's default."""
+        return self.link_name or families.default_link(self.family)
+
+    @property
+    def gamma_shape(self) -> float | None:
+        """The Gamma shape: ``shape``, or 1/cv^2 from ``cv`` (None when neither is set)."""
+        if self.shape is not None:
+            return self.shape
+        return None if self.cv is None else families.gamma_shape_from_cv(self.cv)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,10 @@ def design_from_config(spec: dict[str, Any]) -> Design:
             arm_effects={k: float(v) for k, v in (o.get("arm_effects") or {}).items()},
             arm_by_time={k: float(v) for k, v in (o.get("arm_by_time") or {}).items()},
             random_slopes=designs.slopes_from_config(o.get("random_slopes")),
+            link_name=o.get("link"),
+            theta=float(o["theta"]) if o.get("theta") is not None else None,
+            shape=float(o["shape"]) if o.get("shape") is not None else None,
+            cv=float(o["cv"]) if o.get("cv") is not None else None,
         )
         for name, o in spec["outcomes"].items()
     )
@@ -180,6 +196,15 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
         eta += effects[index[lv_name]] * data[slope.term].to_numpy(dtype=float)
     if outcome.family == "gaussian":
         return eta + rng.normal(0.0, outcome.residual_sd or 0.0, size=len(eta))
+    if outcome.link != families.default_link(outcome.family) or outcome.family in ("negative_binomial", "gamma"):
+        mean = families.inverse_link(outcome.link, eta)
+        if outcome.family != "binomial" and not np.all((mean > 0) & (mean < MAX_POISSON_MEAN)):
+            bad = mean[~((mean > 0) & (mean < MAX_POISSON_MEAN))][0]
+            raise GlmmError(f"outcome '{outcome.name}': a mean of {bad:.3g} cannot be simulated (it must be "
+                            f"positive and below {MAX_POISSON_MEAN:.0e}); change its intercept, coefficients "
+                            "or random_sd")
+        return families.draw(outcome.family, outcome.link, eta, rng, trials=outcome.trials,
+                             theta=outcome.theta, shape=outcome.gamma_shape)
     if outcome.family == "binomial":
         with np.errstate(over="ignore"):  # exp(-eta) = inf for very negative eta gives p = 0, as it should
             p = 1.0 / (1.0 + np.exp(-eta))
@@ -227,6 +252,8 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
         truth["outcomes"][outcome.name] = {
             "family": outcome.family,
             "link": outcome.link,
+            **({"theta": outcome.theta} if outcome.family == "negative_binomial" else {}),
+            **({"shape": outcome.gamma_shape, "cv": outcome.gamma_shape ** -0.5} if outcome.family == "gamma" else {}),
             "fixed_effects": {"(Intercept)": outcome.intercept, **outcome.coefficients},
             "random_sd": dict(outcome.random_sd),
             "random_variance": {k: v * v for k, v in outcome.random_sd.items()},

@@ -88,7 +88,9 @@ def current_version(w):
 def fit_stages(f):
     """The files the workflow writes for fit ``f`` (a config.Fit), stage by stage, each
     made from the stages before: simulated data and truth, the fit file, the tables,
-    the plots and the answers (effects, predictions, marginal means)."""
+    the plots and the answers (effects, predictions, marginal means). The tables and
+    plots are paths.TABLES and paths.PLOTS, so residuals.csv (scaled_residuals) and
+    plots/residuals.png are in the manifest and repaired like the others."""
     keys = dict(model=f.model, version=f.version, replicate=f.replicate)
     fmt = PLAN.table_format(f.model)
     simulated = [] if f.replicate == paths.replicate_id(None) else [

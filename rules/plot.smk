@@ -7,6 +7,8 @@ rule plot:
         random_effects=lambda w: out("random_effects", model=w.model, version=w.version, replicate=w.replicate,
                                      fmt=PLAN.table_format(w.model)),
         fit_stats=rules.extract.output.fit_stats,
+        scaled_residuals=lambda w: out("scaled_residuals", model=w.model, version=w.version, replicate=w.replicate,
+                                       fmt=PLAN.table_format(w.model)),
     output:
         **{
             p: report(out("plot", model="{model}", version="{version}", replicate="{replicate}", plot=p),

@@ -1,4 +1,5 @@
-"""Snakemake adapter: draw the plots of one fit (glmm_steps.plot.plot_fit)."""
+"""Snakemake adapter: draw the plots of one fit (glmm_steps.plot.plot_fit, the
+simulation-based residual plot included)."""
 import json
 from pathlib import Path
 
@@ -9,4 +10,4 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     plot_fit(sm.input.predictions, sm.input.random_effects,
              json.loads(Path(sm.input.fit_stats).read_text()), dict(sm.output.items()),
-             factors=sm.params.factors)
+             factors=sm.params.factors, residuals_path=sm.input.scaled_residuals)

@@ -56,8 +56,9 @@ def test_wrong_type(cfg):
 
 
 def test_unknown_family(cfg):
-    cfg["models"]["bp_lmm"]["family"] = "gamma"
-    assert "models.bp_lmm.family: expected one of gaussian, binomial, poisson, got 'gamma'" in _error(cfg)
+    cfg["models"]["bp_lmm"]["family"] = "tweedie"
+    assert ("models.bp_lmm.family: expected one of gaussian, binomial, poisson, negative_binomial, gamma, "
+            "got 'tweedie'") in _error(cfg)
 
 
 def test_missing_dataset(cfg):
@@ -114,8 +115,10 @@ def test_link_must_be_supported_by_the_engine(cfg):
     cfg["models"]["hypertension_glmm"]["link"] = "logit"
     check_config(cfg)
     cfg["models"]["hypertension_glmm"]["link"] = "probit"
+    check_config(cfg)
+    cfg["models"]["hypertension_glmm"]["link"] = "log"
     assert _error(cfg) == ("config error: models.hypertension_glmm.link: engine mixedlm does not support link "
-                           "'probit' for family binomial (supported: logit)")
+                           "'log' for family binomial (supported: logit, probit, cloglog)")
 
 
 def test_data_file_checked_before_any_job(cfg, tmp_path, bp_data):
@@ -230,3 +233,45 @@ def test_cbind_of_simulated_trials(cfg):
 def test_inference_keys_checked(cfg, model, key, value, words):
     cfg["models"][model][key] = value
     assert words in _error(cfg)
+
+
+def _outcome(cfg, name: str) -> dict:
+    return cfg["datasets"]["bp_study"]["simulate"]["outcomes"][name]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: _outcome(c, "adverse_events").update(family="negative_binomial"),
+     "datasets.bp_study.simulate.outcomes.adverse_events: a negative_binomial outcome needs 'theta' "
+     "(variance mu + mu^2/theta)"),
+    (lambda c: _outcome(c, "adverse_events").update(theta=2.0),
+     "datasets.bp_study.simulate.outcomes.adverse_events.theta: only negative_binomial outcomes have one, "
+     "not poisson"),
+    (lambda c: _outcome(c, "hypertension").update(link="log"),
+     "datasets.bp_study.simulate.outcomes.hypertension.link: family binomial takes link logit, probit, "
+     "cloglog, not 'log'"),
+    (lambda c: _outcome(c, "adverse_events").update(family="gamma", intercept=1.0),
+     "datasets.bp_study.simulate.outcomes.adverse_events: a gamma outcome needs one of 'shape' (variance "
+     "mu^2/shape) or 'cv' (shape = 1/cv^2), not both"),
+    (lambda c: _outcome(c, "adverse_events").update(family="gamma", shape=4.0, cv=0.5),
+     "datasets.bp_study.simulate.outcomes.adverse_events: a gamma outcome needs one of 'shape'"),
+    (lambda c: _outcome(c, "adverse_events").update(cv=0.5),
+     "datasets.bp_study.simulate.outcomes.adverse_events.cv: only gamma outcomes have one, not poisson"),
+    (lambda c: c["models"]["adverse_events_glmm"].update(family="negative_binomial", nagq=5),
+     "models.adverse_events_glmm.nagq: adaptive quadrature applies to binomial and poisson models only"),
+])
+def test_family_settings_of_outcomes_and_models(cfg, edit, message) -> None:
+    edit(cfg)
+    assert message in _error(cfg)
+
+
+def test_new_families_pass_the_check(cfg) -> None:
+    _outcome(cfg, "adverse_events").update(family="negative_binomial", theta=2.0)
+    cfg["models"]["adverse_events_glmm"]["family"] = "negative_binomial"
+    _outcome(cfg, "hypertension")["link"] = "cloglog"
+    cfg["models"]["hypertension_glmm"]["link"] = "cloglog"
+    plan = check_config(cfg)
+    assert plan.config["models"]["adverse_events_glmm"]["residuals"] == {"nsim": 250, "seed": 0,
+                                                                       "simulate": "conditional"}
+    # a Poisson model may fit the negative binomial counts (a misspecification study)
+    cfg["models"]["adverse_events_glmm"]["family"] = "poisson"
+    check_config(cfg)

@@ -74,7 +74,7 @@ def test_a_new_field_roundtrips_without_changes(fits, tmp_path):
     @dataclasses.dataclass
     class Grown(FitResult):
         inference: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-        hessian: np.ndarray | None = None
+        hessian: np.ndarray | None = None  # (vcov, once the example here, is a FitResult field now)
         transforms: dict = dataclasses.field(default_factory=dict)
 
     grown = Grown(**{f.name: getattr(fits[0], f.name) for f in dataclasses.fields(FitResult)},

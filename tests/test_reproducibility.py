@@ -44,8 +44,9 @@ def test_manifest_lists_real_versions_and_checksums(clean_run):
         for pkg in ("snakemake", "pandas", "numpy", "scipy", "statsmodels", "mixedlm", "matplotlib"):
             assert m["packages"][pkg] == version(pkg)
         assert m["platform"]["machine"] and m["python"].count(".") == 2
-        # per seed: the fit, its tables, 3 plots, the effect table and its plot
-        assert len(m["outputs"]) == 2 * (1 + len(paths.TABLES) + 3 + 2) and len(m["inputs"]) == 4
+        # per seed: the fit, its tables (residuals.csv included), 4 plots (residuals.png
+        # included), the effect table and its plot
+        assert len(m["outputs"]) == 2 * (1 + len(paths.TABLES) + len(paths.PLOTS) + 2) and len(m["inputs"]) == 4
         # paths relative to the results folder: a copied folder's manifest names its own files
         assert m["paths"] == PATHS
         for rel, digest in {**m["inputs"], **m["outputs"]}.items():

@@ -116,7 +116,7 @@ def test_recovery_settings_are_not_fit_settings():
     plan = check_config(cfg)
     assert plan.config["models"]["m"]["alpha"] == 0.05
     assert set(plan.fit_entry("m")) == {"dataset", "formula", "family", "reml", "engine", "nagq", "verify",
-                                        "verify_rtol", "verify_loglik_tol", "compare_with", "table_format"}
+                                        "verify_rtol", "verify_loglik_tol", "compare_with", "table_format", "residuals"}
 
 
 def test_default_config_has_a_small_study(root):

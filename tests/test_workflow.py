@@ -79,8 +79,8 @@ def test_every_output_and_the_failure_recorded(tiny_run):
         for rep in reps:
             folder = models / model / "latest" / rep
             for name in ("fixed_effects.csv", "variance_components.csv", "random_effects.csv",
-                         "predictions.csv", "fit_stats.json", "plots/trajectories.png",
-                         "plots/caterpillar.png", "plots/diagnostics.png"):
+                         "predictions.csv", "fit_stats.json", "residuals.csv", "plots/trajectories.png",
+                         "plots/caterpillar.png", "plots/diagnostics.png", "plots/residuals.png"):
                 assert (folder / name).is_file(), folder / name
     assert (workdir / "results" / "data" / "tiny" / "seed-2" / "truth.json").is_file()
     summary = pd.read_csv(workdir / "results" / "summary.csv")

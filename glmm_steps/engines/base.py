@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from glmm_steps.families import default_link
+
 
 # The statsmodels engine's binomial/Poisson fits, by config value: Bayesian
 # approximations, so every output says they are not maximum likelihood. (statsmodels'
@@ -54,6 +56,13 @@ class ModelSpec:
     approximation: str | None = None
     inference: str = "wald"
     intervals: str = "wald"
+    # None: the family's default link (see glmm_steps.families.FAMILIES)
+    link_name: str | None = None
+    # Simulation-based residuals (glmm_steps.residuals): simulations per row (0: none,
+    # 250 is DHARMa's default), their seed, and conditional or marginal simulation.
+    residual_nsim: int = 250
+    residual_seed: int = 0
+    residual_simulate: str = "conditional"
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -71,12 +80,16 @@ class ModelSpec:
             inference=(entry.get("inference") or (entry.get("test") if entry.get("test") != "lrt" else None)
                        or default_inference(entry)),
             intervals=entry.get("intervals", "wald"),
+            link_name=entry.get("link"),
+            residual_nsim=int((entry.get("residuals") or {}).get("nsim", 250)),
+            residual_seed=int((entry.get("residuals") or {}).get("seed", 0)),
+            residual_simulate=(entry.get("residuals") or {}).get("simulate", "conditional"),
         )
 
     @property
     def link(self) -> str:
-        """The family's canonical link."""
-        return {"gaussian": "identity", "binomial": "logit", "poisson": "log"}[self.family]
+        """The model's link: the config's ``link``, else the family's default."""
+        return self.link_name or default_link(self.family)
 
     @property
     def maximum_likelihood(self) -> bool:
@@ -169,6 +182,14 @@ class FitResult:
     emmeans: pd.DataFrame | None = None
     contrasts: pd.DataFrame | None = None
     effects: pd.DataFrame | None = None
+    # The family's dispersion when it has one, by name: negative binomial
+    # {"theta": ...} (variance mu + mu^2/theta), Gamma {"sigma": ..., "shape": ...}
+    # (sigma as lme4's sigma(), shape = 1/sigma^2). Empty for the other families.
+    dispersion: dict[str, float] = field(default_factory=dict)
+    # Simulation-based (DHARMa) residual checks, filled by the fit step: one scaled
+    # residual per fitted row (aligned with ``frame``), and the tests' results.
+    scaled_residuals: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -10,10 +10,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from glmm_steps import families as families_mod
 from glmm_steps.engines.base import RANEF_COLUMNS, TESTS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.boundary import boundary_message
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
+from glmm_steps.engines import mixedlm_gamma
 from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
 from glmm_steps.engines.mixedlm_profile import profile_intervals
 from glmm_steps.formula import Formula
@@ -28,10 +30,48 @@ BOUNDARY_TOL = 1e-4
 _MIXEDLM_SINGULAR = "Model is singular (boundary fit)"
 
 
-def _family(name: str):
+def _family(name: str, link: str, theta: float | None = None):
+    """mixedlm's family object for the config's family and link (``theta``: the
+    negative binomial's dispersion, held fixed in one glmer fit)."""
     from mixedlm import families
+    from mixedlm.families.negative_binomial import NegativeBinomial
 
-    return {"binomial": families.Binomial, "poisson": families.Poisson}[name]()
+    if name == "negative_binomial":
+        return NegativeBinomial(theta=theta)
+    return {"binomial": families.Binomial, "poisson": families.Poisson, "gamma": families.Gamma}[name](link=link)
+
+
+def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: dict):
+    """lme4's ``glmer.nb``, which mixedlm's ``glmer_nb`` is not: that one fits at a
+    fixed dispersion (theta = 1 unless given) and never estimates it. As lme4 does:
+    a Poisson GLMM, MASS::theta.ml on its fitted values for a start, then Brent's
+    search over log(theta) of the Laplace logLik, each theta a glmer fit started from
+    the previous one's covariance parameters. Returns (model, theta, evaluations)."""
+    import mixedlm
+    from mixedlm.models.control import GlmerControl
+
+    poisson = mixedlm.glmer(engine_text, frame, family=_family("poisson", "log"), nAGQ=spec.nagq, **kwargs)
+    y = np.asarray(poisson.matrices.y, dtype=float)
+    theta0 = families_mod.theta_ml(y, np.asarray(poisson.fitted(type="response"), dtype=float))
+    start = {"theta": np.asarray(poisson.theta, dtype=float)}
+
+    def refit(theta: float):
+        # Fits at thetas far from the optimum may warn (PIRLS not converged): only
+        # the chosen fit's warnings are the model's, re-raised below.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # Started at the previous fit's covariance parameters, the nAGQ = 0 first
+            # stage (half of a fit's time) adds nothing; lme4's refit skips it too.
+            model = mixedlm.glmer(engine_text, frame, family=_family("negative_binomial", "log", theta),
+                                  nAGQ=spec.nagq, start=start["theta"],
+                                  control=GlmerControl(nAGQ0initStep=False), **kwargs)
+        start["theta"] = np.asarray(model.theta, dtype=float)
+        return (model, caught), float(model.logLik().value)
+
+    theta, (model, caught), evals = families_mod.optimize_nb_theta(refit, theta0)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=1)
+    return model, theta, evals
 
 
 def engine_inputs(formula: Formula, design: ModelMatrix, frame: pd.DataFrame
@@ -91,7 +131,17 @@ def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design:
     """Fit mixedlm to ``design`` as the fit step does (trials as weights, the offset),
     by REML as ``spec`` says unless ``reml`` is given. Returns ``(model, column_names,
     group_names)`` (see :func:`engine_inputs`); warnings and printed checks are left to
-    the caller."""
+    the caller. The family's own fit (negative binomial theta, Gamma objective) is
+    :func:`engine_fit`'s fourth value."""
+    return engine_fit(frame, spec, formula, design, reml)[:3]
+
+
+def engine_fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix,
+               reml: bool | None = None):
+    """:func:`engine_model` plus what the family's fit adds, as a dict: ``nb_theta`` and
+    ``nb_evals`` for the negative binomial (lme4's glmer.nb outer loop over theta),
+    ``gamma_objective`` for a Gamma GLMM (lme4's objective, for the convergence checks
+    and sigma). Every family is fitted on the same prepared data (:func:`engine_inputs`)."""
     import mixedlm
 
     text, data, column_names, group_names = engine_inputs(formula, design, frame)
@@ -101,11 +151,16 @@ def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design:
     if formula.offset:
         off = frame[formula.offset].to_numpy(dtype=float)
         kwargs["offset"] = np.log(off) if formula.offset_log else off
+    extra: dict = {}
     if spec.family == "gaussian":
         model = mixedlm.lmer(text, data, REML=spec.reml if reml is None else reml, **kwargs)
+    elif spec.family == "negative_binomial":
+        model, extra["nb_theta"], extra["nb_evals"] = _glmer_nb(text, data, spec, kwargs)
+    elif spec.family == "gamma":
+        model, extra["gamma_objective"] = mixedlm_gamma.glmer_gamma(text, data, spec.link, **kwargs)
     else:
-        model = mixedlm.glmer(text, data, family=_family(spec.family), nAGQ=spec.nagq, **kwargs)
-    return model, column_names, group_names
+        model = mixedlm.glmer(text, data, family=_family(spec.family, spec.link), nAGQ=spec.nagq, **kwargs)
+    return model, column_names, group_names, extra
 
 
 def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
@@ -204,10 +259,14 @@ def _deviance(model, spec: ModelSpec) -> float:
     ``deviance`` attribute is its Laplace objective, a different number)."""
     if spec.family == "gaussian":
         return float(model.deviance)
+    if spec.family == "gamma":
+        # the family's deviance residuals, not model.deviance (lme4's Laplace deviance here)
+        mu = np.asarray(model.fitted(type="response"), dtype=float)
+        return float(np.sum(model.family.deviance_resids(model.matrices.y, mu, model.matrices.weights)))
     return float(np.sum(np.asarray(model.residuals(type="deviance"), dtype=float) ** 2))
 
 
-def _hessian(model) -> tuple[bool | None, str | None]:
+def _hessian(model, deviance=None) -> tuple[bool | None, str | None]:
     """(hessian_ok, message) for the deviance at the optimum over the parameters the
     optimizer moved: theta, plus beta for GLMMs fitted jointly (as lme4 checks).
     Skipped (None) above HESSIAN_MAX_NOBS rows, where it would cost as much as the fit."""
@@ -225,7 +284,8 @@ def _hessian(model) -> tuple[bool | None, str | None]:
         par = np.r_[theta, beta]
         free = np.r_[free, np.ones(len(beta), dtype=bool)]
         lower = np.r_[lower, np.full(len(beta), -np.inf)]
-    return check_hessian(model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
+    return check_hessian(deviance or model.as_function("deviance"), par, free, lower,
+                         singular=bool(model.isSingular()))
 
 
 def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
@@ -273,7 +333,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     # them: capture those with the warnings so they land in fit_stats.json.
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
         warnings.simplefilter("always")
-        model, column_names, group_names = engine_model(frame, spec, formula, design)
+        model, column_names, group_names, family_fit = engine_fit(frame, spec, formula, design)
     names = [column_names.get(n, n) for n in model.matrices.fixed_names]
     observed = design.response
     if spec.family == "gaussian":
@@ -285,11 +345,23 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     converged = bool(model.converged)
     # The optimizer's own flag misses a stop short of the optimum; lme4 also checks
     # the gradient there, and a Hessian that is not positive definite.
-    gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
+    deviance_fn = None
+    beta = np.asarray(model.beta, dtype=float)
+    if spec.family == "gamma":
+        # mixedlm's own checks would differentiate its (unit-dispersion) objective.
+        deviance_fn = family_fit["gamma_objective"]
+        params = np.r_[np.asarray(model.theta, dtype=float), beta]
+        free = np.r_[np.asarray(model.theta) > BOUNDARY_TOL, np.ones(len(beta), dtype=bool)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            message = mixedlm_gamma.gradient_message(deviance_fn, params, free)
+        gradient = [message] if message else []
+    else:
+        gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
     converged = converged and not gradient
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum may warn; the result says it
-        hessian_ok, hessian_msg = _hessian(model) if converged else (None, None)
+        hessian_ok, hessian_msg = _hessian(model, deviance_fn) if converged else (None, None)
     singular = bool(model.isSingular())
     varcorr = _varcorr(model, group_names, column_names)
     # mixedlm's singular-fit warning says "variance components estimated as zero" even
@@ -303,6 +375,12 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
     ))
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
+    sigma = None
+    if spec.family == "gamma":
+        sigma = mixedlm_gamma.gamma_sigma(deviance_fn, np.r_[np.asarray(model.theta, dtype=float), beta])
+    # lme4's vcov() of a Gamma GLMM is sigma^2 times mixedlm's unit-dispersion one:
+    # the Wald tests and the anova use that one
+    vcov = np.asarray(model.vcov(), dtype=float) * (1.0 if sigma is None else sigma**2)
     # mixedlm drops a column it finds collinear (a constant covariate): test what was fitted
     fitted_names = set(names)
     terms = {t: kept for t, cols in design.term_columns.items()
@@ -310,8 +388,31 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum; failures are reported
         fixef, anova_table, test, test_messages, parts = fixed_effect_inference(model, spec, names, terms,
-                                                                                        frame)
+                                                                                        frame, vcov=vcov)
     messages += test_messages
+    loglik, npar = float(model.logLik().value), int(model.npar())
+    dispersion: dict[str, float] = {}
+    if spec.family == "negative_binomial":
+        # theta is a parameter of the likelihood too: lme4 counts it in AIC/BIC.
+        nb_theta = family_fit["nb_theta"]
+        dispersion = {"theta": float(nb_theta)}
+        npar += 1
+        notes.append(f"theta estimated as lme4's glmer.nb ({family_fit['nb_evals']} glmer fits)")
+        varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "theta", "variance": nb_theta,
+                                                     "sd": np.nan, "correlation": np.nan}])], ignore_index=True)
+    if spec.family == "gamma":
+        # model.deviance is lme4's Laplace deviance here; the dispersion is a parameter.
+        loglik, npar = -0.5 * float(model.deviance), npar + 1
+        dispersion = {"sigma": sigma, "shape": 1.0 / sigma**2}
+        # lme4's VarCorr scales a model with a residual scale by sigma^2 (as for lmer),
+        # Gamma GLMMs included: report what R reports.
+        varcorr = varcorr.assign(variance=varcorr["variance"] * sigma**2, sd=varcorr["sd"] * sigma)
+        varcorr = pd.concat([varcorr, pd.DataFrame([{"group": "Residual", "term": "(Intercept)",
+                                                     "variance": sigma**2, "sd": sigma,
+                                                     "correlation": np.nan}])], ignore_index=True)
+    aic, bic = float(model.AIC()), float(model.BIC())
+    if dispersion:
+        aic, bic = -2 * loglik + 2 * npar, -2 * loglik + np.log(int(model.nobs())) * npar
     optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
     if spec.intervals == "profile":
         def refit_ml():
@@ -333,7 +434,7 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         fixef=fixef,
         test=test,
         anova=anova_table,
-        vcov=np.asarray(model.vcov(), dtype=float),
+        vcov=vcov,
         varcorr=varcorr,
         **optional,
         frame=frame,
@@ -342,11 +443,12 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
         fitted_marginal=marginal,
         nobs=int(model.nobs()),
         ngroups={_group_name(str(k), group_names): int(v) for k, v in model.ngrps().items()},
-        loglik=float(model.logLik().value),
-        aic=float(model.AIC()),
-        bic=float(model.BIC()),
+        loglik=loglik,
+        aic=aic,
+        bic=bic,
         deviance=_deviance(model, spec),
-        npar=int(model.npar()),
+        npar=npar,
+        dispersion=dispersion,
         converged=converged,
         singular=singular,
         hessian_ok=hessian_ok,

@@ -103,8 +103,8 @@ def kenward_roger(model) -> KenwardRogerParts:
     return kenward_roger_parts(X, G, np.asarray(ggamma), np.asarray(model.vcov(), dtype=float))
 
 
-def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[str]], frame: pd.DataFrame
-                           ) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str], Any]:
+def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[str]], frame: pd.DataFrame,
+                           vcov: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str], Any]:
     """The tests ``spec.inference`` asks for, on a fitted mixedlm model whose
     coefficients are ``names`` (R's), fixed-effect terms ``terms`` (term label -> its
     coefficient names, R's ``assign`` without the intercept, from
@@ -112,9 +112,10 @@ def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[
     tests, type III anova table, the test's name, warnings, the method's parts: SatterthwaiteParts,
     KenwardRogerParts or None for Wald). A method that cannot be
     computed falls back (Kenward-Roger to Satterthwaite, Satterthwaite to Wald z, as
-    lmerTest does) with a warning saying so."""
+    lmerTest does) with a warning saying so. ``vcov``: the fixed effects' covariance
+    when it is not mixedlm's (a Gamma GLMM's, scaled by its dispersion)."""
     beta = np.asarray(model.beta, dtype=float)
-    vcov = np.asarray(model.vcov(), dtype=float)
+    vcov = np.asarray(model.vcov(), dtype=float) if vcov is None else vcov
     messages: list[str] = []
     method = spec.inference if spec.family == "gaussian" else "wald"
     if method == "kenward_roger" and model.matrices.n_obs > KR_MAX_NOBS:
