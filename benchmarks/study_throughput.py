@@ -60,7 +60,9 @@ def study_config(replicates: int, batch_size: int) -> dict:
         "datasets": {"reference": {"replicates": replicates, "base_seed": 2024, "batch_size": batch_size,
                                    "simulate": reference}},
         "models": {MODEL: {"dataset": "reference", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
-                           "power_terms": ["time"]}},
+                           "power_terms": ["time"],
+                           # no simulation residual tests: a power study's replicates refit
+                           "residuals": {"nsim": 0}}},
     }
 
 

@@ -168,12 +168,14 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
     refit model carries its own Satterthwaite or Kenward-Roger tests (the Refitter
     computes them from the refitted lmer, as a full fit does); profile intervals
     (``intervals: profile``) need the full fit's ML refits and profiles, so such a
-    model fits each replicate in full."""
+    model fits each replicate in full; so does one whose replicates get simulation
+    residual tests (``residuals: {nsim: > 0}``: they need the full fit's model), which a
+    study that wants the refit path's speed turns off with ``residuals: {nsim: 0}``."""
     formula = parse(spec.formula)
     return (spec.engine == "mixedlm" and spec.family == "gaussian" and not formula.trials
             and not formula.offset and formula.response == formula.outcome
             and formula.response in {o.name for o in design.outcomes}
-            and getattr(design, "fixed_rows", True) and spec.intervals == "wald")
+            and getattr(design, "fixed_rows", True) and spec.intervals == "wald" and spec.residual_nsim == 0)
 
 
 class _Refits:

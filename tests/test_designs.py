@@ -125,7 +125,8 @@ def test_designs_without_missing_data_refit_and_match_full_fits():
                             "random_slopes": {"patient": {"term": "time", "sd": 0.3, "cor": 0.5}}})
     design = design_from_config(spec)
     model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ time * arm + age + (1 | hospital) + "
-                                                                   "(1 + time | patient)"})
+                                                                   "(1 + time | patient)",
+                                        "residuals": {"nsim": 0}})
     assert batch.refittable(design, model)
     replicates = [(i, study.replicate_seed(5, i)) for i in range(4)]
     fast, fast_fits = batch.run_batch(design, model, "base", replicates)
@@ -143,7 +144,7 @@ def test_refit_path_gives_the_study_test_of_a_full_fit(test):
     Satterthwaite and Kenward-Roger df from the refitted lmer, equal to a full fit's."""
     design = design_from_config(_design(outcome={"coefficients": {"time": 0.5}}))
     model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ time + (1 | hospital) + (1 | patient)",
-                                        "test": test})
+                                        "test": test, "residuals": {"nsim": 0}})
     assert batch.refittable(design, model)
     replicates = [(i, study.replicate_seed(7, i)) for i in range(3)]
     fast, _ = batch.run_batch(design, model, "base", replicates)

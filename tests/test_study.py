@@ -181,7 +181,8 @@ def test_refitting_replicates_equals_fitting_each_from_scratch():
     small = copy.deepcopy(SMALL)
     small["outcomes"]["y"]["random_sd"]["site"] = 0.2  # 3 sites: often estimated as 0
     design = design_from_config(small)
-    spec = ModelSpec.from_config("m", {"dataset": "sim", "formula": "y ~ visit + (1 | site) + (1 | subject)"})
+    spec = ModelSpec.from_config("m", {"dataset": "sim", "formula": "y ~ visit + (1 | site) + (1 | subject)",
+                                       "residuals": {"nsim": 0}})
     assert batch.refittable(design, spec)
     replicates = [(i, study.replicate_seed(3, i)) for i in range(12)]
     e_refit, f_refit = batch.run_batch(design, spec, "base", replicates)
@@ -197,6 +198,9 @@ def test_models_the_refit_path_does_not_take():
 
     design = design_from_config(SMALL)
     entry = {"dataset": "sim", "formula": "y ~ visit + (1 | site) + (1 | subject)"}
+    assert batch.refittable(design, ModelSpec.from_config("m", {**entry, "residuals": {"nsim": 0}}))
+    # simulation residual tests need the full fit's model
+    assert not batch.refittable(design, ModelSpec.from_config("m", entry))
     assert not batch.refittable(design, ModelSpec.from_config("m", {**entry, "engine": "statsmodels"}))
     assert not batch.refittable(design, ModelSpec.from_config("m", {**entry, "formula": "z ~ visit + (1 | site)"}))
 
