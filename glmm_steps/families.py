@@ -82,8 +82,9 @@ def bad_response(family: str, y: np.ndarray) -> tuple[np.ndarray, str]:
     return np.zeros(len(y), dtype=bool), ""
 
 
-def check_outcome(where: str, family: str, link: str | None, theta: float | None, shape: float | None,
-                  cv: float | None) -> None:
+def check_outcome(
+    where: str, family: str, link: str | None, theta: float | None, shape: float | None, cv: float | None
+) -> None:
     """Config check of a simulated outcome's family settings (``where`` names it):
     the link is one of the family's, a negative binomial outcome has ``theta``, a Gamma
     outcome exactly one of ``shape`` and ``cv``, and no other family has them. Raises
@@ -95,16 +96,24 @@ def check_outcome(where: str, family: str, link: str | None, theta: float | None
     if family != "negative_binomial" and theta is not None:
         raise ConfigError(f"{where}.theta", f"only negative_binomial outcomes have one, not {family}")
     if family == "gamma" and (shape is None) == (cv is None):
-        raise ConfigError(where, "a gamma outcome needs one of 'shape' (variance mu^2/shape) or 'cv' "
-                                 "(shape = 1/cv^2), not both")
+        raise ConfigError(
+            where, "a gamma outcome needs one of 'shape' (variance mu^2/shape) or 'cv' (shape = 1/cv^2), not both"
+        )
     if family != "gamma" and (shape is not None or cv is not None):
         key = "shape" if shape is not None else "cv"
         raise ConfigError(f"{where}.{key}", f"only gamma outcomes have one, not {family}")
 
 
-def draw(family: str, link: str, eta: np.ndarray, rng: np.random.Generator, *,
-         trials: int | np.ndarray = 1, theta: float | None = None,
-         shape: float | None = None) -> np.ndarray:
+def draw(
+    family: str,
+    link: str,
+    eta: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    trials: int | np.ndarray = 1,
+    theta: float | None = None,
+    shape: float | None = None,
+) -> np.ndarray:
     """Draw responses of ``family`` with linear predictor ``eta`` under ``link``.
 
     Binomial: successes out of ``trials``; negative binomial: counts with dispersion
@@ -135,17 +144,24 @@ def theta_ml(y: np.ndarray, mu: np.ndarray, limit: int = 20, eps: float = 2 * NB
     it, step = 0, 1.0
     while (it := it + 1) < limit and abs(step) > eps:
         t0 = abs(t0)
-        score = np.sum(special.digamma(t0 + y) - special.digamma(t0) + np.log(t0) + 1.0
-                       - np.log(t0 + mu) - (y + t0) / (mu + t0))
-        info = np.sum(-special.polygamma(1, t0 + y) + special.polygamma(1, t0) - 1.0 / t0
-                      + 2.0 / (mu + t0) - (y + t0) / (mu + t0) ** 2)
+        score = np.sum(
+            special.digamma(t0 + y) - special.digamma(t0) + np.log(t0) + 1.0 - np.log(t0 + mu) - (y + t0) / (mu + t0)
+        )
+        info = np.sum(
+            -special.polygamma(1, t0 + y)
+            + special.polygamma(1, t0)
+            - 1.0 / t0
+            + 2.0 / (mu + t0)
+            - (y + t0) / (mu + t0) ** 2
+        )
         step = score / info
         t0 += step
     return float(max(t0, 0.0))
 
 
-def optimize_nb_theta(refit: Callable[[float], tuple[Any, float]], theta0: float,
-                      tol: float = NB_TOL) -> tuple[float, Any, int]:
+def optimize_nb_theta(
+    refit: Callable[[float], tuple[Any, float]], theta0: float, tol: float = NB_TOL
+) -> tuple[float, Any, int]:
     """lme4's ``optTheta``: minimise -2 logLik of the negative binomial GLMM refitted at
     each theta (``refit(theta) -> (model, loglik)``) over log(theta) in
     log(theta0) +- 3 by Brent's method (R's ``optimize``, which scipy's bounded
@@ -161,8 +177,9 @@ def optimize_nb_theta(refit: Callable[[float], tuple[Any, float]], theta0: float
         return -2.0 * loglik if np.isfinite(loglik) else np.inf
 
     centre = np.log(theta0)
-    res = optimize.minimize_scalar(deviance, bounds=(centre - NB_INTERVAL, centre + NB_INTERVAL),
-                                   method="bounded", options={"xatol": tol})
+    res = optimize.minimize_scalar(
+        deviance, bounds=(centre - NB_INTERVAL, centre + NB_INTERVAL), method="bounded", options={"xatol": tol}
+    )
     best = float(res.x)
     evals = len(fits)
     if best not in fits:
@@ -188,5 +205,17 @@ def gamma_shape_from_cv(cv: float) -> float:
     return 1.0 / cv**2
 
 
-__all__ = ["FAMILIES", "FITS_OUTCOMES", "INTEGER_FAMILIES", "default_link", "inverse_link", "bad_response",
-           "check_outcome", "draw", "theta_ml", "optimize_nb_theta", "dispersion_note", "gamma_shape_from_cv"]
+__all__ = [
+    "FAMILIES",
+    "FITS_OUTCOMES",
+    "INTEGER_FAMILIES",
+    "default_link",
+    "inverse_link",
+    "bad_response",
+    "check_outcome",
+    "draw",
+    "theta_ml",
+    "optimize_nb_theta",
+    "dispersion_note",
+    "gamma_shape_from_cv",
+]

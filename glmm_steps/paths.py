@@ -72,8 +72,15 @@ TEMPLATES = {
 }
 
 # The tidy tables the extract step writes, in order.
-TABLES = ("fixed_effects", "anova", "variance_components", "random_effects", "predictions", "fit_stats",
-          "scaled_residuals")
+TABLES = (
+    "fixed_effects",
+    "anova",
+    "variance_components",
+    "random_effects",
+    "predictions",
+    "fit_stats",
+    "scaled_residuals",
+)
 PLOTS = ("trajectories", "caterpillar", "diagnostics", "residuals")
 COMPARISON_TABLES = ("likelihood_ratio", "information_criteria")
 RECOVERY_PLOTS = ("estimates", "coverage", "power", "power_curve")

@@ -37,8 +37,10 @@ def _test_lines(diagnostics: dict) -> list[tuple[str, bool]]:
     def p(value: float) -> str:  # a simulation p value of 0 means below 1/nsim
         return f"p < {1 / nsim:.2g}" if value == 0 else f"p = {value:.3g}"
 
-    lines = [(f"KS uniformity: D = {u['statistic']:.3f}, p = {u['p_value']:.3g}", u["p_value"] < alpha),
-             (f"dispersion: ratio {d['ratio']:.3f}, {p(d['p_value'])}", d["p_value"] < alpha)]
+    lines = [
+        (f"KS uniformity: D = {u['statistic']:.3f}, p = {u['p_value']:.3g}", u["p_value"] < alpha),
+        (f"dispersion: ratio {d['ratio']:.3f}, {p(d['p_value'])}", d["p_value"] < alpha),
+    ]
     if z:
         lines.append((f"zeros: observed/simulated {z['ratio']:.3f}, {p(z['p_value'])}", z["p_value"] < alpha))
     lines.append((f"outliers: {o['outliers']} ({o['type']} test), {p(o['p_value'])}", o["p_value"] < alpha))
@@ -54,12 +56,17 @@ def residual_figure(residuals_path: str | Path, fit_stats: dict):
     """The figure drawn from the scaled residuals table and the fit_stats record; a
     fit without simulation residuals (failed, or ``residuals: {nsim: 0}``) gets a
     figure that says why. Returns the figure."""
-    title = f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats.get('link')}), " \
-            f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
+    title = (
+        f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats.get('link')}), "
+        f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
+    )
     diagnostics = fit_stats.get("diagnostics") or {}
     if fit_stats.get("error") or not diagnostics:
-        why = f"the fit failed: {fit_stats['error']}" if fit_stats.get("error") else \
-            "no simulation residuals for this fit (residuals.nsim is 0, or see the notes in fit_stats.json)"
+        why = (
+            f"the fit failed: {fit_stats['error']}"
+            if fit_stats.get("error")
+            else "no simulation residuals for this fit (residuals.nsim is 0, or see the notes in fit_stats.json)"
+        )
         return message(f"No residual plot: {why}", title)
     table = read_table(residuals_path)
     res = table["scaled_residual"].to_numpy(dtype=float)
@@ -73,12 +80,20 @@ def residual_figure(residuals_path: str | Path, fit_stats: dict):
     qq.scatter(expected, observed, s=6, alpha=0.6)
     qq.plot([0, 1], [0, 1], color="black", lw=0.8)
     for i, (text, bad) in enumerate(_test_lines(diagnostics)):
-        qq.text(0.03, 0.97 - 0.065 * i, text, transform=qq.transAxes, va="top", fontsize=8,
-                color="tab:red" if bad else "black")
+        qq.text(
+            0.03,
+            0.97 - 0.065 * i,
+            text,
+            transform=qq.transAxes,
+            va="top",
+            fontsize=8,
+            color="tab:red" if bad else "black",
+        )
     qq.set_xlabel("expected (uniform)")
     qq.set_ylabel("observed scaled residual")
-    qq.set_title(f"QQ plot of scaled residuals ({diagnostics['simulate']}, {diagnostics['nsim']} simulations)",
-                 fontsize=10)
+    qq.set_title(
+        f"QQ plot of scaled residuals ({diagnostics['simulate']}, {diagnostics['nsim']} simulations)", fontsize=10
+    )
 
     if len(res) > MAX_POINTS:
         vs.hexbin(pred, res, gridsize=50, bins="log", cmap="Blues", mincnt=1)

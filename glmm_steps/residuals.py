@@ -28,9 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from glmm_steps import families
+from glmm_steps import families, model_matrix
 from glmm_steps import formula as formula_mod
-from glmm_steps import model_matrix
 from glmm_steps.engines.base import FitResult
 from glmm_steps.errors import GlmmError
 from glmm_steps.model_matrix import ModelMatrix
@@ -83,8 +82,10 @@ def _random_draw(result: FitResult, rng: np.random.Generator, design: ModelMatri
         rows = vc[(vc["group"] == term.group_name) & ~vc["term"].str.startswith("cor(")].set_index("term")
         missing = [n for n in block.names if n not in rows.index]
         if missing:
-            raise GlmmError(f"marginal simulation: no variance for {missing[0]!r} of group "
-                            f"'{term.group_name}'; use residuals: {{simulate: conditional}}")
+            raise GlmmError(
+                f"marginal simulation: no variance for {missing[0]!r} of group "
+                f"'{term.group_name}'; use residuals: {{simulate: conditional}}"
+            )
         terms = list(block.names)
         cov = np.diag(rows.loc[terms, "variance"].to_numpy(dtype=float))
         for _, r in vc[(vc["group"] == term.group_name) & vc["term"].str.startswith("cor(")].iterrows():
@@ -100,9 +101,9 @@ def _random_draw(result: FitResult, rng: np.random.Generator, design: ModelMatri
     return out
 
 
-def simulate_responses(result: FitResult, nsim: int, rng: np.random.Generator,
-                       mode: str = "conditional", design: ModelMatrix | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def simulate_responses(
+    result: FitResult, nsim: int, rng: np.random.Generator, mode: str = "conditional", design: ModelMatrix | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``nsim`` responses per fitted row from ``result``. Returns ``(observed,
     simulated)``: the observed response (success counts for ``cbind``) and an array
     rows x nsim on the same scale. ``design``: the fit's model matrix (marginal
@@ -119,8 +120,9 @@ def simulate_responses(result: FitResult, nsim: int, rng: np.random.Generator,
     else:
         base = _link(spec.link, np.asarray(result.fitted_marginal, dtype=float))
         if design is None:
-            design = model_matrix.build(formula_mod.parse(spec.formula), result.frame,
-                                        state=result.transform_state or None)
+            design = model_matrix.build(
+                formula_mod.parse(spec.formula), result.frame, state=result.transform_state or None
+            )
         etas = np.column_stack([base + _random_draw(result, rng, design) for _ in range(nsim)])
     shape = etas.shape
     flat = etas.reshape(-1)
@@ -128,9 +130,15 @@ def simulate_responses(result: FitResult, nsim: int, rng: np.random.Generator,
         sims = flat + rng.normal(0.0, _residual_sd(result), size=flat.size)
     else:
         disp = result.dispersion
-        sims = families.draw(spec.family, spec.link, flat, rng,
-                             trials=1 if trials is None else np.repeat(trials, nsim),
-                             theta=disp.get("theta"), shape=disp.get("shape"))
+        sims = families.draw(
+            spec.family,
+            spec.link,
+            flat,
+            rng,
+            trials=1 if trials is None else np.repeat(trials, nsim),
+            theta=disp.get("theta"),
+            shape=disp.get("shape"),
+        )
     return observed, np.asarray(sims, dtype=float).reshape(shape)
 
 
@@ -165,8 +173,10 @@ def test_dispersion(observed: np.ndarray, simulated: np.ndarray, fitted: np.ndar
     f = np.asarray(fitted, dtype=float)
     observed_spread = np.var(observed - f, ddof=1) / expected
     simulated_spread = np.var(simulated - f[:, None], axis=0, ddof=1) / expected
-    return {"ratio": float(observed_spread / np.mean(simulated_spread)),
-            "p_value": _p_two_sided(simulated_spread, observed_spread)}
+    return {
+        "ratio": float(observed_spread / np.mean(simulated_spread)),
+        "p_value": _p_two_sided(simulated_spread, observed_spread),
+    }
 
 
 def test_zero_inflation(observed: np.ndarray, simulated: np.ndarray) -> dict[str, float]:
@@ -174,13 +184,15 @@ def test_zero_inflation(observed: np.ndarray, simulated: np.ndarray) -> dict[str
     zeros = float(np.sum(observed == 0))
     simulated_zeros = np.sum(simulated == 0, axis=0).astype(float)
     mean = float(np.mean(simulated_zeros))
-    return {"observed_zeros": zeros, "expected_zeros": mean,
-            "ratio": zeros / mean if mean > 0 else (1.0 if zeros == 0 else float("inf")),
-            "p_value": _p_two_sided(simulated_zeros, zeros)}
+    return {
+        "observed_zeros": zeros,
+        "expected_zeros": mean,
+        "ratio": zeros / mean if mean > 0 else (1.0 if zeros == 0 else float("inf")),
+        "p_value": _p_two_sided(simulated_zeros, zeros),
+    }
 
 
-def test_outliers(res: np.ndarray, simulated: np.ndarray, integer: bool,
-                  rng: np.random.Generator) -> dict[str, Any]:
+def test_outliers(res: np.ndarray, simulated: np.ndarray, integer: bool, rng: np.random.Generator) -> dict[str, Any]:
     """testOutliers, margin both: residuals at the edge of the simulation envelope.
     Continuous responses or more than 500 rows: exact binomial test of the count
     below 1/(nsim+1) or above 1 - 1/(nsim+1) against 2/(nsim+1). Integer responses up
@@ -191,8 +203,13 @@ def test_outliers(res: np.ndarray, simulated: np.ndarray, integer: bool,
         edge = 1.0 / (nsim + 1)
         k = int(np.sum(res < edge) + np.sum(res > 1 - edge))
         test = stats.binomtest(k, n, 2 * edge)
-        return {"type": "binomial", "outliers": k, "frequency": k / n, "expected_frequency": 2 * edge,
-                "p_value": float(test.pvalue)}
+        return {
+            "type": "binomial",
+            "outliers": k,
+            "frequency": k / n,
+            "expected_frequency": 2 * edge,
+            "p_value": float(test.pvalue),
+        }
     frequency = float(np.mean(res == 0) + np.mean(res == 1))
     nboot = min(OUTLIER_NBOOT, nsim)
     boot = np.empty(nboot)
@@ -201,8 +218,13 @@ def test_outliers(res: np.ndarray, simulated: np.ndarray, integer: bool,
         sel = rng.choice(others, size=nsim, replace=True)
         r = scaled_residuals(simulated[:, i], simulated[:, sel], rng)
         boot[i] = np.mean(r == 1) + np.mean(r == 0)
-    return {"type": "bootstrap", "outliers": int(round(frequency * n)), "frequency": frequency,
-            "expected_frequency": float(np.mean(boot)), "p_value": _p_two_sided(boot, frequency)}
+    return {
+        "type": "bootstrap",
+        "outliers": int(round(frequency * n)),
+        "frequency": frequency,
+        "expected_frequency": float(np.mean(boot)),
+        "p_value": _p_two_sided(boot, frequency),
+    }
 
 
 def _p_text(p: float, nsim: int, resolution: bool) -> str:
@@ -216,28 +238,38 @@ def notes(family: str, diagnostics: dict[str, Any]) -> list[str]:
     nsim, out = diagnostics["nsim"], []
     u = diagnostics["uniformity"]
     if u["p_value"] < ALPHA:
-        out.append(f"scaled residuals not uniform (KS D {u['statistic']:.3g}, {_p_text(u['p_value'], nsim, False)}): "
-                   "check the family and the model's terms")
+        out.append(
+            f"scaled residuals not uniform (KS D {u['statistic']:.3g}, {_p_text(u['p_value'], nsim, False)}): "
+            "check the family and the model's terms"
+        )
     d = diagnostics["dispersion"]
     if d["p_value"] < ALPHA:
         out.append(families.dispersion_note(family, d["ratio"], d["p_value"], nsim))
     z = diagnostics.get("zero_inflation")
     if z is not None and z["p_value"] < ALPHA:
         more = z["ratio"] > 1
-        out.append(f"{'zero inflation' if more else 'fewer zeros than expected'} (observed/simulated zeros "
-                   f"{z['ratio']:.3g}, {_p_text(z['p_value'], nsim, True)}): "
-                   + ("consider a zero-inflated model or family: negative_binomial" if more
-                      else "check the family"))
+        out.append(
+            f"{'zero inflation' if more else 'fewer zeros than expected'} (observed/simulated zeros "
+            f"{z['ratio']:.3g}, {_p_text(z['p_value'], nsim, True)}): "
+            + ("consider a zero-inflated model or family: negative_binomial" if more else "check the family")
+        )
     o = diagnostics["outliers"]
     if o["p_value"] < ALPHA:
-        out.append(f"outliers ({o['outliers']} of {diagnostics['nobs']} outside the simulation envelope, "
-                   f"frequency {o['frequency']:.3g} vs {o['expected_frequency']:.3g} expected, "
-                   f"{_p_text(o['p_value'], nsim, o['type'] == 'bootstrap')}): check those rows and the family")
+        out.append(
+            f"outliers ({o['outliers']} of {diagnostics['nobs']} outside the simulation envelope, "
+            f"frequency {o['frequency']:.3g} vs {o['expected_frequency']:.3g} expected, "
+            f"{_p_text(o['p_value'], nsim, o['type'] == 'bootstrap')}): check those rows and the family"
+        )
     return out
 
 
-def diagnose(result: FitResult, nsim: int = DEFAULT_NSIM, seed: int = 0,
-             mode: str = "conditional", design: ModelMatrix | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def diagnose(
+    result: FitResult,
+    nsim: int = DEFAULT_NSIM,
+    seed: int = 0,
+    mode: str = "conditional",
+    design: ModelMatrix | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Simulate ``nsim`` responses from the fitted ``result`` (seeded by ``seed``; mode
     ``conditional`` or ``marginal``), and return ``(scaled residuals per fitted row,
     diagnostics)``: a JSON-ready dict with the settings, the four tests and the notes
@@ -250,7 +282,11 @@ def diagnose(result: FitResult, nsim: int = DEFAULT_NSIM, seed: int = 0,
     fitted = np.asarray(result.fitted_marginal, dtype=float) * (1 if trials is None else trials)
     diagnostics: dict[str, Any] = {
         "method": "DHARMa simulation-based scaled residuals (PIT)",
-        "simulate": mode, "nsim": nsim, "seed": seed, "nobs": int(len(res)), "integer_response": integer,
+        "simulate": mode,
+        "nsim": nsim,
+        "seed": seed,
+        "nobs": int(len(res)),
+        "integer_response": integer,
         "uniformity": test_uniformity(res),
         "dispersion": test_dispersion(observed, simulated, fitted),
         "zero_inflation": test_zero_inflation(observed, simulated) if integer else None,

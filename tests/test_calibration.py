@@ -17,7 +17,6 @@ import math
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,9 @@ SIMULATE = "conditional"
 
 def _dataset(outcome: dict, replicates: int, seed: int) -> dict:
     return {
-        "replicates": replicates, "base_seed": seed, "batch_size": replicates // 2,
+        "replicates": replicates,
+        "base_seed": seed,
+        "batch_size": replicates // 2,
         "simulate": {
             "levels": [{"name": "g", "n": 30}],
             "repeated": {"name": "x", "values": [0, 1, 2, 3, 4, 5]},
@@ -48,8 +49,11 @@ CONFIG = {
     },
     "models": {
         "cal_gaussian_lmm": {"dataset": "cal_gaussian", "formula": "y ~ x + (1 | g)", "reml": False},
-        "cal_binomial_glmm": {"dataset": "cal_binomial", "formula": "cbind(y, y_failures) ~ x + (1 | g)",
-                              "family": "binomial"},
+        "cal_binomial_glmm": {
+            "dataset": "cal_binomial",
+            "formula": "cbind(y, y_failures) ~ x + (1 | g)",
+            "family": "binomial",
+        },
         "cal_poisson_glmm": {"dataset": "cal_poisson", "formula": "y ~ x + (1 | g)", "family": "poisson"},
         "power_nb_as_poisson": {"dataset": "power_nb", "formula": "y ~ x + (1 | g)", "family": "poisson"},
     },

@@ -16,21 +16,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_lme4_reference import (
+    CRIT_PER_OBS,
+    FIXEF_ATOL,
+    FIXEF_RTOL,
+    GLMM_DEVIANCE_RTOL,
+    LOGLIK_PER_OBS,
+    SE_ATOL,
+    SE_RTOL,
+    VAR_ATOL,
+    VAR_RTOL,
+    _close,
+    _rel,
+)
 
 from glmm_steps import families
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError
 from glmm_steps.fit import fit_model
 from glmm_steps.simulate import design_from_config, simulate
-from test_lme4_reference import (CRIT_PER_OBS, FIXEF_ATOL, FIXEF_RTOL, GLMM_DEVIANCE_RTOL, LOGLIK_PER_OBS,
-                                 SE_ATOL, SE_RTOL, VAR_ATOL, VAR_RTOL, _close, _rel)
 
 REF = Path(__file__).parent / "reference"
 CASES = pd.read_csv(REF / "family_cases.csv", keep_default_na=False)
 FIXTURES = pd.read_csv(REF / "family_fixtures.csv", keep_default_na=False)
 
-_STALE = ("lme4's default tolPwrss = 1e-7 leaves its Laplace log-determinant stale (see "
-          "tests/test_lme4_reference.py); the *_tolpwrss case of the same model agrees")
+_STALE = (
+    "lme4's default tolPwrss = 1e-7 leaves its Laplace log-determinant stale (see "
+    "tests/test_lme4_reference.py); the *_tolpwrss case of the same model agrees"
+)
 KNOWN = {
     ("grouseticks_poisson", "fixef"): _STALE,
     ("grouseticks_poisson", "variance"): _STALE,
@@ -43,18 +56,26 @@ KNOWN = {
     ("sleepstudy_gamma_log", "variance"): _STALE,
     # lme4 and the engine both stop unconverged (max|grad| 0.064 and 0.065) on a flat,
     # nearly unidentifiable surface (a subject variance of 7e-8), at different points
-    **{("sleepstudy_gamma_inverse", q): "lme4 and the engine both report non-convergence here"
-       for q in ("loglik", "aic_bic")},
+    **{
+        ("sleepstudy_gamma_inverse", q): "lme4 and the engine both report non-convergence here"
+        for q in ("loglik", "aic_bic")
+    },
 }
 CHECKS = ("converged", "fixef", "se_rx", "variance", "dispersion", "loglik", "deviance", "aic_bic", "nobs")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fit(case: str) -> FitResult:
     row = CASES.set_index("case").loc[case]
     frame = pd.read_csv(REF / "data" / f"{row['data']}.csv")
-    spec = ModelSpec(name=case, dataset=str(row["data"]), formula=str(row["formula"]), family=str(row["family"]),
-                     link_name=str(row["link"]), residual_nsim=0)
+    spec = ModelSpec(
+        name=case,
+        dataset=str(row["data"]),
+        formula=str(row["formula"]),
+        family=str(row["family"]),
+        link_name=str(row["link"]),
+        residual_nsim=0,
+    )
     return fit_model(frame, spec, factors=tuple(filter(None, str(row["factors"]).split(";"))))
 
 
@@ -90,8 +111,11 @@ def test_family_against_lme4(case: str, check: str) -> None:
         py = res.fixef.set_index("term")[col]
         ref = _ref(case, check)
         assert sorted(py.index) == sorted(ref["term"])
-        bad = [f"{t}: {py[t]:.10g} vs {r:.10g} (rel {_rel(py[t], r):.2g})"
-               for t, r in zip(ref["term"], ref["value"]) if not _close(float(py[t]), r, rtol, atol)]
+        bad = [
+            f"{t}: {py[t]:.10g} vs {r:.10g} (rel {_rel(py[t], r):.2g})"
+            for t, r in zip(ref["term"], ref["value"])
+            if not _close(float(py[t]), r, rtol, atol)
+        ]
         assert not bad, bad
     elif check == "variance":
         vc = res.varcorr.set_index(["group", "term"])
@@ -133,12 +157,22 @@ def test_theta_ml_is_mass_theta_ml() -> None:
     assert abs(families.theta_ml(y, mu) - 2.5) < 0.25
 
 
-@pytest.mark.parametrize(("family", "value", "message"), [
-    ("negative_binomial", -1, "negative binomial response 'y' must be a count (0, 1, 2, ...), found -1 on line 3"),
-    ("negative_binomial", 1.5, "negative binomial response 'y' must be a count (0, 1, 2, ...), found 1.5 on line 3"),
-    ("gamma", 0, "Gamma response 'y' must be positive (a Gamma density has no zero or negative values), "
-                 "found 0 on line 3"),
-])
+@pytest.mark.parametrize(
+    ("family", "value", "message"),
+    [
+        ("negative_binomial", -1, "negative binomial response 'y' must be a count (0, 1, 2, ...), found -1 on line 3"),
+        (
+            "negative_binomial",
+            1.5,
+            "negative binomial response 'y' must be a count (0, 1, 2, ...), found 1.5 on line 3",
+        ),
+        (
+            "gamma",
+            0,
+            "Gamma response 'y' must be positive (a Gamma density has no zero or negative values), found 0 on line 3",
+        ),
+    ],
+)
 def test_impossible_response_is_one_line(family: str, value: float, message: str) -> None:
     frame = pd.DataFrame({"y": [1, value, 2, 3] * 3, "g": [1, 2, 3] * 4})
     spec = ModelSpec(name="m", dataset="d", formula="y ~ 1 + (1 | g)", family=family)
@@ -148,10 +182,13 @@ def test_impossible_response_is_one_line(family: str, value: float, message: str
 
 
 def _design(family: str, **extra):
-    return design_from_config({
-        "levels": [{"name": "g", "n": 400}], "repeated": {"name": "x", "values": [0, 1, 2, 3, 4]},
-        "outcomes": {"y": {"family": family, "intercept": 1.0, "coefficients": {"x": 0.1}, **extra}},
-    })
+    return design_from_config(
+        {
+            "levels": [{"name": "g", "n": 400}],
+            "repeated": {"name": "x", "values": [0, 1, 2, 3, 4]},
+            "outcomes": {"y": {"family": family, "intercept": 1.0, "coefficients": {"x": 0.1}, **extra}},
+        }
+    )
 
 
 def test_simulator_draws_negative_binomial_with_theta() -> None:
@@ -187,18 +224,27 @@ def test_study_tables_name_the_dispersion_with_its_true_value() -> None:
 
     design = _design("negative_binomial", theta=2.0)
     spec = ModelSpec(name="m", dataset="d", formula="y ~ x + (1 | g)", family="negative_binomial")
-    result = FitResult(spec=spec, engine_version="x",
-                       fixef=pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, 0.1],
-                                           "std_error": [0.1, 0.01]}),
-                       varcorr=pd.DataFrame({"group": ["g", "Residual"], "term": ["(Intercept)", "theta"],
-                                             "variance": [0.25, 1.9], "sd": [0.5, np.nan],
-                                             "correlation": [np.nan, np.nan]}))
+    result = FitResult(
+        spec=spec,
+        engine_version="x",
+        fixef=pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, 0.1], "std_error": [0.1, 0.01]}),
+        varcorr=pd.DataFrame(
+            {
+                "group": ["g", "Residual"],
+                "term": ["(Intercept)", "theta"],
+                "variance": [0.25, 1.9],
+                "sd": [0.5, np.nan],
+                "correlation": [np.nan, np.nan],
+            }
+        ),
+    )
     _, truth = simulate(design, seed=1)
     rows = {r["term"]: r for r in parameters(result, truth, design)}
     assert rows["theta"]["estimate"] == 1.9 and rows["theta"]["true_value"] == 2.0
     gamma = _design("gamma", cv=0.4)
     _, truth = simulate(gamma, seed=1)
-    result.varcorr = pd.DataFrame({"group": ["Residual"], "term": ["(Intercept)"], "variance": [0.16],
-                                   "sd": [0.41], "correlation": [np.nan]})
+    result.varcorr = pd.DataFrame(
+        {"group": ["Residual"], "term": ["(Intercept)"], "variance": [0.16], "sd": [0.41], "correlation": [np.nan]}
+    )
     rows = {r["term"]: r for r in parameters(result, truth, gamma)}
     assert rows["sd__Observation"]["true_value"] == pytest.approx(0.4)

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_families import REF, _fit
 
 from glmm_steps import extract, residuals
 from glmm_steps.engines.base import ModelSpec
 from glmm_steps.fit import fit_model
 from glmm_steps.residual_plot import residual_plot
-from test_families import REF, _fit
 
 GROUSE = "TICKS ~ YEAR + HEIGHT_c + (1 | LOCATION)"
 
@@ -108,8 +108,10 @@ def test_marginal_simulation_redraws_the_random_effects(grouse_poisson) -> None:
 
 
 def test_outputs_residuals_csv_fit_stats_and_plot(grouse_poisson, tmp_path) -> None:
-    outs = {t: tmp_path / f"{t}.csv" for t in ("fixed_effects", "variance_components", "random_effects",
-                                               "predictions", "scaled_residuals")}
+    outs = {
+        t: tmp_path / f"{t}.csv"
+        for t in ("fixed_effects", "variance_components", "random_effects", "predictions", "scaled_residuals")
+    }
     outs["fit_stats"] = tmp_path / "fit_stats.json"
     record = extract.extract(grouse_poisson, outs)
     table = pd.read_csv(outs["scaled_residuals"])
@@ -131,8 +133,10 @@ def test_every_plot_draws_a_gamma_fit(tmp_path) -> None:
 
     fit = _fit("sleepstudy_gamma_log_tolpwrss")
     fit.scaled_residuals, fit.diagnostics = residuals.diagnose(fit, nsim=100)
-    outs = {t: tmp_path / f"{t}.csv" for t in ("fixed_effects", "variance_components", "random_effects",
-                                               "predictions", "scaled_residuals")}
+    outs = {
+        t: tmp_path / f"{t}.csv"
+        for t in ("fixed_effects", "variance_components", "random_effects", "predictions", "scaled_residuals")
+    }
     outs["fit_stats"] = tmp_path / "fit_stats.json"
     record = extract.extract(fit, outs)
     pngs = {p: tmp_path / f"{p}.png" for p in ("trajectories", "caterpillar", "diagnostics", "residuals")}

@@ -15,8 +15,13 @@ Engine = Callable[..., FitResult]
 
 # The families each engine fits and the links it supports for each, canonical first.
 SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
-    "mixedlm": {"gaussian": ("identity",), "binomial": ("logit", "probit", "cloglog"), "poisson": ("log",),
-                "negative_binomial": ("log",), "gamma": ("log", "inverse")},
+    "mixedlm": {
+        "gaussian": ("identity",),
+        "binomial": ("logit", "probit", "cloglog"),
+        "poisson": ("log",),
+        "negative_binomial": ("log",),
+        "gamma": ("log", "inverse"),
+    },
     # binomial/poisson by a Bayesian approximation only, when the model asks for it
     "statsmodels": {"gaussian": ("identity",), "binomial": ("logit",), "poisson": ("log",)},
 }

@@ -85,16 +85,40 @@ def glmer_gamma(engine_text: str, frame, link: str, **kwargs):
     mod = GlmerMod(engine_text, frame, family=Gamma(link=link), **kwargs)
     ctrl = mod.control
     mod.matrices, mod._dropped_cols = run_model_checks(mod.matrices, ctrl)
-    optimizer = _Optimizer(mod.matrices, mod.family, verbose=0, nAGQ=1, pirls_maxiter=ctrl.pirls_maxiter,
-                           pirls_tol=ctrl.tolPwrss, nAGQ0initStep=ctrl.nAGQ0initStep)
-    res = optimizer.optimize(start=None, method=ctrl.optimizer, maxiter=ctrl.maxiter,
-                             options=ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
-                             restart_edge=ctrl.restart_edge)
-    model = GlmerResult(formula=mod.formula, matrices=mod.matrices, family=mod.family, theta=res.theta,
-                        beta=res.beta, u=res.u, deviance=res.deviance, converged=res.converged,
-                        n_iter=res.n_iter, nAGQ=1, pirls_converged=res.pirls_converged,
-                        pirls_maxiter=optimizer.pirls_maxiter, pirls_tol=optimizer.pirls_tol,
-                        joint_fit=res.joint_fit, message=res.message, optimizer=ctrl.optimizer)
+    optimizer = _Optimizer(
+        mod.matrices,
+        mod.family,
+        verbose=0,
+        nAGQ=1,
+        pirls_maxiter=ctrl.pirls_maxiter,
+        pirls_tol=ctrl.tolPwrss,
+        nAGQ0initStep=ctrl.nAGQ0initStep,
+    )
+    res = optimizer.optimize(
+        start=None,
+        method=ctrl.optimizer,
+        maxiter=ctrl.maxiter,
+        options=ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
+        restart_edge=ctrl.restart_edge,
+    )
+    model = GlmerResult(
+        formula=mod.formula,
+        matrices=mod.matrices,
+        family=mod.family,
+        theta=res.theta,
+        beta=res.beta,
+        u=res.u,
+        deviance=res.deviance,
+        converged=res.converged,
+        n_iter=res.n_iter,
+        nAGQ=1,
+        pirls_converged=res.pirls_converged,
+        pirls_maxiter=optimizer.pirls_maxiter,
+        pirls_tol=optimizer.pirls_tol,
+        joint_fit=res.joint_fit,
+        message=res.message,
+        optimizer=ctrl.optimizer,
+    )
     return model, optimizer.joint_objective()
 
 
