@@ -32,12 +32,20 @@ except GlmmError as error:
     print(error, file=sys.stderr)
     sys.exit(1)
 
+
 report: "report/workflow.rst"
 
 
 # Bookkeeping rules that take well under a second: on a cluster they run in the main
 # process, since queueing them would cost more than running them.
-localrules: all, manifest, catalog, summary, compare_versions, bootstrap, report_tables
+localrules:
+    all,
+    manifest,
+    catalog,
+    summary,
+    compare_versions,
+    bootstrap,
+    report_tables,
 
 
 include: "rules/common.smk"
@@ -46,12 +54,21 @@ include: "rules/common.smk"
 rule all:
     default_target: True
     input:
-        [out(t, model=f.model, version=f.version, replicate=f.replicate, fmt=PLAN.table_format(f.model))
-         for f in PLAN.fits for t in paths.TABLES],
-        [out("plot", model=f.model, version=f.version, replicate=f.replicate, plot=p)
-         for f in PLAN.fits for p in paths.PLOTS],
-        [out(t, model=f.model, version=f.version, replicate=f.replicate)
-         for f in PLAN.compared() for t in paths.COMPARISON_TABLES],
+        [
+            out(t, model=f.model, version=f.version, replicate=f.replicate, fmt=PLAN.table_format(f.model))
+            for f in PLAN.fits
+            for t in paths.TABLES
+        ],
+        [
+            out("plot", model=f.model, version=f.version, replicate=f.replicate, plot=p)
+            for f in PLAN.fits
+            for p in paths.PLOTS
+        ],
+        [
+            out(t, model=f.model, version=f.version, replicate=f.replicate)
+            for f in PLAN.compared()
+            for t in paths.COMPARISON_TABLES
+        ],
         [t for f in PLAN.fits for t in answer_targets(f)],
         [out("manifest", model=m, version=v) for m, v in PLAN.versions.items()],
         # The per-seed fits' catalog and summary (a config of studies alone has neither).
@@ -75,13 +92,18 @@ include: "rules/report.smk"
 # The run's closing lines (the progress display shows the rest; details are in the logs).
 onsuccess:
     # A failed fit never stops the run; say how many there were so none goes unnoticed.
-    print(closing_summary(out("summary"), PLAN.results, {m: out("recovery", model=m) for m in PLAN.study_models}),
-          file=sys.stderr)
+    print(
+        closing_summary(out("summary"), PLAN.results, {m: out("recovery", model=m) for m in PLAN.study_models}),
+        file=sys.stderr,
+    )
     # A sample-size study's answer: the smallest swept size reaching target_power.
     for line in study_power_lines(PLAN):
         print(line, file=sys.stderr)
 
 
 onerror:
-    print(f"run stopped: a job failed (its log is shown above and kept under {PLAN.results}/logs/); "
-          "finished outputs are kept: fix the cause and rerun the same command to go on", file=sys.stderr)
+    print(
+        f"run stopped: a job failed (its log is shown above and kept under {PLAN.results}/logs/); "
+        "finished outputs are kept: fix the cause and rerun the same command to go on",
+        file=sys.stderr,
+    )

@@ -115,15 +115,19 @@ def main() -> None:
     for y in ys:
         model.refit(y)
     bare_s = time.perf_counter() - start
-    print(f"bootstrap of {args.n} replicates (glmm_steps, {failed} failed): {boot_s:.2f} s; "
-          f"bare refits of the same responses: {bare_s:.2f} s")
+    print(
+        f"bootstrap of {args.n} replicates (glmm_steps, {failed} failed): {boot_s:.2f} s; "
+        f"bare refits of the same responses: {bare_s:.2f} s"
+    )
 
     r = None if args.no_r else run_r(args.n)
     ratio = boot_s / bare_s
     profile_ratio = f"{r[0] / profile_s:.2f}" if r else "n/a"
     boot_ratio = f"{r[1] / boot_s:.2f}" if r else "n/a"
-    print(f"bootstrap/bare_refits: {ratio:.2f} profile_lme4/profile: {profile_ratio} "
-          f"bootstrap_lme4/bootstrap: {boot_ratio}")
+    print(
+        f"bootstrap/bare_refits: {ratio:.2f} profile_lme4/profile: {profile_ratio} "
+        f"bootstrap_lme4/bootstrap: {boot_ratio}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FORMULA = "bp ~ time + (1 | hospital_id) + (1 | patient_id)"
 GROUPS = ("hospital_id", "patient_id")
-ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                               "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+ONE_THREAD = {
+    v: "1"
+    for v in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "GOTO_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    )
+}
 
 
 def _env() -> dict[str, str]:
@@ -63,8 +72,7 @@ def run_child(cmd: list[str], cwd: Path | None = None) -> tuple[str, dict]:
     """Run ``cmd``; return its output and {wall_s, cpu_s, peak_gb} of that process
     (its own rusage from wait4, so the peak is the child's, not this process's)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(), cwd=cwd)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=cwd)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -80,6 +88,7 @@ def _result(out: str) -> dict:
 
 
 # ---- workers: run in a child process -------------------------------------------------
+
 
 def worker_engine(data_path: str, categorical: bool) -> None:
     import mixedlm
@@ -127,16 +136,30 @@ def worker_fit(plan_config: str, model: str) -> None:
     imports_s = time.perf_counter() - t0
     start, cpu = time.perf_counter(), time.process_time()
     # What scripts/fit.py does.
-    result = fit_file(data_path, ModelSpec.from_config(model, plan.config["models"][model]),
-                      factors=plan.config["datasets"][fit.dataset]["factors"])
+    result = fit_file(
+        data_path,
+        ModelSpec.from_config(model, plan.config["models"][model]),
+        factors=plan.config["datasets"][fit.dataset]["factors"],
+    )
     saved = time.perf_counter()
     save_fit(result, out)
     end = time.perf_counter()
-    print(json.dumps({"step_s": end - start, "step_cpu_s": time.process_time() - cpu, "imports_s": imports_s,
-                      "engine_s": result.wall_time_s, "engine_call_s": engine_call["s"],
-                      "engine_call_cpu_s": engine_call["cpu_s"],
-                      "save_s": end - saved, "fit_mb": out.stat().st_size / 1e6,
-                      "fixef": result.fixef["estimate"].tolist(), "terms": result.fixef["term"].tolist()}))
+    print(
+        json.dumps(
+            {
+                "step_s": end - start,
+                "step_cpu_s": time.process_time() - cpu,
+                "imports_s": imports_s,
+                "engine_s": result.wall_time_s,
+                "engine_call_s": engine_call["s"],
+                "engine_call_cpu_s": engine_call["cpu_s"],
+                "save_s": end - saved,
+                "fit_mb": out.stat().st_size / 1e6,
+                "fixef": result.fixef["estimate"].tolist(),
+                "terms": result.fixef["term"].tolist(),
+            }
+        )
+    )
 
 
 def worker_extract(plan_config: str, model: str) -> None:
@@ -151,20 +174,37 @@ def worker_extract(plan_config: str, model: str) -> None:
     plan = load_config(plan_config)
     fit = next(f for f in plan.fits if f.model == model)
     fmt = plan.table_format(model)
-    outputs = {t: paths.output_path(t, str(Path(plan.results) / "bench"), fmt=fmt, model=model,
-                                    version=fit.version, replicate=fit.replicate) for t in paths.TABLES}
+    outputs = {
+        t: paths.output_path(
+            t, str(Path(plan.results) / "bench"), fmt=fmt, model=model, version=fit.version, replicate=fit.replicate
+        )
+        for t in paths.TABLES
+    }
     imports_s = time.perf_counter() - t0
     start, cpu = time.perf_counter(), time.process_time()
     # What scripts/extract.py does.
-    extract(load_fit(Path(plan.results) / "bench" / "fit.zip"), outputs, seed=None,
-            data_path=plan.data_path(fit.dataset, fit.replicate))
+    extract(
+        load_fit(Path(plan.results) / "bench" / "fit.zip"),
+        outputs,
+        seed=None,
+        data_path=plan.data_path(fit.dataset, fit.replicate),
+    )
     end = time.perf_counter()
-    print(json.dumps({"step_s": end - start, "step_cpu_s": time.process_time() - cpu, "imports_s": imports_s,
-                      "format": fmt,
-                      "sizes_mb": {t: Path(p).stat().st_size / 1e6 for t, p in outputs.items()}}))
+    print(
+        json.dumps(
+            {
+                "step_s": end - start,
+                "step_cpu_s": time.process_time() - cpu,
+                "imports_s": imports_s,
+                "format": fmt,
+                "sizes_mb": {t: Path(p).stat().st_size / 1e6 for t, p in outputs.items()},
+            }
+        )
+    )
 
 
 # ---- the driver ------------------------------------------------------------------------
+
 
 def make_config(workdir: Path, hospitals: int, patients: int, visits: int) -> tuple[Path, Path]:
     """Write the scaled reference design as a config (simulated dataset) and a second
@@ -219,11 +259,14 @@ def run(args, workdir: Path) -> None:
     plan = load_config(config)
     data_path = plan.data_path("big", "seed-123")
     start = time.perf_counter()
-    simulate_to_files(plan.config["datasets"]["big"]["simulate"], 123, data_path,
-                      str(Path(data_path).with_name("truth.json")))
-    print(f"simulated {plan.designs['big'].nrows:,} rows in {time.perf_counter() - start:.1f} s "
-          f"-> {Path(data_path).name} ({Path(data_path).stat().st_size / 1e6:.0f} MB); "
-          f"tables: {plan.table_format('bp_lmm')}")
+    simulate_to_files(
+        plan.config["datasets"]["big"]["simulate"], 123, data_path, str(Path(data_path).with_name("truth.json"))
+    )
+    print(
+        f"simulated {plan.designs['big'].nrows:,} rows in {time.perf_counter() - start:.1f} s "
+        f"-> {Path(data_path).name} ({Path(data_path).stat().st_size / 1e6:.0f} MB); "
+        f"tables: {plan.table_format('bp_lmm')}"
+    )
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
 
     # Interleaved, so that a burst of load from elsewhere hits both sides alike.
@@ -236,9 +279,16 @@ def run(args, workdir: Path) -> None:
         fit = _result(out)
         out, extract_usage = run_child([py, me, "--worker", "extract", str(config), "bp_lmm"])
         extract = _result(out)
-        pipeline_runs.append({"total_s": fit["step_s"] + extract["step_s"],
-                              "total_cpu_s": fit["step_cpu_s"] + extract["step_cpu_s"], "fit": fit, "extract": extract,
-                              "fit_usage": fit_usage, "extract_usage": extract_usage})
+        pipeline_runs.append(
+            {
+                "total_s": fit["step_s"] + extract["step_s"],
+                "total_cpu_s": fit["step_cpu_s"] + extract["step_cpu_s"],
+                "fit": fit,
+                "extract": extract,
+                "fit_usage": fit_usage,
+                "extract_usage": extract_usage,
+            }
+        )
     # As many draws as the pipeline gets (the fastest of more draws from a noisy machine
     # would be biased low), on the frame the pipeline fits: categorical ids. Integer ids
     # are timed too, for reference.
@@ -248,20 +298,38 @@ def run(args, workdir: Path) -> None:
 
     snakemake_s = None
     if not args.no_snakemake:
-        file_cfg = {"results_dir": str(workdir / "sm_results"), "datasets": {"big": {"path": data_path}},
-                    "models": {"bp_lmm": {"dataset": "big", "formula": FORMULA}}}
+        file_cfg = {
+            "results_dir": str(workdir / "sm_results"),
+            "datasets": {"big": {"path": data_path}},
+            "models": {"bp_lmm": {"dataset": "big", "formula": FORMULA}},
+        }
         file_config.write_text(yaml.safe_dump(file_cfg, sort_keys=False))
         file_plan = load_config(file_config)
         from glmm_steps import paths
 
-        target = paths.output_path("fit_stats", file_plan.results, model="bp_lmm",
-                                   version=file_plan.versions["bp_lmm"], replicate="file")
+        target = paths.output_path(
+            "fit_stats", file_plan.results, model="bp_lmm", version=file_plan.versions["bp_lmm"], replicate="file"
+        )
         times = []
         for _ in range(args.repeat):
             shutil.rmtree(workdir / "sm_results", ignore_errors=True)
             snakemake = str(Path(py).with_name("snakemake"))
-            _, usage = run_child([snakemake, "-s", str(ROOT / "Snakefile"), "--configfile", str(file_config),
-                                  "--cores", "1", "--quiet", "all", "--", target], cwd=workdir)
+            _, usage = run_child(
+                [
+                    snakemake,
+                    "-s",
+                    str(ROOT / "Snakefile"),
+                    "--configfile",
+                    str(file_config),
+                    "--cores",
+                    "1",
+                    "--quiet",
+                    "all",
+                    "--",
+                    target,
+                ],
+                cwd=workdir,
+            )
             times.append(usage["wall_s"])
         snakemake_s = min(times)
 
@@ -275,66 +343,119 @@ def run(args, workdir: Path) -> None:
             write_table(read_table(data_path), csv)  # exact floats: the same numbers
             runs = []
             for _ in range(args.repeat):
-                out, usage = run_child(["Rscript", str(ROOT / "benchmarks" / "large_fit.R"), str(csv), FORMULA,
-                                        *GROUPS])
+                out, usage = run_child(
+                    ["Rscript", str(ROOT / "benchmarks" / "large_fit.R"), str(csv), FORMULA, *GROUPS]
+                )
                 lines = dict(ln.split(" ", 1) for ln in out.splitlines() if ln.startswith(("read_s", "fit_")))
                 fixef = {ln.split()[1]: float(ln.split()[-1]) for ln in out.splitlines() if ln.startswith("fixef ")}
-                runs.append({"fit_s": float(lines["fit_s"]), "fit_cpu_s": float(lines["fit_cpu_s"]),
-                             "read_s": float(lines["read_s"]), "fixef": fixef,
-                             **usage})
+                runs.append(
+                    {
+                        "fit_s": float(lines["fit_s"]),
+                        "fit_cpu_s": float(lines["fit_cpu_s"]),
+                        "read_s": float(lines["read_s"]),
+                        "fixef": fixef,
+                        **usage,
+                    }
+                )
             lme4 = best(runs, "fit_s")
     load = os.getloadavg()
 
     fit, extract, fu, eu = pipeline["fit"], pipeline["extract"], pipeline["fit_usage"], pipeline["extract_usage"]
     rows = [
-        ("(a) engine: mixedlm.lmer, frame in memory", engine["fit_s"], engine["fit_cpu_s"], engine["peak_gb"],
-         "categorical ids; all runs: " + ", ".join(f"{r['ids']} {r['fit_s']:.2f} s" for r in engine_runs)),
-        ("(b) pipeline: fit + extract steps", pipeline["total_s"], pipeline["total_cpu_s"],
-         max(fu["peak_gb"], eu["peak_gb"]), "the step calls, reading and writing files"),
-        ("    fit step", fit["step_s"], fit["step_cpu_s"], fu["peak_gb"],
-         f"engine call {fit['engine_call_s']:.2f} s, save {fit['save_s']:.2f} s ({fit['fit_mb']:.0f} MB); "
-         f"process {fu['wall_s']:.1f} s with imports"),
-        ("    extract step", extract["step_s"], extract["step_cpu_s"], eu["peak_gb"],
-         f"{extract['format']} tables; process {eu['wall_s']:.1f} s with imports"),
+        (
+            "(a) engine: mixedlm.lmer, frame in memory",
+            engine["fit_s"],
+            engine["fit_cpu_s"],
+            engine["peak_gb"],
+            "categorical ids; all runs: " + ", ".join(f"{r['ids']} {r['fit_s']:.2f} s" for r in engine_runs),
+        ),
+        (
+            "(b) pipeline: fit + extract steps",
+            pipeline["total_s"],
+            pipeline["total_cpu_s"],
+            max(fu["peak_gb"], eu["peak_gb"]),
+            "the step calls, reading and writing files",
+        ),
+        (
+            "    fit step",
+            fit["step_s"],
+            fit["step_cpu_s"],
+            fu["peak_gb"],
+            f"engine call {fit['engine_call_s']:.2f} s, save {fit['save_s']:.2f} s ({fit['fit_mb']:.0f} MB); "
+            f"process {fu['wall_s']:.1f} s with imports",
+        ),
+        (
+            "    extract step",
+            extract["step_s"],
+            extract["step_cpu_s"],
+            eu["peak_gb"],
+            f"{extract['format']} tables; process {eu['wall_s']:.1f} s with imports",
+        ),
     ]
     if snakemake_s is not None:
-        rows.append(("    snakemake run of both jobs", snakemake_s, float("nan"), float("nan"),
-                     "start to finish: snakemake start-up, 2 Python jobs"))
+        rows.append(
+            (
+                "    snakemake run of both jobs",
+                snakemake_s,
+                float("nan"),
+                float("nan"),
+                "start to finish: snakemake start-up, 2 Python jobs",
+            )
+        )
     if lme4 is not None:
-        rows.append(("(c) lme4: lmer in Rscript", lme4["fit_s"], lme4["fit_cpu_s"], lme4["peak_gb"],
-                     f"CSV read {lme4['read_s']:.1f} s not counted"))
+        rows.append(
+            (
+                "(c) lme4: lmer in Rscript",
+                lme4["fit_s"],
+                lme4["fit_cpu_s"],
+                lme4["peak_gb"],
+                f"CSV read {lme4['read_s']:.1f} s not counted",
+            )
+        )
     print(f"\n{'measurement':<44} {'wall s':>8} {'CPU s':>8} {'peak GB':>8}  notes")
     for name, wall, cpu, peak, note in rows:
         print(f"{name:<44} {wall:8.2f} {cpu:8.2f} {peak:8.2f}  {note}")
     print("(peak GB: the whole process, reading the data included)")
-    print("fixed effects: engine " + " ".join(f"{b:.8g}" for b in engine["fixef"])
-          + " | pipeline " + " ".join(f"{b:.8g}" for b in fit["fixef"])
-          + (" | lme4 " + " ".join(f"{b:.8g}" for b in lme4["fixef"].values()) if lme4 else ""))
+    print(
+        "fixed effects: engine "
+        + " ".join(f"{b:.8g}" for b in engine["fixef"])
+        + " | pipeline "
+        + " ".join(f"{b:.8g}" for b in fit["fixef"])
+        + (" | lme4 " + " ".join(f"{b:.8g}" for b in lme4["fixef"].values()) if lme4 else "")
+    )
     mismatch = lme4 is not None and not fixef_agree(dict(zip(fit["terms"], fit["fixef"])), lme4["fixef"])
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in load)}")
     cpu_ratio = pipeline["total_cpu_s"] / engine["fit_cpu_s"]
-    print(f"CPU-time ratios (less sensitive to other load than wall time, not immune): "
-          f"pipeline/engine {cpu_ratio:.2f}"
-          + (f", lme4/pipeline {lme4['fit_cpu_s'] / pipeline['total_cpu_s']:.2f}" if lme4 else ""))
+    print(
+        f"CPU-time ratios (less sensitive to other load than wall time, not immune): "
+        f"pipeline/engine {cpu_ratio:.2f}"
+        + (f", lme4/pipeline {lme4['fit_cpu_s'] / pipeline['total_cpu_s']:.2f}" if lme4 else "")
+    )
 
     # The pipeline's own work, each part measured in the process that did it: the fit step
     # less the engine call inside it, plus the extract step. Engine times swing by 2x on a
     # loaded machine; this does not.
     own = [r["fit"]["step_s"] - r["fit"]["engine_call_s"] + r["extract"]["step_s"] for r in pipeline_runs]
-    own_cpu = [r["fit"]["step_cpu_s"] - r["fit"]["engine_call_cpu_s"] + r["extract"]["step_cpu_s"]
-               for r in pipeline_runs]
+    own_cpu = [
+        r["fit"]["step_cpu_s"] - r["fit"]["engine_call_cpu_s"] + r["extract"]["step_cpu_s"] for r in pipeline_runs
+    ]
     implied = (engine["fit_s"] + min(own)) / engine["fit_s"]
     implied_cpu = (engine["fit_cpu_s"] + min(own_cpu)) / engine["fit_cpu_s"]
-    print(f"pipeline's own work (fit step less the engine call, plus extract): {min(own):.2f} s wall, "
-          f"{min(own_cpu):.2f} s CPU -> (engine + own work) / engine = {implied:.2f} wall, {implied_cpu:.2f} CPU")
+    print(
+        f"pipeline's own work (fit step less the engine call, plus extract): {min(own):.2f} s wall, "
+        f"{min(own_cpu):.2f} s CPU -> (engine + own work) / engine = {implied:.2f} wall, {implied_cpu:.2f} CPU"
+    )
 
     ratio = pipeline["total_s"] / engine["fit_s"]
     speedup = lme4["fit_s"] / pipeline["total_s"] if lme4 else None
-    print(f"targets: pipeline/engine {ratio:.2f} (<= 1.5: {'met' if ratio <= 1.5 else 'MISSED'}), "
-          + (f"lme4/pipeline {speedup:.2f} (>= 6: {'met' if speedup >= 6 else 'MISSED'}), " if speedup else "")
-          + f"fit step peak {peak_gb:.2f} GB (< 4: {'met' if peak_gb < 4 else 'MISSED'})")
-    print(f"pipeline/engine: {ratio:.2f} lme4/pipeline: {f'{speedup:.2f}' if speedup else 'n/a'} "
-          f"peak_gb: {peak_gb:.2f}")
+    print(
+        f"targets: pipeline/engine {ratio:.2f} (<= 1.5: {'met' if ratio <= 1.5 else 'MISSED'}), "
+        + (f"lme4/pipeline {speedup:.2f} (>= 6: {'met' if speedup >= 6 else 'MISSED'}), " if speedup else "")
+        + f"fit step peak {peak_gb:.2f} GB (< 4: {'met' if peak_gb < 4 else 'MISSED'})"
+    )
+    print(
+        f"pipeline/engine: {ratio:.2f} lme4/pipeline: {f'{speedup:.2f}' if speedup else 'n/a'} peak_gb: {peak_gb:.2f}"
+    )
     if mismatch:
         raise SystemExit("lme4's fixed effects differ from the pipeline's (see above)")
 
@@ -352,8 +473,10 @@ def fixef_agree(pipeline: dict[str, float], lme4: dict[str, float]) -> bool:
         return False
     rel = {t: abs(pipeline[t] - lme4[t]) / abs(lme4[t]) if lme4[t] else abs(pipeline[t]) for t in lme4}
     ok = all(abs(pipeline[t] - lme4[t]) <= FIXEF_RTOL * abs(lme4[t]) + FIXEF_ATOL for t in lme4)
-    print(f"fixed effects vs lme4: largest relative difference {max(rel.values()):.2g} "
-          f"({'agree' if ok else 'MISMATCH'} at rtol {FIXEF_RTOL:g}, atol {FIXEF_ATOL:g})")
+    print(
+        f"fixed effects vs lme4: largest relative difference {max(rel.values()):.2g} "
+        f"({'agree' if ok else 'MISMATCH'} at rtol {FIXEF_RTOL:g}, atol {FIXEF_ATOL:g})"
+    )
     return ok
 
 

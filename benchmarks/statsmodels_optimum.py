@@ -31,8 +31,9 @@ FORMULA = "bp ~ time + (1 | hospital_id) + (1 | patient_id)"
 
 def main(first: int = 1, count: int = 10) -> None:
     design = load_config(ROOT / "config" / "config.yaml").designs["bp_study"]
-    print(f"{'seed':>5} {'mixedlm logLik':>15} {'default fit() gap':>18} {'engine gap':>11} "
-          f"{'engine/mixedlm time':>20}")
+    print(
+        f"{'seed':>5} {'mixedlm logLik':>15} {'default fit() gap':>18} {'engine gap':>11} {'engine/mixedlm time':>20}"
+    )
     misses = 0
     for seed in range(first, first + count):
         data, _ = simulate(design, seed)
@@ -44,8 +45,9 @@ def main(first: int = 1, count: int = 10) -> None:
         t_eng = time.perf_counter() - t0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            default = smf.mixedlm("bp ~ time", data, groups="hospital_id", re_formula="1",
-                                  vc_formula={"patient_id": "0 + C(patient_id)"}).fit(reml=True)
+            default = smf.mixedlm(
+                "bp ~ time", data, groups="hospital_id", re_formula="1", vc_formula={"patient_id": "0 + C(patient_id)"}
+            ).fit(reml=True)
         gap_default, gap_engine = mix.loglik - default.llf, mix.loglik - eng.loglik
         misses += gap_default > 1e-3
         print(f"{seed:>5} {mix.loglik:>15.6f} {gap_default:>18.3g} {gap_engine:>11.2g} {t_eng / t_mix:>20.1f}")

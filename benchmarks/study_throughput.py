@@ -57,10 +57,16 @@ def study_config(replicates: int, batch_size: int) -> dict:
     reference = read_yaml(ROOT / "config" / "config.yaml")["datasets"]["bp_study"]["simulate"]
     return {
         "max_jobs": 100_000,
-        "datasets": {"reference": {"replicates": replicates, "base_seed": 2024, "batch_size": batch_size,
-                                   "simulate": reference}},
-        "models": {MODEL: {"dataset": "reference", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
-                           "power_terms": ["time"]}},
+        "datasets": {
+            "reference": {"replicates": replicates, "base_seed": 2024, "batch_size": batch_size, "simulate": reference}
+        },
+        "models": {
+            MODEL: {
+                "dataset": "reference",
+                "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+                "power_terms": ["time"],
+            }
+        },
     }
 
 
@@ -77,8 +83,10 @@ def run_loop(config_path: Path, out: Path) -> pd.DataFrame:
     estimates, fits = batch.run_batch(design, spec, "base", plan.replicate_seeds(MODEL, 0, n - 1))
     replicates, replicates_cpu = time.perf_counter() - start, time.process_time() - cpu
     # CPU time too: on a shared machine the wall time counts other processes' turns.
-    print(f"loop over replicates (simulate, refit, tidy): {1000 * replicates / n:.2f} ms per replicate wall, "
-          f"{1000 * replicates_cpu / n:.2f} ms CPU")
+    print(
+        f"loop over replicates (simulate, refit, tidy): {1000 * replicates / n:.2f} ms per replicate wall, "
+        f"{1000 * replicates_cpu / n:.2f} ms CPU"
+    )
     table = recovery.summarise(estimates, fits, 0.05, ["time"], ["base"])
     write_csv(table, out / "recovery.csv")
     study_plot.draw_all(estimates, table, ["base"], {p: str(out / f"{p}.png") for p in paths.RECOVERY_PLOTS})
@@ -102,8 +110,12 @@ def run_r_loop(config_path: Path, out: Path) -> str | None:
     frame = pd.concat([frame, pd.DataFrame(responses)], axis=1)
     path = out / "responses.csv"
     frame.to_csv(path, index=False, float_format="%.17g")
-    proc = subprocess.run([rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return proc.stdout.strip() if proc.returncode == 0 else f"R loop failed: {proc.stderr.strip()[-300:]}"
 
 
@@ -116,8 +128,17 @@ def run_snakemake(workdir: Path, config_path: Path, cores: int) -> tuple[float, 
     """Run the workflow; returns (wall seconds, CPU seconds of snakemake and its jobs,
     combined output)."""
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe if exe.exists() else shutil.which("snakemake")), "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(config_path), "--cores", str(cores)]
+    cmd = [
+        str(exe if exe.exists() else shutil.which("snakemake")),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        str(cores),
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -139,16 +160,20 @@ def main() -> None:
         config_path = workdir / "config.yaml"
         config_path.write_text(yaml.safe_dump(study_config(args.replicates, args.batch_size), sort_keys=False))
         n_batches = -(-args.replicates // args.batch_size)
-        print(f"study: {args.replicates} replicates of the reference design, {n_batches} batch jobs of "
-              f"{args.batch_size}, --cores {args.cores}; load average before: {os.getloadavg()[0]:.2f}")
+        print(
+            f"study: {args.replicates} replicates of the reference design, {n_batches} batch jobs of "
+            f"{args.batch_size}, --cores {args.cores}; load average before: {os.getloadavg()[0]:.2f}"
+        )
 
         loop_dir = workdir / "loop"
         loop_dir.mkdir()
         start, cpu = time.perf_counter(), time.process_time()
         loop_table = run_loop(config_path, loop_dir)
         loop, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
-        print(f"loop (one process, same glmm_steps functions): {loop:.1f} s wall, {loop_cpu:.1f} s CPU "
-              f"({1000 * loop / args.replicates:.1f} ms per replicate)")
+        print(
+            f"loop (one process, same glmm_steps functions): {loop:.1f} s wall, {loop_cpu:.1f} s CPU "
+            f"({1000 * loop / args.replicates:.1f} ms per replicate)"
+        )
 
         r_output = run_r_loop(config_path, loop_dir)
         slope = loop_table.loc[loop_table["term"] == "time", "mean_estimate"].iloc[0]
@@ -156,18 +181,25 @@ def main() -> None:
         print(f"Python mean time estimate: {slope:.10g}")
 
         pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
-        print(f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
-              f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})")
+        print(
+            f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
+            f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})"
+        )
         noop, noop_cpu, output = run_snakemake(workdir, config_path, args.cores)
         nothing = "Nothing to be done" in output
-        print(f"second invocation, nothing changed: {noop:.1f} s wall, {noop_cpu:.1f} s CPU "
-              f"({'nothing to do' if nothing else 'RAN JOBS'})")
+        print(
+            f"second invocation, nothing changed: {noop:.1f} s wall, {noop_cpu:.1f} s CPU "
+            f"({'nothing to do' if nothing else 'RAN JOBS'})"
+        )
 
         piped = pd.read_csv(workdir / paths.output_path("recovery", "results", model=MODEL))
-        same = np.allclose(piped["mean_estimate"], loop_table["mean_estimate"], rtol=1e-8) and \
-            np.allclose(piped["coverage"], loop_table["coverage"], equal_nan=True)
-        print(f"recovery tables of loop and pipeline agree: {'yes' if same else 'NO'}; "
-              f"load average after: {os.getloadavg()[0]:.2f}")
+        same = np.allclose(piped["mean_estimate"], loop_table["mean_estimate"], rtol=1e-8) and np.allclose(
+            piped["coverage"], loop_table["coverage"], equal_nan=True
+        )
+        print(
+            f"recovery tables of loop and pipeline agree: {'yes' if same else 'NO'}; "
+            f"load average after: {os.getloadavg()[0]:.2f}"
+        )
         if r_output is not None and "ms per replicate" in r_output:
             r_ms = float(r_output.split("loop: ")[1].split(" ms")[0])
             print(f"ratio R lme4 loop/loop: {r_ms / (1000 * loop / args.replicates):.2f}")

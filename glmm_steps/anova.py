@@ -97,8 +97,9 @@ def _doolittle(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return L
 
 
-def type3_contrasts(X: np.ndarray, names: list[str], term_columns: dict[str, list[str]],
-                    frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def type3_contrasts(
+    X: np.ndarray, names: list[str], term_columns: dict[str, list[str]], frame: pd.DataFrame
+) -> dict[str, np.ndarray]:
     """lmerTest's ``get_contrasts_type3`` for a treatment-coded design: ``X`` (n x p)
     with coefficient ``names``, ``term_columns`` {term: coefficient names} (no
     intercept), ``frame`` the fitted rows (factors categorical). Returns
@@ -144,8 +145,12 @@ def type3_contrasts(X: np.ndarray, names: list[str], term_columns: dict[str, lis
     return out
 
 
-def anova_table(contrasts: dict[str, np.ndarray], beta: np.ndarray, vcov: np.ndarray,
-                parts: inference.SatterthwaiteParts | inference.KenwardRogerParts | None) -> pd.DataFrame:
+def anova_table(
+    contrasts: dict[str, np.ndarray],
+    beta: np.ndarray,
+    vcov: np.ndarray,
+    parts: inference.SatterthwaiteParts | inference.KenwardRogerParts | None,
+) -> pd.DataFrame:
     """One test per term of ``contrasts`` (from :func:`type3_contrasts`): an F test with
     Satterthwaite or Kenward-Roger denominator df when ``parts`` are given (as
     lmerTest's anova), else a Wald chi-square test with rank(L) df (``den_df`` empty).

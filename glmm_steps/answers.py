@@ -21,8 +21,7 @@ from glmm_steps.formula import Formula
 from glmm_steps.model_matrix import ModelMatrix
 from glmm_steps.variance_explained import problem, variance_explained
 
-EFFECTS_COLUMNS = ["covariate", "x", "factor", "level", "estimate", "std_error", "df", "conf_low", "conf_high",
-                   "scale"]
+EFFECTS_COLUMNS = ["covariate", "x", "factor", "level", "estimate", "std_error", "df", "conf_low", "conf_high", "scale"]
 # Points along the covariate's observed range in the effect plot.
 EFFECT_POINTS = 25
 
@@ -49,13 +48,16 @@ def effects(result, formula: Formula, factors=()) -> pd.DataFrame:
     else:
         spec["specs"] = [facs[0]]
     emm, _ = emmeans_mod.marginal_means(result, formula, spec, factors)
-    return pd.DataFrame({
-        "covariate": covs[0] if covs else "",
-        "x": emm[covs[0]].astype(float) if covs else np.nan,
-        "factor": facs[0] if facs else "",
-        "level": emm[facs[0]].astype(str) if facs else "",
-        **{c: emm[c] for c in ("estimate", "std_error", "df", "conf_low", "conf_high", "scale")},
-    }, columns=EFFECTS_COLUMNS)
+    return pd.DataFrame(
+        {
+            "covariate": covs[0] if covs else "",
+            "x": emm[covs[0]].astype(float) if covs else np.nan,
+            "factor": facs[0] if facs else "",
+            "level": emm[facs[0]].astype(str) if facs else "",
+            **{c: emm[c] for c in ("estimate", "std_error", "df", "conf_low", "conf_high", "scale")},
+        },
+        columns=EFFECTS_COLUMNS,
+    )
 
 
 def _columns(formula: Formula, label: str) -> list[str]:
@@ -65,8 +67,14 @@ def _columns(formula: Formula, label: str) -> list[str]:
     return columns_of(node) if node is not None else [label]
 
 
-def add_answers(result, formula: Formula, design: ModelMatrix, entry: dict[str, Any], factors=(),
-                null_intercept: Callable[[], float] | None = None) -> None:
+def add_answers(
+    result,
+    formula: Formula,
+    design: ModelMatrix,
+    entry: dict[str, Any],
+    factors=(),
+    null_intercept: Callable[[], float] | None = None,
+) -> None:
     """Fill ``result``'s answer fields (see FitResult) for the model's config ``entry``
     (its ``predict`` and ``emmeans`` keys; absent: those tables stay None).
     ``null_intercept`` refits the null model for a Poisson model's ICC/R². A question
@@ -85,8 +93,9 @@ def add_answers(result, formula: Formula, design: ModelMatrix, entry: dict[str, 
     if result.vcov is None:
         return
     if getattr(result.spec, "inference", None) == "kenward_roger" and (entry.get("emmeans") or entry.get("predict")):
-        result.notes.append("marginal means and predictions use Satterthwaite df (Kenward-Roger's are not "
-                            "computed for them yet)")
+        result.notes.append(
+            "marginal means and predictions use Satterthwaite df (Kenward-Roger's are not computed for them yet)"
+        )
     try:
         result.effects = effects(result, formula, factors)
     except (GlmmError, ValueError, np.linalg.LinAlgError) as e:
@@ -114,8 +123,12 @@ def write_answers(result, outputs: dict[str, str]) -> None:
     to 10 significant digits; a fit without the table (failed) writes it empty."""
     from glmm_steps import tables
 
-    columns = {"effects": EFFECTS_COLUMNS, "emmeans": emmeans_mod.EMMEANS_COLUMNS,
-               "contrasts": emmeans_mod.CONTRAST_COLUMNS, "predictions_new": ["predicted"]}
+    columns = {
+        "effects": EFFECTS_COLUMNS,
+        "emmeans": emmeans_mod.EMMEANS_COLUMNS,
+        "contrasts": emmeans_mod.CONTRAST_COLUMNS,
+        "predictions_new": ["predicted"],
+    }
     for key, path in outputs.items():
         table = getattr(result, key)
         if table is None:
@@ -133,12 +146,16 @@ def check(name: str, model: dict[str, Any], parsed: Formula, dataset: dict[str, 
         return
     key = f"models.{name}"
     if study:
-        raise ConfigError(f"{key}.{'predict' if model.get('predict') else 'emmeans'}",
-                          "applies to per-seed fits, not to a simulation study")
+        raise ConfigError(
+            f"{key}.{'predict' if model.get('predict') else 'emmeans'}",
+            "applies to per-seed fits, not to a simulation study",
+        )
     if model.get("approximation"):
-        raise ConfigError(f"{key}.{'predict' if model.get('predict') else 'emmeans'}",
-                          f"not available for a Bayesian approximation ({model['approximation']}): "
-                          "it has no covariance of the fixed effects to build intervals from")
+        raise ConfigError(
+            f"{key}.{'predict' if model.get('predict') else 'emmeans'}",
+            f"not available for a Bayesian approximation ({model['approximation']}): "
+            "it has no covariance of the fixed effects to build intervals from",
+        )
     if model.get("emmeans"):
         emmeans_mod.check(name, model["emmeans"], parsed, [])
     if not model.get("predict"):
@@ -149,7 +166,13 @@ def check(name: str, model: dict[str, Any], parsed: Formula, dataset: dict[str, 
         from glmm_steps.model_matrix import build, factor_columns
 
         frame = read_data(dataset["path"], columns=list(parsed.columns) + list(factor_columns(dataset["factors"])))
-        fitted, _ = model_frame(frame, parsed, dataset["path"], dataset["factors"], family=model["family"],
-                                drop_missing=dataset["drop_missing"])
+        fitted, _ = model_frame(
+            frame,
+            parsed,
+            dataset["path"],
+            dataset["factors"],
+            family=model["family"],
+            drop_missing=dataset["drop_missing"],
+        )
         state = build(parsed, fitted, dataset["factors"], where=dataset["path"]).state
     predict_mod.check(name, model["predict"], parsed, state, dataset.get("factors", ()))

@@ -30,8 +30,9 @@ FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "erro
 NAN = float("nan")
 
 
-def fit_replicate(design: Design, spec: ModelSpec, seed: int, factors=(), *,
-                  random_effects: bool = False) -> tuple[pd.DataFrame, dict[str, Any], FitResult]:
+def fit_replicate(
+    design: Design, spec: ModelSpec, seed: int, factors=(), *, random_effects: bool = False
+) -> tuple[pd.DataFrame, dict[str, Any], FitResult]:
     """Simulate the replicate of ``design`` with ``seed`` and fit ``spec`` to it.
 
     Returns ``(data, truth, result)`` as :func:`glmm_steps.simulate.simulate` and
@@ -39,8 +40,9 @@ def fit_replicate(design: Design, spec: ModelSpec, seed: int, factors=(), *,
     batch skips the conditional modes; they change no other number)."""
     data, truth = simulate(design, seed)
     try:
-        result = fit_model(data, spec, where=f"{spec.dataset} seed {seed}", factors=factors,
-                           random_effects=random_effects)
+        result = fit_model(
+            data, spec, where=f"{spec.dataset} seed {seed}", factors=factors, random_effects=random_effects
+        )
     except DataError as e:
         # The data checks refuse what the engine would fail on (a grouping factor with one
         # level, ...); in a study that is a failed replicate to count, as fit_file records it.
@@ -101,26 +103,51 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
         return []
     outcome = _truth_outcome(result.spec, truth)
     columns = extract.fixed_columns(result)
-    rows = [{"effect": "fixed", "group": "", "term": term,
-             **{k: (v[i] if hasattr(v, "__len__") and not isinstance(v, str) else v) for k, v in columns.items()},
-             "true_value": _fixed_truth(term, outcome, design)}
-            for i, term in enumerate(result.fixef["term"].tolist())]
+    rows = [
+        {
+            "effect": "fixed",
+            "group": "",
+            "term": term,
+            **{k: (v[i] if hasattr(v, "__len__") and not isinstance(v, str) else v) for k, v in columns.items()},
+            "true_value": _fixed_truth(term, outcome, design),
+        }
+        for i, term in enumerate(result.fixef["term"].tolist())
+    ]
     # Rows straight from arrays: a study makes these per replicate, and a table per fit
     # (tidy, then to_dict) costs more than the refit itself. Profile intervals of an SD
     # or correlation (intervals: profile) give the recovery table their coverage
     # (variance_components adds them); Wald intervals leave them empty.
     vcs = extract.variance_components(result) if len(getattr(result, "intervals", ())) else result.varcorr
     for vc in (dict(zip(vcs.columns, r)) for r in zip(*(vcs[c].tolist() for c in vcs.columns))):
-        base = {"effect": "ran_pars", "group": vc["group"], "std_error": NAN, "statistic": NAN,
-                "p_value": NAN, "conf_low": vc.get("conf_low", NAN), "conf_high": vc.get("conf_high", NAN)}
+        base = {
+            "effect": "ran_pars",
+            "group": vc["group"],
+            "std_error": NAN,
+            "statistic": NAN,
+            "p_value": NAN,
+            "conf_low": vc.get("conf_low", NAN),
+            "conf_high": vc.get("conf_high", NAN),
+        }
         if vc["term"].startswith("cor("):
             pair = vc["term"][4:-1].replace(",", ".")
-            rows.append({**base, "term": f"cor__{pair}", "estimate": vc["correlation"],
-                         "true_value": _cor_truth(vc["group"], pair, outcome)})
+            rows.append(
+                {
+                    **base,
+                    "term": f"cor__{pair}",
+                    "estimate": vc["correlation"],
+                    "true_value": _cor_truth(vc["group"], pair, outcome),
+                }
+            )
         else:
             term = "sd__Observation" if vc["group"] == "Residual" else f"sd__{vc['term']}"
-            rows.append({**base, "term": term, "estimate": vc["sd"],
-                         "true_value": _sd_truth(vc["group"], vc["term"], outcome, design)})
+            rows.append(
+                {
+                    **base,
+                    "term": term,
+                    "estimate": vc["sd"],
+                    "true_value": _sd_truth(vc["group"], vc["term"], outcome, design),
+                }
+            )
     return rows
 
 
@@ -148,10 +175,16 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
     (``intervals: profile``) need the full fit's ML refits and profiles, so such a
     model fits each replicate in full."""
     formula = parse(spec.formula)
-    return (spec.engine == "mixedlm" and spec.family == "gaussian" and not formula.trials
-            and not formula.offset and formula.response == formula.outcome
-            and formula.response in {o.name for o in design.outcomes}
-            and getattr(design, "fixed_rows", True) and spec.intervals == "wald")
+    return (
+        spec.engine == "mixedlm"
+        and spec.family == "gaussian"
+        and not formula.trials
+        and not formula.offset
+        and formula.response == formula.outcome
+        and formula.response in {o.name for o in design.outcomes}
+        and getattr(design, "fixed_rows", True)
+        and spec.intervals == "wald"
+    )
 
 
 class _Refits:
@@ -194,8 +227,9 @@ def ml_spec(spec: ModelSpec) -> ModelSpec:
     """The spec a likelihood-ratio test fits: ML (a gaussian REML model is refitted by
     ML, as lme4's anova() does), with Wald tests and intervals, which the test does
     not read."""
-    return dataclasses.replace(spec, reml=False if spec.family == "gaussian" else spec.reml,
-                               inference="wald", intervals="wald")
+    return dataclasses.replace(
+        spec, reml=False if spec.family == "gaussian" else spec.reml, inference="wald", intervals="wald"
+    )
 
 
 def lrt_row(result: FitResult, other: FitResult) -> dict[str, Any]:
@@ -206,16 +240,34 @@ def lrt_row(result: FitResult, other: FitResult) -> dict[str, Any]:
     estimate and statistic, its df, the p-value; empty when a fit failed."""
     from glmm_steps.compare import compare
 
-    row = {"effect": "lrt", "group": "", "term": f"vs {other.spec.name}", "true_value": NAN, "std_error": NAN,
-           "conf_low": NAN, "conf_high": NAN, "test": "LRT", "interval": "", "method": "ML"}
+    row = {
+        "effect": "lrt",
+        "group": "",
+        "term": f"vs {other.spec.name}",
+        "true_value": NAN,
+        "std_error": NAN,
+        "conf_low": NAN,
+        "conf_high": NAN,
+        "test": "LRT",
+        "interval": "",
+        "method": "ML",
+    }
     table, _ = compare([result, other])
     last = table.iloc[-1]
     return {**row, "estimate": last["chisq"], "statistic": last["chisq"], "df": last["df"], "p_value": last["p_value"]}
 
 
-def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: list[tuple[int, int]],
-              factors=(), report=None, compare_with: ModelSpec | None = None, *,
-              refit: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_batch(
+    design: Design,
+    spec: ModelSpec,
+    design_name: str,
+    replicates: list[tuple[int, int]],
+    factors=(),
+    report=None,
+    compare_with: ModelSpec | None = None,
+    *,
+    refit: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit ``spec`` to each (index, seed) in ``replicates`` of design point ``design_name``
     (and, for a likelihood-ratio test row, :func:`lrt_row`, ``compare_with`` too).
 
@@ -234,6 +286,7 @@ def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: lis
         def one(seed: int):
             fast = refits(seed) if refits is not None else None
             return fast if fast is not None else fit_replicate(design, model, seed, factors)[1:]
+
         return one
 
     fit_full = fitter(spec)
@@ -255,9 +308,16 @@ def run_batch(design: Design, spec: ModelSpec, design_name: str, replicates: lis
     return (pd.DataFrame(estimates, columns=ESTIMATE_COLUMNS), pd.DataFrame(fits, columns=FIT_COLUMNS))
 
 
-def batch_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], design_name: str,
-                   replicates: list[tuple[int, int]], factors, outputs: dict[str, str],
-                   compare_with: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+def batch_to_files(
+    simulate_spec: dict[str, Any],
+    model: str,
+    model_entry: dict[str, Any],
+    design_name: str,
+    replicates: list[tuple[int, int]],
+    factors,
+    outputs: dict[str, str],
+    compare_with: dict[str, dict[str, Any]] | None = None,
+) -> pd.DataFrame:
     """The study_batch step: run a batch (:func:`run_batch`) of the ``simulate:`` mapping
     ``simulate_spec`` with the model's config entry, printing a progress line every 10%,
     and write the ``estimates`` and ``fits`` tables to ``outputs``. ``compare_with``
@@ -267,15 +327,17 @@ def batch_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[
     other = next((ModelSpec.from_config(n, e) for n, e in (compare_with or {}).items()), None)
     first, last = replicates[0][0], replicates[-1][0]
     report = progress(f"{model} {design_name} replicates {first}-{last}", len(replicates))
-    estimates, fits = run_batch(design_from_config(simulate_spec), spec, design_name, replicates, factors, report,
-                                compare_with=other)
+    estimates, fits = run_batch(
+        design_from_config(simulate_spec), spec, design_name, replicates, factors, report, compare_with=other
+    )
     extract.write_csv(estimates, outputs["estimates"])
     extract.write_csv(fits, outputs["fits"])
     return fits
 
 
-def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], seed: int,
-                       factors, outputs: dict[str, str]) -> dict[str, Any]:
+def replicate_to_files(
+    simulate_spec: dict[str, Any], model: str, model_entry: dict[str, Any], seed: int, factors, outputs: dict[str, str]
+) -> dict[str, Any]:
     """Rerun one study replicate alone with the full per-replicate outputs: its data and
     truth, the tidy tables of :func:`glmm_steps.extract.extract` and the plots of
     :func:`glmm_steps.plot.plot_fit` (``outputs`` keys as
@@ -283,10 +345,8 @@ def replicate_to_files(simulate_spec: dict[str, Any], model: str, model_entry: d
     from glmm_steps.plot import plot_fit
 
     spec = ModelSpec.from_config(model, model_entry)
-    data, truth, result = fit_replicate(design_from_config(simulate_spec), spec, seed, factors,
-                                        random_effects=True)
+    data, truth, result = fit_replicate(design_from_config(simulate_spec), spec, seed, factors, random_effects=True)
     write_replicate(data, truth, outputs["data"], outputs["truth"])
     record = extract.extract(result, outputs, seed=seed, data_path=outputs["data"])
     plot_fit(outputs["predictions"], outputs["random_effects"], record, outputs, factors)
     return record
-

@@ -42,8 +42,10 @@ def check(name: str, entry: dict[str, Any]) -> None:
     if entry.get("bootstrap") is not None and not wants:
         raise ConfigError(f"models.{name}.bootstrap", "is read only with intervals: bootstrap")
     if wants and entry.get("engine", "mixedlm") != "mixedlm":
-        raise ConfigError(f"models.{name}.intervals", "bootstrap intervals are computed with engine mixedlm only, "
-                          f"not {entry.get('engine')}")
+        raise ConfigError(
+            f"models.{name}.intervals",
+            f"bootstrap intervals are computed with engine mixedlm only, not {entry.get('engine')}",
+        )
 
 
 def batch_names(entry: dict[str, Any]) -> list[str]:
@@ -59,8 +61,15 @@ def batch_replicates(entry: dict[str, Any], batch: str) -> list[tuple[int, int]]
     return [(i, study.replicate_seed(seed, i)) for i in range(first, last + 1)]
 
 
-def batch_to_file(data_path: str | Path, model: str, entry: dict[str, Any], factors, drop_missing: bool,
-                  replicates: list[tuple[int, int]], output: str | Path) -> pd.DataFrame:
+def batch_to_file(
+    data_path: str | Path,
+    model: str,
+    entry: dict[str, Any],
+    factors,
+    drop_missing: bool,
+    replicates: list[tuple[int, int]],
+    output: str | Path,
+) -> pd.DataFrame:
     """The bootstrap_batch step: fit the model to ``data_path`` (as the fit step does),
     then simulate and refit each (index, seed) of ``replicates``; write the long table
     REFIT_COLUMNS (one row per replicate and parameter; a failed refit is one row
@@ -73,8 +82,9 @@ def batch_to_file(data_path: str | Path, model: str, entry: dict[str, Any], fact
     spec = ModelSpec.from_config(model, entry)
     formula = formula_mod.parse(spec.formula)
     frame = data_mod.read_data(data_path, columns=formula.columns + tuple(factors))
-    frame, _ = data_mod.model_frame(frame, formula, str(data_path), factors, family=spec.family,
-                                    drop_missing=drop_missing)
+    frame, _ = data_mod.model_frame(
+        frame, formula, str(data_path), factors, family=spec.family, drop_missing=drop_missing
+    )
     design = model_matrix.build(formula, frame, factors, where=str(data_path))
     table = refits(frame, spec, formula, design, replicates)
     tables.write_table(table, output, digits=SIGNIFICANT_DIGITS)
@@ -95,7 +105,7 @@ def percentile_intervals(refit_table: pd.DataFrame, level: float = 0.95) -> pd.D
     for (effect, group, term), part in estimated.groupby(["effect", "group", "term"], sort=False):
         x = part["estimate"].to_numpy(dtype=float)
         x = x[np.isfinite(x)]
-        low, high = (np.quantile(x, [(1 - level) / 2, (1 + level) / 2]) if len(x) else (np.nan, np.nan))
+        low, high = np.quantile(x, [(1 - level) / 2, (1 + level) / 2]) if len(x) else (np.nan, np.nan)
         rows.append([effect, group, term, float(low), float(high), len(x), n_failed, n_not_converged, n])
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -120,6 +130,8 @@ def read_intervals(path: str | Path) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame(columns=INTERVAL_COLUMNS), "bootstrap: no refit gave estimates"
     first = table.iloc[0]
     n = int(first["n_replicates"])
-    note = (f"bootstrap: {n - int(first['n_failed'])} of {n} refits gave estimates, {int(first['n_failed'])} failed, "
-            f"{int(first['n_not_converged'])} did not converge")
+    note = (
+        f"bootstrap: {n - int(first['n_failed'])} of {n} refits gave estimates, {int(first['n_failed'])} failed, "
+        f"{int(first['n_not_converged'])} did not converge"
+    )
     return table[INTERVAL_COLUMNS], note

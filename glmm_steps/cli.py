@@ -39,9 +39,11 @@ PROFILE = SNAKEFILE.parent / "profiles" / "default" / "config.yaml"
 # Options that would change which config, Snakefile or working directory Snakemake uses,
 # and so bypass what this launcher checked.
 _OWN = {"--configfile", "--configfiles", "--config", "-C", "--snakefile", "-s", "--directory", "-d"}
-USAGE = ("usage: glmm-steps run [CONFIG] [snakemake options ...]\n"
-         "       glmm-steps check [CONFIG]\n"
-         f"CONFIG defaults to {DEFAULT_CONFIG}; run passes --cores all to Snakemake unless given.")
+USAGE = (
+    "usage: glmm-steps run [CONFIG] [snakemake options ...]\n"
+    "       glmm-steps check [CONFIG]\n"
+    f"CONFIG defaults to {DEFAULT_CONFIG}; run passes --cores all to Snakemake unless given."
+)
 
 
 def check(path: str, locked: bool = True):
@@ -54,8 +56,10 @@ def check(path: str, locked: bool = True):
     raw = read_yaml(path)
     plan = check_config(raw)
     if locked and integrity.is_locked(plan.results):
-        raise GlmmError(f"another run is using the results folder {plan.results}; wait for it to end "
-                        "(or give this run another results_dir)")
+        raise GlmmError(
+            f"another run is using the results folder {plan.results}; wait for it to end "
+            "(or give this run another results_dir)"
+        )
     return raw, plan
 
 
@@ -82,8 +86,10 @@ def check_options(options: list[str]) -> None:
     for option in options:
         name = option.split("=", 1)[0]
         if name in _OWN or (name[:2] in ("-C", "-s", "-d") and not name.startswith("--")):
-            raise GlmmError(f"glmm-steps run: {option} is not allowed here; give the config as CONFIG "
-                            "(glmm-steps run CONFIG ...) and run from the folder its paths are relative to")
+            raise GlmmError(
+                f"glmm-steps run: {option} is not allowed here; give the config as CONFIG "
+                "(glmm-steps run CONFIG ...) and run from the folder its paths are relative to"
+            )
 
 
 def profile_options(options: list[str]) -> list[str]:
@@ -117,12 +123,23 @@ def snakemake_command(config_file: Path, options: list[str]) -> list[str]:
     if not exe.exists():
         raise GlmmError(f"glmm-steps: no snakemake next to {sys.executable}; install the project's dependencies")
     if not SNAKEFILE.is_file():
-        raise GlmmError(f"glmm-steps: the workflow's Snakefile is not at {SNAKEFILE}; install the project "
-                        "from its folder (pip install -e .)")
-    cores = any(o in ("-c", "--cores") or o.startswith("--cores=") or (o[:2] == "-c" and o[2:].isdigit())
-                for o in options)
-    return [str(exe), "-s", str(SNAKEFILE), "--configfile", str(config_file), *profile_options(options),
-            *([] if cores else ["--cores", "all"]), *options]
+        raise GlmmError(
+            f"glmm-steps: the workflow's Snakefile is not at {SNAKEFILE}; install the project "
+            "from its folder (pip install -e .)"
+        )
+    cores = any(
+        o in ("-c", "--cores") or o.startswith("--cores=") or (o[:2] == "-c" and o[2:].isdigit()) for o in options
+    )
+    return [
+        str(exe),
+        "-s",
+        str(SNAKEFILE),
+        "--configfile",
+        str(config_file),
+        *profile_options(options),
+        *([] if cores else ["--cores", "all"]),
+        *options,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ that a SLURM run has a SLURM to submit to.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Resources a retry multiplies: a job the scheduler killed for running out of time
 # or memory would only be killed again with the same request.
@@ -19,8 +20,7 @@ GROWS_ON_RETRY = ("mem_mb", "runtime")
 SLURM_EXECUTORS = ("slurm",)
 
 
-def rule_resources(config: dict[str, Any], rule: str, defaults: dict[str, int],
-                   attempt: int = 1) -> dict[str, int]:
+def rule_resources(config: dict[str, Any], rule: str, defaults: dict[str, int], attempt: int = 1) -> dict[str, int]:
     """The resources ``rule`` requests on its ``attempt``-th try (1 = first).
 
     Takes the checked config (its ``resources.<rule>`` entry overrides ``defaults``
@@ -38,6 +38,8 @@ def missing_scheduler(executor: str | None, which: Callable[[str], str | None] =
     A SLURM run needs ``sbatch`` on PATH; without it the plugin would fail each job
     separately with a shell error. ``which`` finds a program (``shutil.which``)."""
     if executor in SLURM_EXECUTORS and which("sbatch") is None:
-        return ("error: the SLURM profile needs a SLURM cluster: 'sbatch' is not on PATH "
-                "(run locally with --profile profiles/default)")
+        return (
+            "error: the SLURM profile needs a SLURM cluster: 'sbatch' is not on PATH "
+            "(run locally with --profile profiles/default)"
+        )
     return None

@@ -21,8 +21,20 @@ from scipy import stats
 from glmm_steps.engines.base import FitResult
 
 LRT_COLUMNS = ["model", "formula", "npar", "logLik", "deviance", "chisq", "df", "p_value", "refitted_ml", "note"]
-IC_COLUMNS = ["model", "formula", "method", "nobs", "npar", "logLik", "AIC", "BIC", "delta_AIC", "delta_BIC",
-              "refitted_ml", "note"]
+IC_COLUMNS = [
+    "model",
+    "formula",
+    "method",
+    "nobs",
+    "npar",
+    "logLik",
+    "AIC",
+    "BIC",
+    "delta_AIC",
+    "delta_BIC",
+    "refitted_ml",
+    "note",
+]
 
 
 def ml_fit(result: FitResult) -> tuple[FitResult, bool]:
@@ -60,19 +72,38 @@ def compare(fits: list[FitResult], refitted: list[bool] | None = None) -> tuple[
     if not testable:
         chisq[:] = df[:] = p[:] = np.nan
     common = {"model": [f.spec.name for f in fits], "formula": [f.spec.formula for f in fits]}
-    lrt = pd.DataFrame({
-        **common, "npar": npar.astype(int), "logLik": ll, "deviance": -2 * ll,
-        "chisq": chisq, "df": df, "p_value": p, "refitted_ml": refitted, "note": notes,
-    }, columns=LRT_COLUMNS)
+    lrt = pd.DataFrame(
+        {
+            **common,
+            "npar": npar.astype(int),
+            "logLik": ll,
+            "deviance": -2 * ll,
+            "chisq": chisq,
+            "df": df,
+            "p_value": p,
+            "refitted_ml": refitted,
+            "note": notes,
+        },
+        columns=LRT_COLUMNS,
+    )
     aic = np.array([f.aic if f.ok else np.nan for f in fits])
     bic = np.array([f.bic if f.ok else np.nan for f in fits])
-    ic = pd.DataFrame({
-        **common, "method": [f.spec.method for f in fits], "nobs": [f.nobs for f in fits],
-        "npar": npar.astype(int), "logLik": ll, "AIC": aic, "BIC": bic,
-        "delta_AIC": aic - np.nanmin(aic) if np.isfinite(aic).any() else aic,
-        "delta_BIC": bic - np.nanmin(bic) if np.isfinite(bic).any() else bic,
-        "refitted_ml": refitted, "note": notes,
-    }, columns=IC_COLUMNS)
+    ic = pd.DataFrame(
+        {
+            **common,
+            "method": [f.spec.method for f in fits],
+            "nobs": [f.nobs for f in fits],
+            "npar": npar.astype(int),
+            "logLik": ll,
+            "AIC": aic,
+            "BIC": bic,
+            "delta_AIC": aic - np.nanmin(aic) if np.isfinite(aic).any() else aic,
+            "delta_BIC": bic - np.nanmin(bic) if np.isfinite(bic).any() else bic,
+            "refitted_ml": refitted,
+            "note": notes,
+        },
+        columns=IC_COLUMNS,
+    )
     return lrt, ic
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from glmm_steps import answers, bootstrap, formula_size, inference, paths, pilot, profile, study, tables
 from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
-from glmm_steps import answers, bootstrap, formula_size, inference, paths, pilot, profile, study, tables
 from glmm_steps.engines import SUPPORTED, engine_version
 from glmm_steps.errors import ConfigError, DataError, GlmmError, abbreviate
 from glmm_steps.provenance import sha256
@@ -52,12 +52,12 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=deep)
         if not isinstance(key, (str, int, float, bool, type(None))):
             # a list or mapping as a key (YAML's "? [a, b]: ..."): no config key is one
-            raise ConfigError("", f"line {key_node.start_mark.line + 1}: a {type(key).__name__} used as a key; "
-                              "keys are names")
+            raise ConfigError(
+                "", f"line {key_node.start_mark.line + 1}: a {type(key).__name__} used as a key; keys are names"
+            )
         if key in seen:
             raise ConfigError(
-                "", f"duplicate key '{key}' at line {key_node.start_mark.line + 1} "
-                f"(first at line {seen[key] + 1})"
+                "", f"duplicate key '{key}' at line {key_node.start_mark.line + 1} (first at line {seen[key] + 1})"
             )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep)
@@ -90,8 +90,9 @@ def _yaml_text(path: str | Path) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError("", f"{path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            "", f"{path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8"
+        ) from None
 
 
 def _check_yaml_shape(text: str, path: str | Path) -> None:
@@ -108,8 +109,11 @@ def _check_yaml_shape(text: str, path: str | Path) -> None:
         nonlocal values
         values += count
         if values > MAX_YAML_VALUES:
-            raise ConfigError("", f"{path} line {line}: stands for more than {MAX_YAML_VALUES:,} values "
-                              "once its aliases (*name) are expanded; not a config")
+            raise ConfigError(
+                "",
+                f"{path} line {line}: stands for more than {MAX_YAML_VALUES:,} values "
+                "once its aliases (*name) are expanded; not a config",
+            )
         if len(stack) + depth > MAX_YAML_DEPTH:
             raise ConfigError("", f"{path} line {line}: nested more than {MAX_YAML_DEPTH} levels deep")
         if stack:
@@ -207,8 +211,10 @@ def _dataset_kind_problem(spec: Any) -> str:
         return "give either 'seeds' (one full analysis per seed) or 'replicates' (a study), not both"
     if isinstance(spec, dict) and "replicates" in spec and "base_seed" not in spec:
         return "missing required key 'base_seed' (a study derives each replicate's seed from it)"
-    return ("a dataset needs either 'path' (a data file), or 'simulate' with 'seeds' "
-            "(one analysis per seed) or with 'replicates' and 'base_seed' (a study)")
+    return (
+        "a dataset needs either 'path' (a data file), or 'simulate' with 'seeds' "
+        "(one analysis per seed) or with 'replicates' and 'base_seed' (a study)"
+    )
 
 
 def _set_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) -> None:
@@ -322,8 +328,9 @@ class Plan:
         spec = self.config["datasets"][dataset]
         if "path" in spec:
             return spec["path"]
-        return paths.output_path("data", self.results, fmt=self.data_format(dataset), dataset=dataset,
-                                 replicate=replicate)
+        return paths.output_path(
+            "data", self.results, fmt=self.data_format(dataset), dataset=dataset, replicate=replicate
+        )
 
     def table_format(self, model: str) -> str:
         """csv or parquet, the format of ``model``'s predictions and random effects: its
@@ -346,6 +353,7 @@ class Plan:
     def fits_of(self, model: str) -> list[Fit]:
         """The fits (one per replicate) of ``model``."""
         return [f for f in self.fits if f.model == model]
+
     def verified(self) -> list[Fit]:
         """Fits whose model has ``verify: true`` (fitted again with the other engine)."""
         return [f for f in self.fits if self.config["models"][f.model]["verify"]]
@@ -385,9 +393,11 @@ class Plan:
     def batches_of(self, model: str) -> list[Batch]:
         """Every batch job of study model ``model``, by design then replicate range."""
         spec = self.config["datasets"][self.dataset_of(model)]
-        return [Batch(model, self.dataset_of(model), design, first, last)
-                for design in self.design_names(model)
-                for first, last in study.batch_ranges(spec["replicates"], spec["batch_size"])]
+        return [
+            Batch(model, self.dataset_of(model), design, first, last)
+            for design in self.design_names(model)
+            for first, last in study.batch_ranges(spec["replicates"], spec["batch_size"])
+        ]
 
     def replicate_seeds(self, model: str, first: int, last: int) -> list[tuple[int, int]]:
         """(replicate index, seed) of replicates ``first .. last`` of ``model``'s study."""
@@ -425,8 +435,7 @@ def count_jobs(config: dict[str, Any], fits) -> int:
     count = len(simulated) + 3 * len(fits) + verified + compared + len(versions) + 1
     # the answers: an effect table and its plot per fit; predict: adds a table and a
     # plot, emmeans: one job writing both its tables
-    count += sum(2 + 2 * bool(models[f.model].get("predict")) + bool(models[f.model].get("emmeans"))
-                 for f in fits)
+    count += sum(2 + 2 * bool(models[f.model].get("predict")) + bool(models[f.model].get("emmeans")) for f in fits)
     count += 2 if fits else 0  # the catalog and the summary (a config of studies alone has neither)
     studies = 0
     for model in config["models"].values():
@@ -440,8 +449,12 @@ def count_jobs(config: dict[str, Any], fits) -> int:
 def _columns_of(name: str, spec: dict[str, Any], design: Design | None) -> tuple[list[str], str]:
     if design is not None:
         cols = list(design.columns)
-        cols += [f"{o.name}_{k}" for o in design.outcomes if o.family == "binomial" and o.trials > 1
-                 for k in ("trials", "failures")]
+        cols += [
+            f"{o.name}_{k}"
+            for o in design.outcomes
+            if o.family == "binomial" and o.trials > 1
+            for k in ("trials", "failures")
+        ]
         return cols, f"dataset '{name}'"
     from glmm_steps.data import read_header
 
@@ -474,23 +487,31 @@ def _check_design(name: str, design: Design) -> None:
         if o.family == "gaussian" and o.residual_sd is None:
             raise ConfigError(f"{where}.outcomes.{o.name}", "a gaussian outcome needs 'residual_sd'")
         if o.family != "gaussian" and o.residual_sd is not None:
-            raise ConfigError(f"{where}.outcomes.{o.name}.residual_sd", f"only gaussian outcomes have one, not {o.family}")
+            raise ConfigError(
+                f"{where}.outcomes.{o.name}.residual_sd", f"only gaussian outcomes have one, not {o.family}"
+            )
         if o.family == "poisson":
             eta = design_mod.largest_log_mean(design, o)
             if eta > MAX_LOG_MEAN:
-                raise ConfigError(f"{where}.outcomes.{o.name}",
-                                  f"the log-mean reaches {eta:.3g} (intercept + coefficients x {design.repeated_name} "
-                                  f"and covariates + arm effects + 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
-                                  f"keep it under {MAX_LOG_MEAN:g}")
+                raise ConfigError(
+                    f"{where}.outcomes.{o.name}",
+                    f"the log-mean reaches {eta:.3g} (intercept + coefficients x {design.repeated_name} "
+                    f"and covariates + arm effects + 6 random-effect SDs): counts near exp({eta:.3g}) cannot be simulated; "
+                    f"keep it under {MAX_LOG_MEAN:g}",
+                )
     if design.nrows > MAX_SIMULATED_ROWS:
         sizes = " x ".join(str(lv.n) for lv in design.levels)
-        raise ConfigError(f"{where}.levels", f"the design has {design.nrows:,} rows ({sizes} units x "
-                          f"{len(design.repeated_values)} values of {design.repeated_name}), more than the "
-                          f"{MAX_SIMULATED_ROWS:,} one replicate may have; check the counts")
+        raise ConfigError(
+            f"{where}.levels",
+            f"the design has {design.nrows:,} rows ({sizes} units x "
+            f"{len(design.repeated_values)} values of {design.repeated_name}), more than the "
+            f"{MAX_SIMULATED_ROWS:,} one replicate may have; check the counts",
+        )
 
 
-def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
-                 designs: dict[str, Design]) -> formula_mod.Formula:
+def _check_model(
+    name: str, model: dict[str, Any], config: dict[str, Any], designs: dict[str, Design]
+) -> formula_mod.Formula:
     """Check one model entry against the datasets; return its parsed formula."""
     where = f"models.{name}"
     dataset = model["dataset"]
@@ -499,8 +520,9 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
         close = difflib.get_close_matches(dataset, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (datasets: {', '.join(known)})"
         raise ConfigError(f"{where}.dataset", f"no dataset named '{dataset}'{hint}")
-    _check_formula_size(where, model["formula"], designs[dataset].nrows if dataset in designs else None,
-                        f"dataset '{dataset}'")
+    _check_formula_size(
+        where, model["formula"], designs[dataset].nrows if dataset in designs else None, f"dataset '{dataset}'"
+    )
     try:
         parsed = formula_mod.parse(model["formula"])
         columns, label = _columns_of(dataset, config["datasets"][dataset], designs.get(dataset))
@@ -519,12 +541,16 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any],
             raise ConfigError(f"{where}.nagq", "nagq > 1 needs a single scalar random effect (1 | g), as in lme4")
     links = SUPPORTED[model["engine"]]
     if family not in links:
-        raise ConfigError(f"{where}.family", f"engine {model['engine']} does not fit family {family} "
-                          f"(it fits {', '.join(links)})")
+        raise ConfigError(
+            f"{where}.family", f"engine {model['engine']} does not fit family {family} (it fits {', '.join(links)})"
+        )
     link = model.get("link", links[family][0])
     if link not in links[family]:
-        raise ConfigError(f"{where}.link", f"engine {model['engine']} does not support link '{link}' for family "
-                          f"{family} (supported: {', '.join(links[family])})")
+        raise ConfigError(
+            f"{where}.link",
+            f"engine {model['engine']} does not support link '{link}' for family "
+            f"{family} (supported: {', '.join(links[family])})",
+        )
     if dataset in designs:
         _check_simulated_model(where, parsed, family, designs[dataset], dataset)
     _check_engine(name, model, parsed, config["datasets"][dataset], designs.get(dataset))
@@ -543,16 +569,21 @@ def _check_formula_size(where: str, text: Any, rows: int | None, label: str) -> 
     if terms is None:
         return
     if terms > MAX_FIXED_TERMS:
-        raise ConfigError(f"{where}.formula", f"the fixed part expands to more than {MAX_FIXED_TERMS:,} terms "
-                          "(an interaction a*b*c*... of k variables has 2^k - 1); write the interactions "
-                          "you mean, e.g. (a + b + c)^2 for those of two variables")
+        raise ConfigError(
+            f"{where}.formula",
+            f"the fixed part expands to more than {MAX_FIXED_TERMS:,} terms "
+            "(an interaction a*b*c*... of k variables has 2^k - 1); write the interactions "
+            "you mean, e.g. (a + b + c)^2 for those of two variables",
+        )
     if rows is not None and terms > rows:
-        raise ConfigError(f"{where}.formula", f"the fixed part expands to {terms:,} terms, more than the "
-                          f"{rows:,} rows of {label}: they cannot all be estimated")
+        raise ConfigError(
+            f"{where}.formula",
+            f"the fixed part expands to {terms:,} terms, more than the "
+            f"{rows:,} rows of {label}: they cannot all be estimated",
+        )
 
 
-def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str, design: Design,
-                           dataset: str) -> None:
+def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str, design: Design, dataset: str) -> None:
     """What a model can only get wrong about a simulated dataset: its response must be
     a simulated outcome of the model's family (successes out of trials as
     ``cbind(y, y_failures)``), and each grouping factor must have 2 or more units."""
@@ -560,15 +591,25 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
     name = parsed.outcome
     outcome = outcomes.get(name)
     if outcome is None:
-        raise ConfigError(f"{where}.formula", f"the response '{name}' is not a simulated outcome of dataset "
-                          f"'{dataset}' (outcomes: {', '.join(outcomes)})")
+        raise ConfigError(
+            f"{where}.formula",
+            f"the response '{name}' is not a simulated outcome of dataset "
+            f"'{dataset}' (outcomes: {', '.join(outcomes)})",
+        )
     if outcome.family != family:
         raise ConfigError(f"{where}.family", f"'{name}' is simulated as {outcome.family}, but the model says {family}")
     as_counts = parsed.trials in ((name, f"{name}_failures"), (name, f"{name}_trials"))
-    if family == "binomial" and outcome.trials > 1 and not (as_counts and parsed.trials_total == parsed.trials[1].endswith("_trials")):
-        raise ConfigError(f"{where}.formula", f"'{name}' is simulated as successes out of {outcome.trials} trials "
-                          f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures) "
-                          f"or cbind({name}, {name}_trials - {name})")
+    if (
+        family == "binomial"
+        and outcome.trials > 1
+        and not (as_counts and parsed.trials_total == parsed.trials[1].endswith("_trials"))
+    ):
+        raise ConfigError(
+            f"{where}.formula",
+            f"'{name}' is simulated as successes out of {outcome.trials} trials "
+            f"(values 0..{outcome.trials}, outside 0..1): write cbind({name}, {name}_failures) "
+            f"or cbind({name}, {name}_trials - {name})",
+        )
     from glmm_steps.model_matrix import build
 
     try:
@@ -583,12 +624,18 @@ def _check_simulated_model(where: str, parsed: formula_mod.Formula, family: str,
     for term in parsed.random:
         levels = max(units.get(g, 2) for g in term.group)
         if levels < 2:
-            raise ConfigError(f"{where}.formula", f"grouping factor '{term.group_name}' has only 1 level in "
-                              f"dataset '{dataset}'; a random effect needs at least 2")
+            raise ConfigError(
+                f"{where}.formula",
+                f"grouping factor '{term.group_name}' has only 1 level in "
+                f"dataset '{dataset}'; a random effect needs at least 2",
+            )
         if family == "gaussian" and levels >= design.nrows:
-            raise ConfigError(f"{where}.formula", f"grouping factor '{term.group_name}' has as many levels "
-                              f"({levels}) as dataset '{dataset}' has rows; its random effect cannot be told "
-                              "apart from the residual")
+            raise ConfigError(
+                f"{where}.formula",
+                f"grouping factor '{term.group_name}' has as many levels "
+                f"({levels}) as dataset '{dataset}' has rows; its random effect cannot be told "
+                "apart from the residual",
+            )
 
 
 def _check_finite(value: Any, where: str = "") -> None:
@@ -617,14 +664,20 @@ def _check_paths(config: dict[str, Any]) -> None:
     entries += [(f"datasets.{n}.path", d["path"]) for n, d in config["datasets"].items() if "path" in d]
     for where, value in entries:
         if value.startswith("~"):
-            raise ConfigError(where, f"{abbreviate(value)} starts with '~', which Snakemake does not expand; "
-                              "write the path out in full (e.g. /home/me/...) or relative to the working directory")
+            raise ConfigError(
+                where,
+                f"{abbreviate(value)} starts with '~', which Snakemake does not expand; "
+                "write the path out in full (e.g. /home/me/...) or relative to the working directory",
+            )
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ConfigError(where, f"{abbreviate(value)} holds a control character (a line break?)")
     results = config["results_dir"]
     if "{" in results or "}" in results:
-        raise ConfigError("results_dir", f"{abbreviate(results)} holds a brace, which Snakemake reads as a "
-                          "wildcard in every output path; choose a folder name without braces")
+        raise ConfigError(
+            "results_dir",
+            f"{abbreviate(results)} holds a brace, which Snakemake reads as a "
+            "wildcard in every output path; choose a folder name without braces",
+        )
     if len(results) > MAX_RESULTS_DIR:
         raise ConfigError("results_dir", f"{abbreviate(results)} is longer than {MAX_RESULTS_DIR:,} characters")
 
@@ -635,7 +688,6 @@ def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[st
     the family cannot model, ...), so bad data stops the run before any job.
     Returns the file's number of data rows."""
     from glmm_steps.data import model_frame, read_data, read_header
-
     from glmm_steps.model_matrix import build, factor_columns
 
     header = read_header(spec["path"], f"datasets.{name}.path")
@@ -648,8 +700,9 @@ def _check_data_file(name: str, spec: dict[str, Any], models: list[tuple[dict[st
     needed = {c for _, parsed in models for c in parsed.columns} | set(factor_columns(spec["factors"]))
     frame = read_data(spec["path"], columns=needed)
     for model, parsed in models:
-        fitted, _ = model_frame(frame, parsed, spec["path"], spec["factors"], family=model["family"],
-                                drop_missing=spec["drop_missing"])
+        fitted, _ = model_frame(
+            frame, parsed, spec["path"], spec["factors"], family=model["family"], drop_missing=spec["drop_missing"]
+        )
         # The fit step's own model matrix: a transform that is not finite (log of 0), a
         # level the factor options leave out, a factor split by '||' stop the run here.
         build(parsed, fitted, spec["factors"], where=spec["path"])
@@ -678,8 +731,7 @@ def _grouping_frame(spec: dict[str, Any], design: Design | None, parsed) -> Any:
     return read_data(spec["path"]).loc[:, cols].dropna()
 
 
-def _check_engine(name: str, model: dict[str, Any], parsed, spec: dict[str, Any],
-                  design: Design | None) -> None:
+def _check_engine(name: str, model: dict[str, Any], parsed, spec: dict[str, Any], design: Design | None) -> None:
     """What the chosen engine (and `verify`'s second engine) can fit: statsmodels has
     one grouping factor with correlated effects, no quadrature, and only Bayesian
     approximations for binomial/poisson models."""
@@ -688,8 +740,9 @@ def _check_engine(name: str, model: dict[str, Any], parsed, spec: dict[str, Any]
     where = f"models.{name}"
     family, engine, approx = model["family"], model["engine"], model.get("approximation")
     if approx is not None and (engine != "statsmodels" or family == "gaussian"):
-        raise ConfigError(f"{where}.approximation",
-                          "applies to engine: statsmodels with family binomial or poisson only")
+        raise ConfigError(
+            f"{where}.approximation", "applies to engine: statsmodels with family binomial or poisson only"
+        )
     if engine == "statsmodels" and model["nagq"] > 1:
         raise ConfigError(f"{where}.nagq", "adaptive quadrature is engine mixedlm's; statsmodels has none")
     if engine == "statsmodels" and family != "gaussian" and approx is None:
@@ -730,16 +783,21 @@ def _check_comparisons(config: dict[str, Any], formulas: dict[str, Any]) -> None
                 raise ConfigError(where, "a model cannot be compared with itself")
             theirs = models[other]
             if theirs["dataset"] != model["dataset"]:
-                raise ConfigError(where, f"'{other}' is fitted to dataset '{theirs['dataset']}', "
-                                         f"this model to '{model['dataset']}'; compared models share their data")
+                raise ConfigError(
+                    where,
+                    f"'{other}' is fitted to dataset '{theirs['dataset']}', "
+                    f"this model to '{model['dataset']}'; compared models share their data",
+                )
             if formulas[other].response != formulas[name].response or theirs["family"] != model["family"]:
-                raise ConfigError(where, f"'{other}' models {theirs['family']} '{formulas[other].response}', this "
-                                         f"model {model['family']} '{formulas[name].response}'; likelihoods "
-                                         "of different responses are not comparable")
+                raise ConfigError(
+                    where,
+                    f"'{other}' models {theirs['family']} '{formulas[other].response}', this "
+                    f"model {model['family']} '{formulas[name].response}'; likelihoods "
+                    "of different responses are not comparable",
+                )
             for m, entry in ((name, model), (other, theirs)):
                 if entry.get("approximation"):
-                    raise ConfigError(where, f"'{m}' is a Bayesian approximation without a "
-                                             "log-likelihood to compare")
+                    raise ConfigError(where, f"'{m}' is a Bayesian approximation without a log-likelihood to compare")
 
 
 def _study_points(name: str, spec: dict[str, Any]) -> dict[str, study.DesignPoint]:
@@ -761,24 +819,35 @@ def _study_points(name: str, spec: dict[str, Any]) -> dict[str, study.DesignPoin
     return {p.name: p for p in points}
 
 
-def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool,
-                      design: Design | None = None) -> None:
+def _check_study_keys(
+    name: str, model: dict[str, Any], formula: formula_mod.Formula, is_study: bool, design: Design | None = None
+) -> None:
     if is_study:
         # A study's batches write recovery tables only: no second engine, no anova tables.
         lrt = model.get("test") == "lrt"
         if lrt and len(model.get("compare_with") or []) != 1:
-            raise ConfigError(f"models.{name}.compare_with", "test: lrt needs exactly one model to test against "
-                              "(a study model's compare_with)")
+            raise ConfigError(
+                f"models.{name}.compare_with",
+                "test: lrt needs exactly one model to test against (a study model's compare_with)",
+            )
         for key in ("verify", "compare_with"):
             if model.get(key) and not (key == "compare_with" and lrt):
-                raise ConfigError(f"models.{name}.{key}", "applies to per-seed fits only, not to a "
-                                  "model of a study dataset (one with 'replicates')")
+                raise ConfigError(
+                    f"models.{name}.{key}",
+                    "applies to per-seed fits only, not to a model of a study dataset (one with 'replicates')",
+                )
         if model.get("intervals") == "bootstrap":
-            raise ConfigError(f"models.{name}.intervals", "bootstrap applies to per-seed fits only (a study "
-                              "would bootstrap every replicate); use wald or profile")
+            raise ConfigError(
+                f"models.{name}.intervals",
+                "bootstrap applies to per-seed fits only (a study "
+                "would bootstrap every replicate); use wald or profile",
+            )
     if model.get("test") is not None and not is_study:
-        raise ConfigError(f"models.{name}.test", "applies to models of a study dataset (one with 'replicates') "
-                          "only; a per-seed model's tests follow `inference`")
+        raise ConfigError(
+            f"models.{name}.test",
+            "applies to models of a study dataset (one with 'replicates') "
+            "only; a per-seed model's tests follow `inference`",
+        )
     if model.get("target_power") is not None and not is_study:
         raise ConfigError(f"models.{name}.target_power", "applies to models of a study dataset only")
     where = f"models.{name}.power_terms"
@@ -796,7 +865,9 @@ def _check_study_keys(name: str, model: dict[str, Any], formula: formula_mod.For
     for term in terms:
         # An interaction (time:armtreated) is known when each of its parts is.
         if term not in known and not (":" in term and all(p in known for p in term.split(":"))):
-            raise ConfigError(where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})")
+            raise ConfigError(
+                where, f"'{term}' is not a fixed effect of the formula (fixed effects: {', '.join(known)})"
+            )
 
 
 def _check_job_count(config: dict[str, Any], fits) -> None:
@@ -816,14 +887,19 @@ def _check_job_count(config: dict[str, Any], fits) -> None:
         worst = max(per_dataset, key=per_dataset.get)
         spec = config["datasets"][worst]
         n_models = sum(1 for m in config["models"].values() if m["dataset"] == worst)
-        detail = (f"{spec['replicates']:,} replicates in batches of {spec['batch_size']:,} x "
-                  f"{_n_designs(spec):,} design point(s) x {n_models} model(s) "
-                  f"= {per_dataset[worst]:,} batch jobs")
+        detail = (
+            f"{spec['replicates']:,} replicates in batches of {spec['batch_size']:,} x "
+            f"{_n_designs(spec):,} design point(s) x {n_models} model(s) "
+            f"= {per_dataset[worst]:,} batch jobs"
+        )
         where = f"datasets.{worst}.replicates"
     else:
         detail, where = f"{len(fits):,} per-seed fits", "max_jobs"
-    raise ConfigError(where, f"this config makes {count:,} jobs ({detail}), more than max_jobs "
-                      f"({limit:,}); lower replicates or the sweep, or raise batch_size or max_jobs")
+    raise ConfigError(
+        where,
+        f"this config makes {count:,} jobs ({detail}), more than max_jobs "
+        f"({limit:,}); lower replicates or the sweep, or raise batch_size or max_jobs",
+    )
 
 
 def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
@@ -842,8 +918,9 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         if "from_model" in spec.get("simulate", {}):
             if "replicates" not in spec:
                 raise ConfigError(f"datasets.{name}.simulate.from_model", "applies to studies (with 'replicates') only")
-            spec["simulate"] = pilot.design_spec(spec["simulate"], config["models"], config["datasets"],
-                                                 f"datasets.{name}.simulate")
+            spec["simulate"] = pilot.design_spec(
+                spec["simulate"], config["models"], config["datasets"], f"datasets.{name}.simulate"
+            )
             root = _schema()
             _set_defaults(root["definitions"]["design"], spec["simulate"], root)
     designs: dict[str, Design] = {}
@@ -856,8 +933,10 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
                 if key in spec:
                     raise ConfigError(f"datasets.{name}.{key}", f"{key} apply to simulated datasets only")
             if spec.get("format", "auto") != "auto":
-                raise ConfigError(f"datasets.{name}.format",
-                                  "applies to simulated datasets; a data file is Parquet if its name ends in .parquet")
+                raise ConfigError(
+                    f"datasets.{name}.format",
+                    "applies to simulated datasets; a data file is Parquet if its name ends in .parquet",
+                )
         if spec["sweep"] and "replicates" not in spec:
             raise ConfigError(f"datasets.{name}.sweep", "a sweep needs a study: add 'replicates' and 'base_seed'")
     fits = []
@@ -870,17 +949,21 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         _check_study_keys(name, model, parsed, "replicates" in spec, designs.get(model["dataset"]))
         answers.check(name, model, parsed, spec, study="replicates" in spec)
         if model.get("target_power") is not None and "replicates" in spec and len(spec["sweep"]) != 1:
-            raise ConfigError(f"models.{name}.target_power", f"needs one swept size key in datasets."
-                              f"{model['dataset']}.sweep (e.g. levels.hospital_id.n: [5, 10, 20]), "
-                              f"it has {len(spec['sweep'])}")
+            raise ConfigError(
+                f"models.{name}.target_power",
+                f"needs one swept size key in datasets."
+                f"{model['dataset']}.sweep (e.g. levels.hospital_id.n: [5, 10, 20]), "
+                f"it has {len(spec['sweep'])}",
+            )
         if "path" in spec and spec["path"] not in file_sums:
             file_sums[spec["path"]] = sha256(spec["path"])
         if "replicates" not in spec:
             # Per-seed fits only: a study's batches are not versioned (see Plan.batches).
             # The key leaves out the recovery-only keys, as the fit jobs' params do.
             entry = {k: v for k, v in model.items() if k not in RECOVERY_KEYS}
-            versions[name] = version_key(entry, spec, engine_version=engine_version(model["engine"]),
-                                         data_sha256=file_sums.get(spec.get("path")))
+            versions[name] = version_key(
+                entry, spec, engine_version=engine_version(model["engine"]), data_sha256=file_sums.get(spec.get("path"))
+            )
             seeds = spec.get("seeds", [None]) if "simulate" in spec else [None]
             fits += [Fit(name, model["dataset"], paths.replicate_id(s), versions[name]) for s in seeds]
         if "path" in spec:
@@ -888,15 +971,26 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     file_rows = {name: _check_data_file(name, config["datasets"][name], models) for name, models in on_file.items()}
     for name, model in config["models"].items():
         if model["dataset"] in file_rows:
-            _check_formula_size(f"models.{name}", model["formula"], file_rows[model["dataset"]],
-                                config["datasets"][model["dataset"]]["path"])
+            _check_formula_size(
+                f"models.{name}",
+                model["formula"],
+                file_rows[model["dataset"]],
+                config["datasets"][model["dataset"]]["path"],
+            )
     _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
     # Count before expanding any sweep: a typo must be refused, not built.
     _check_job_count(config, fits)
-    study_designs = {name: _study_points(name, spec)
-                     for name, spec in config["datasets"].items() if "replicates" in spec}
-    return Plan(config=config, designs=designs, fits=tuple(fits), versions=versions,
-                rows=_rows(config, designs, file_rows), study_designs=study_designs)
+    study_designs = {
+        name: _study_points(name, spec) for name, spec in config["datasets"].items() if "replicates" in spec
+    }
+    return Plan(
+        config=config,
+        designs=designs,
+        fits=tuple(fits),
+        versions=versions,
+        rows=_rows(config, designs, file_rows),
+        study_designs=study_designs,
+    )
 
 
 def _rows(config: dict[str, Any], designs: dict[str, Design], file_rows: dict[str, int]) -> dict[str, int]:

@@ -37,6 +37,7 @@ def _parquet_errors(path: str | Path):
     except _PARQUET_ERRORS as e:
         raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
 
+
 # First bytes of files people save with a .csv name by mistake.
 _MAGIC = {
     b"PK\x03\x04": "a zip archive (an Excel .xlsx file?)",
@@ -67,9 +68,11 @@ def _sniff(path: Path) -> list[str]:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
-            raise DataError(f"{path}: not UTF-8 text (byte 0x{head[e.start]:02x} at offset {e.start}); "
-                            "save it as CSV with UTF-8 encoding") from None
-        text = head[:e.start].decode("utf-8")
+            raise DataError(
+                f"{path}: not UTF-8 text (byte 0x{head[e.start]:02x} at offset {e.start}); "
+                "save it as CSV with UTF-8 encoding"
+            ) from None
+        text = head[: e.start].decode("utf-8")
     # Column names are quoted in messages (a missing column, a typo's "did you mean"),
     # so a file must read as a table first: a first line without separators, or lines
     # that do not match it, are reported without quoting the file (path: /etc/passwd).
@@ -81,8 +84,10 @@ def _sniff(path: Path) -> list[str]:
     if len(header) == 1:
         for sep, name in ((";", "';'"), ("\t", "tabs")):
             if sep in header[0]:
-                raise DataError(f"{path}: not comma-separated: its first line has {name} and no ','; "
-                                "save the file with ',' between columns")
+                raise DataError(
+                    f"{path}: not comma-separated: its first line has {name} and no ','; "
+                    "save the file with ',' between columns"
+                )
         raise DataError(f"{path}: not a table: its first line has no ',' between column names")
     try:
         for row in rows:
@@ -137,8 +142,7 @@ def read_data(path: str | Path, columns=None) -> pd.DataFrame:
     except pd.errors.ParserError as e:
         m = _FIELDS.search(str(e))
         if m:
-            raise DataError(f"{path}: line {m.group(2)} has {m.group(3)} fields, "
-                            f"the header has {m.group(1)}") from None
+            raise DataError(f"{path}: line {m.group(2)} has {m.group(3)} fields, the header has {m.group(1)}") from None
         raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
     except (pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from None
@@ -181,34 +185,45 @@ def _check_text(frame: pd.DataFrame, formula: Formula, where: str, factors) -> N
     """Refuse text where numbers are needed: in the response, trials and offset, and
     in a covariate whose values are mostly numbers (one stray 'n/a' or '1,5' makes
     pandas read the whole column as text, which would silently fit it as a factor)."""
-    numeric = ([c for c in formula.response_columns if c not in formula.converted_columns]
-               + ([formula.offset] if formula.offset else []))
+    numeric = [c for c in formula.response_columns if c not in formula.converted_columns] + (
+        [formula.offset] if formula.offset else []
+    )
     wrapped = set(formula.factor_columns) | set(formula.converted_columns)
     covariates = {c: None for c in formula.fixed_variables + formula.slope_columns if c not in wrapped}
     for c in list(dict.fromkeys(numeric)) + [c for c in covariates if c not in numeric]:
         col = frame[c]
-        if (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or c in factors
-                or isinstance(col.dtype, pd.CategoricalDtype)):  # a refit's rows: already a factor
+        if (
+            pd.api.types.is_numeric_dtype(col)
+            or pd.api.types.is_bool_dtype(col)
+            or c in factors
+            or isinstance(col.dtype, pd.CategoricalDtype)
+        ):  # a refit's rows: already a factor
             continue
         values = col.dropna()
         parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
         bad = parsed.isna()
         if c in numeric:
             if bad.any():
-                raise DataError(f"{where}: column '{c}' must be numeric, found text "
-                                f"{_show(values[bad].iloc[0])} on line {values[bad].index[0] + 2}")
+                raise DataError(
+                    f"{where}: column '{c}' must be numeric, found text "
+                    f"{_show(values[bad].iloc[0])} on line {values[bad].index[0] + 2}"
+                )
         elif not bad.any() or bad.mean() > 0.5:
             # All text, or all numbers stored as text: a categorical covariate by intent.
             if not bad.any() and len(values):
-                raise DataError(f"{where}: column '{c}' holds numbers stored as text (e.g. {_show(values.iloc[0])}); "
-                                f"store them as numbers, or write factor({c}) in the formula or list the column "
-                                "under the dataset's factors:")
+                raise DataError(
+                    f"{where}: column '{c}' holds numbers stored as text (e.g. {_show(values.iloc[0])}); "
+                    f"store them as numbers, or write factor({c}) in the formula or list the column "
+                    "under the dataset's factors:"
+                )
             continue
         else:
-            raise DataError(f"{where}: column '{c}' looks numeric but holds text {_show(values[bad].iloc[0])} "
-                            f"on line {values[bad].index[0] + 2}; if '{c}' is categorical write factor({c}) "
-                            "in the formula or list it under the dataset's factors:, else fix the value "
-                            "or leave the cell empty to mark it missing")
+            raise DataError(
+                f"{where}: column '{c}' looks numeric but holds text {_show(values[bad].iloc[0])} "
+                f"on line {values[bad].index[0] + 2}; if '{c}' is categorical write factor({c}) "
+                "in the formula or list it under the dataset's factors:, else fix the value "
+                "or leave the cell empty to mark it missing"
+            )
         frame[c] = pd.to_numeric(col.astype(str).str.strip(), errors="coerce").where(col.notna())
 
 
@@ -243,9 +258,11 @@ def _drop_missing(frame: pd.DataFrame, where: str, drop_missing: bool) -> tuple[
     per_column = ", ".join(f"{c}: {int(n)}" for c, n in missing.sum().items() if n)
     if not drop_missing:
         first = frame.columns[missing.loc[_line(frame, rows) - 2].to_numpy()][0]
-        raise DataError(f"{where}: {int(rows.sum())} rows have missing values ({per_column}; first on line "
-                        f"{_line(frame, rows)}, column '{first}'); fill them in, or set drop_missing: true "
-                        "on the dataset to drop those rows")
+        raise DataError(
+            f"{where}: {int(rows.sum())} rows have missing values ({per_column}; first on line "
+            f"{_line(frame, rows)}, column '{first}'); fill them in, or set drop_missing: true "
+            "on the dataset to drop those rows"
+        )
     kept = frame.loc[~rows]
     if kept.empty:
         raise DataError(f"{where}: no complete rows for the columns {', '.join(frame.columns)}")
@@ -255,6 +272,7 @@ def _drop_missing(frame: pd.DataFrame, where: str, drop_missing: bool) -> tuple[
 def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: str | None) -> None:
     """The response can be modelled: it varies, and its values fit the family
     (binomial 0/1, or cbind counts with trials >= successes; Poisson counts)."""
+
     def first_bad(col: str, bad) -> str:
         return f"{_show(frame[col].to_numpy()[np.asarray(bad)][0])} on line {_line(frame, bad)}"
 
@@ -270,30 +288,36 @@ def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: s
                 extra = ": trials (successes + failures) are fewer than successes" if role == "failures" else ""
                 raise DataError(f"{where}: column '{col}' ({role} in cbind) is negative ({first_bad(col, neg)}){extra}")
             if (frac := whole(col)).any():
-                raise DataError(f"{where}: column '{col}' ({role} in cbind) must hold whole counts, "
-                                f"found {first_bad(col, frac)}")
+                raise DataError(
+                    f"{where}: column '{col}' ({role} in cbind) must hold whole counts, found {first_bad(col, frac)}"
+                )
         n = formula.n_trials(frame)
         if (short := n < frame[s].to_numpy(dtype=float)).any():
-            raise DataError(f"{where}: column '{f}' (trials in cbind) is below the successes "
-                            f"({first_bad(f, short)})")
+            raise DataError(f"{where}: column '{f}' (trials in cbind) is below the successes ({first_bad(f, short)})")
         if (empty := n == 0).any():
             zero = "" if formula.trials_total else " (both 0)"
             raise DataError(f"{where}: {formula.trials_text} has no trials{zero} on line {_line(frame, empty)}")
     elif family == "binomial":
         y = frame[formula.response]
         if (bad := ~y.astype(float).isin([0.0, 1.0]).to_numpy()).any():
-            raise DataError(f"{where}: binomial response '{formula.response}' must be 0 or 1, found "
-                            f"{first_bad(formula.response, bad)}; for counts out of n trials write "
-                            "cbind(successes, failures)")
+            raise DataError(
+                f"{where}: binomial response '{formula.response}' must be 0 or 1, found "
+                f"{first_bad(formula.response, bad)}; for counts out of n trials write "
+                "cbind(successes, failures)"
+            )
     elif family == "poisson":
         y = frame[formula.response].to_numpy(dtype=float)
         if (bad := (y < 0) | (y != np.round(y))).any():
-            raise DataError(f"{where}: Poisson response '{formula.response}' must be a count (0, 1, 2, ...), "
-                            f"found {first_bad(formula.response, bad)}")
+            raise DataError(
+                f"{where}: Poisson response '{formula.response}' must be a count (0, 1, 2, ...), "
+                f"found {first_bad(formula.response, bad)}"
+            )
     if formula.offset and formula.offset_log:
         if (bad := frame[formula.offset].to_numpy(dtype=float) <= 0).any():
-            raise DataError(f"{where}: offset column '{formula.offset}' must be positive for log(), "
-                            f"found {first_bad(formula.offset, bad)}")
+            raise DataError(
+                f"{where}: offset column '{formula.offset}' must be positive for log(), "
+                f"found {first_bad(formula.offset, bad)}"
+            )
     if formula.trials:
         y, name = frame[formula.trials[0]] / formula.n_trials(frame), formula.trials_text
     else:
@@ -301,8 +325,10 @@ def _check_response(frame: pd.DataFrame, formula: Formula, where: str, family: s
     # Whether any value differs from the first: nunique() hashes a million floats.
     v = y.to_numpy()
     if not (v != v[0]).any():
-        raise DataError(f"{where}: the response {name} has the same value ({_show(y.iloc[0])}) on every row; "
-                        "there is nothing to model")
+        raise DataError(
+            f"{where}: the response {name} has the same value ({_show(y.iloc[0])}) on every row; "
+            "there is nothing to model"
+        )
 
 
 def _check_groups(frame: pd.DataFrame, formula: Formula, where: str, family: str | None) -> None:
@@ -312,15 +338,26 @@ def _check_groups(frame: pd.DataFrame, formula: Formula, where: str, family: str
         n = len(frame[list(term.group)].drop_duplicates())
         if n < 2:
             level = _show(frame[term.group[0]].iloc[0])
-            raise DataError(f"{where}: grouping factor '{term.group_name}' has only 1 level ({level}); "
-                            "a random effect needs at least 2")
+            raise DataError(
+                f"{where}: grouping factor '{term.group_name}' has only 1 level ({level}); "
+                "a random effect needs at least 2"
+            )
         if family == "gaussian" and n >= len(frame):
-            raise DataError(f"{where}: grouping factor '{term.group_name}' has as many levels ({n}) as rows; "
-                            "its random effect cannot be told apart from the residual")
+            raise DataError(
+                f"{where}: grouping factor '{term.group_name}' has as many levels ({n}) as rows; "
+                "its random effect cannot be told apart from the residual"
+            )
 
 
-def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
-                family: str | None = None, drop_missing: bool = False) -> tuple[pd.DataFrame, list[str]]:
+def model_frame(
+    data: pd.DataFrame,
+    formula: Formula,
+    where: str,
+    factors=(),
+    *,
+    family: str | None = None,
+    drop_missing: bool = False,
+) -> tuple[pd.DataFrame, list[str]]:
     """The columns ``formula`` reads, checked and typed for fitting, and notes on what
     was done to them. Returns ``(frame, notes)``.
 
@@ -345,8 +382,10 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
     outcome = set(formula.response_columns) | {formula.offset}
     for c in factors:
         if c in outcome:
-            raise DataError(f"{where}: column '{c}' is listed under the dataset's factors, but the formula "
-                            f"{formula.text!r} uses it as a number (response, trials or offset)")
+            raise DataError(
+                f"{where}: column '{c}' is listed under the dataset's factors, but the formula "
+                f"{formula.text!r} uses it as a number (response, trials or offset)"
+            )
     notes_first = _factor_response(frame, formula, family)
     _check_text(frame, formula, where, factors)
     for c in frame.columns:
@@ -355,12 +394,15 @@ def model_frame(data: pd.DataFrame, formula: Formula, where: str, factors=(), *,
                 raise DataError(f"{where}: column '{c}' holds an infinite value on line {_line(frame, inf)}")
     frame, notes = _drop_missing(frame, where, drop_missing)
     notes = notes_first + notes
-    numeric_groups = [g for g in formula.grouping_factors
-                      if pd.api.types.is_numeric_dtype(frame[g]) and g not in factors]
+    numeric_groups = [
+        g for g in formula.grouping_factors if pd.api.types.is_numeric_dtype(frame[g]) and g not in factors
+    ]
     if numeric_groups:
         plural = len(numeric_groups) > 1
-        notes.append(f"numeric grouping column{'s' if plural else ''} {', '.join(numeric_groups)} "
-                     f"treated as {'factors' if plural else 'a factor'} (one level per value)")
+        notes.append(
+            f"numeric grouping column{'s' if plural else ''} {', '.join(numeric_groups)} "
+            f"treated as {'factors' if plural else 'a factor'} (one level per value)"
+        )
     _check_groups(frame, formula, where, family)
     for g in dict.fromkeys(formula.grouping_factors + tuple(c for c in factors if c in frame)):
         frame[g] = as_factor(frame[g])

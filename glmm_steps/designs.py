@@ -141,15 +141,25 @@ def arms_from_config(spec: dict[str, Any] | None) -> Arms | None:
 
 def covariates_from_config(spec: dict[str, Any] | None) -> tuple[Covariate, ...]:
     """The ``covariates:`` mapping, by column name."""
-    return tuple(Covariate(name=name, level=c["level"], distribution=c["distribution"],
-                           mean=float(c.get("mean", 0.0)), sd=float(c.get("sd", 1.0)), p=float(c.get("p", 0.5)))
-                 for name, c in (spec or {}).items())
+    return tuple(
+        Covariate(
+            name=name,
+            level=c["level"],
+            distribution=c["distribution"],
+            mean=float(c.get("mean", 0.0)),
+            sd=float(c.get("sd", 1.0)),
+            p=float(c.get("p", 0.5)),
+        )
+        for name, c in (spec or {}).items()
+    )
 
 
 def slopes_from_config(spec: dict[str, Any] | None) -> dict[str, Slope]:
     """An outcome's ``random_slopes:`` mapping, by level."""
-    return {level: Slope(term=s["term"], sd=float(s["sd"]), cor=float(s.get("cor", 0.0)))
-            for level, s in (spec or {}).items()}
+    return {
+        level: Slope(term=s["term"], sd=float(s["sd"]), cor=float(s.get("cor", 0.0)))
+        for level, s in (spec or {}).items()
+    }
 
 
 def missing_from_config(spec: dict[str, Any] | None) -> Missing | None:
@@ -170,8 +180,11 @@ def rows(design) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     parent = np.zeros(1, dtype=np.int64)  # the unit of the level above, per unit of this level
     unit_parent: list[np.ndarray] = []
     for lv in design.levels:
-        counts = (lv.sizes.per_parent(lv.name, len(parent)) if lv.sizes is not None
-                  else np.full(len(parent), lv.n, dtype=np.int64))
+        counts = (
+            lv.sizes.per_parent(lv.name, len(parent))
+            if lv.sizes is not None
+            else np.full(len(parent), lv.n, dtype=np.int64)
+        )
         parent = np.repeat(np.arange(len(parent)), counts)
         unit_parent.append(parent)
     n_inner = len(parent)
@@ -248,23 +261,28 @@ def check(design, where: str) -> None:
     names += [design.arms.name] if design.arms is not None else []
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ConfigError(where, f"column names repeat across levels, crossed factors, covariates and arms: "
-                          f"{', '.join(repeated)}")
+        raise ConfigError(
+            where, f"column names repeat across levels, crossed factors, covariates and arms: {', '.join(repeated)}"
+        )
     at = levels + [design.repeated_name]
     a = design.arms
     if a is not None:
         if a.level not in at:
             raise ConfigError(f"{where}.arms.level", f"unknown level '{a.level}' (levels: {', '.join(at)})")
         if sorted(a.labels)[0] != a.labels[0]:
-            raise ConfigError(f"{where}.arms.labels", f"the reference arm '{a.labels[0]}' must sort first, as "
-                              f"R's factor() and the data file's reader order levels alphabetically (e.g. "
-                              f"'a_{a.labels[0]}')")
+            raise ConfigError(
+                f"{where}.arms.labels",
+                f"the reference arm '{a.labels[0]}' must sort first, as "
+                f"R's factor() and the data file's reader order levels alphabetically (e.g. "
+                f"'a_{a.labels[0]}')",
+            )
         if len(a.ratio) != len(a.labels):
             raise ConfigError(f"{where}.arms.ratio", f"{len(a.ratio)} ratios for {len(a.labels)} labels")
     for cov in design.covariates:
         if cov.level not in at:
-            raise ConfigError(f"{where}.covariates.{cov.name}.level",
-                              f"unknown level '{cov.level}' (levels: {', '.join(at)})")
+            raise ConfigError(
+                f"{where}.covariates.{cov.name}.level", f"unknown level '{cov.level}' (levels: {', '.join(at)})"
+            )
     numeric = {design.repeated_name} | {c.name for c in design.covariates}
     for o in design.outcomes:
         w = f"{where}.outcomes.{o.name}"
@@ -273,18 +291,21 @@ def check(design, where: str) -> None:
                 if a is None:
                     raise ConfigError(f"{w}.{key}", "the design has no arms")
                 if label not in a.labels[1:]:
-                    raise ConfigError(f"{w}.{key}.{label}", f"not an arm other than the reference '{a.labels[0]}' "
-                                      f"(arms: {', '.join(a.labels)})")
+                    raise ConfigError(
+                        f"{w}.{key}.{label}",
+                        f"not an arm other than the reference '{a.labels[0]}' (arms: {', '.join(a.labels)})",
+                    )
         for lv, slope in o.random_slopes.items():
             if lv not in levels:
                 raise ConfigError(f"{w}.random_slopes.{lv}", f"unknown level (levels: {', '.join(levels)})")
             if slope.term not in numeric:
-                raise ConfigError(f"{w}.random_slopes.{lv}.term",
-                                  f"'{slope.term}' is not the repeated covariate or a covariate")
+                raise ConfigError(
+                    f"{w}.random_slopes.{lv}.term", f"'{slope.term}' is not the repeated covariate or a covariate"
+                )
             if slope.cor and not o.random_sd.get(lv):
-                raise ConfigError(f"{w}.random_slopes.{lv}.cor",
-                                  f"a correlation needs a random intercept: give random_sd.{lv}")
-
+                raise ConfigError(
+                    f"{w}.random_slopes.{lv}.cor", f"a correlation needs a random intercept: give random_sd.{lv}"
+                )
 
 
 def largest_log_mean(design, outcome) -> float:

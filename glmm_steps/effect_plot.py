@@ -19,8 +19,18 @@ from glmm_steps.plot import message_figure, save_png  # noqa: E402
 from glmm_steps.tables import read_table  # noqa: E402
 
 # Columns predict_new adds to the given rows: never an axis of the predictions plot.
-_OUTPUT_COLUMNS = {"predicted", "std_error", "df", "conf_low", "conf_high", "new_levels", "predicted_link",
-                   "std_error_link", "conf_low_link", "conf_high_link"}
+_OUTPUT_COLUMNS = {
+    "predicted",
+    "std_error",
+    "df",
+    "conf_low",
+    "conf_high",
+    "new_levels",
+    "predicted_link",
+    "std_error_link",
+    "conf_low_link",
+    "conf_high_link",
+}
 MAX_CURVES = 12  # more factor levels than this are drawn without a legend
 
 

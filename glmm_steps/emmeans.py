@@ -37,8 +37,18 @@ from glmm_steps.predict import design_for, df_of, inverse_link, mu_eta, quantile
 
 ADJUSTMENTS = ("tukey", "holm", "bonferroni", "none")
 EMMEANS_COLUMNS = ["estimate", "std_error", "df", "conf_low", "conf_high", "scale"]
-CONTRAST_COLUMNS = ["contrast", "estimate", "std_error", "df", "statistic", "p_value", "conf_low", "conf_high",
-                    "adjust", "scale"]
+CONTRAST_COLUMNS = [
+    "contrast",
+    "estimate",
+    "std_error",
+    "df",
+    "statistic",
+    "p_value",
+    "conf_low",
+    "conf_high",
+    "adjust",
+    "scale",
+]
 
 
 def _factor_columns(state: dict[str, Any]) -> dict[str, list[str]]:
@@ -56,7 +66,7 @@ def covariates(formula: Formula, state: dict[str, Any]) -> list[str]:
     out = []
     for label in cols:
         node = formula.variables.get(label)
-        for c in (columns_of(node) if node is not None else [label]):
+        for c in columns_of(node) if node is not None else [label]:
             if c not in factors and c not in out and c not in formula.grouping_factors:
                 out.append(c)
     return out
@@ -76,8 +86,11 @@ def reference_grid(result, formula: Formula, at: dict[str, list] | None = None) 
         # emmeans puts an offset at its mean over the data: for offset(log(n)) the mean
         # of log(n) (n at its geometric mean), not log of n's mean
         raw = result.frame[formula.offset].astype(float)
-        values[formula.offset] = list(at[formula.offset]) if formula.offset in at else \
-            [float(np.exp(np.log(raw).mean())) if formula.offset_log else float(raw.mean())]
+        values[formula.offset] = (
+            list(at[formula.offset])
+            if formula.offset in at
+            else [float(np.exp(np.log(raw).mean())) if formula.offset_log else float(raw.mean())]
+        )
     names = list(values)
     grid = pd.DataFrame(list(itertools.product(*(values[n] for n in names))), columns=names)
     for g in formula.grouping_factors:
@@ -89,6 +102,7 @@ def reference_grid(result, formula: Formula, at: dict[str, list] | None = None) 
 def _families(grid: pd.DataFrame, specs: list[str], by: list[str]):
     """(by key, [(spec key, grid row indices)]) in emmeans' order: the first spec
     varies fastest."""
+
     def key(cols, row):
         return tuple(str(row[c]) for c in cols)
 
@@ -112,8 +126,7 @@ def _families(grid: pd.DataFrame, specs: list[str], by: list[str]):
     return out
 
 
-def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(emmeans, contrasts)`` of an ``emmeans:`` entry (``specs``, optional ``by``,
     ``at``, ``pairs`` (default true), ``adjust`` (default tukey), ``level``): one row
     per mean (the specs and by columns, then EMMEANS_COLUMNS) and one per pair
@@ -145,13 +158,19 @@ def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()
             if family == "gaussian":
                 row |= {"estimate": e, "std_error": s, "df": d, "conf_low": a, "conf_high": b, "scale": "identity"}
             else:
-                row |= {"estimate": float(inverse_link(family, e)), "std_error": float(s * mu_eta(family, e)),
-                        "df": d, "conf_low": float(inverse_link(family, a)),
-                        "conf_high": float(inverse_link(family, b)), "scale": "response"}
+                row |= {
+                    "estimate": float(inverse_link(family, e)),
+                    "std_error": float(s * mu_eta(family, e)),
+                    "df": d,
+                    "conf_low": float(inverse_link(family, a)),
+                    "conf_high": float(inverse_link(family, b)),
+                    "scale": "response",
+                }
             emm_rows.append(row)
         if spec.get("pairs", True) and len(members) > 1:
-            con_rows += _pairs(members, L, beta, V, result, family, spec.get("adjust", "tukey"), level,
-                               dict(zip(by, bk)), specs)
+            con_rows += _pairs(
+                members, L, beta, V, result, family, spec.get("adjust", "tukey"), level, dict(zip(by, bk)), specs
+            )
     emm = pd.DataFrame(emm_rows, columns=by + specs + EMMEANS_COLUMNS)
     con = pd.DataFrame(con_rows, columns=by + CONTRAST_COLUMNS)
     return emm, con
@@ -160,6 +179,7 @@ def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()
 def _label(key: tuple[str, ...], specs: list[str]) -> str:
     """A mean's name in a contrast, as emmeans writes it: the levels joined by spaces,
     a level that reads as a number prefixed with its column (``period1``)."""
+
     def one(col: str, v: str) -> str:
         try:
             float(v)
@@ -170,8 +190,9 @@ def _label(key: tuple[str, ...], specs: list[str]) -> str:
     return " ".join(one(c, v) for c, v in zip(specs, key))
 
 
-def _pairs(members, L, beta, V, result, family: str, adjust: str, level: float, by_row: dict,
-           specs: list[str]) -> list[dict]:
+def _pairs(
+    members, L, beta, V, result, family: str, adjust: str, level: float, by_row: dict, specs: list[str]
+) -> list[dict]:
     # scipy.stats takes a second to import: only when pairs are asked for (the config
     # check and every fit job import this module)
     from scipy.stats import studentized_range
@@ -206,14 +227,23 @@ def _pairs(members, L, beta, V, result, family: str, adjust: str, level: float, 
     rows = []
     for n, (i, j) in enumerate(pairs):
         a, b = _label(members[i][0], specs), _label(members[j][0], specs)
-        row = dict(by_row) | {"contrast": f"{a} / {b}" if ratio else f"{a} - {b}", "df": df[n], "statistic": t[n],
-                              "p_value": p[n], "adjust": adjust}
+        row = dict(by_row) | {
+            "contrast": f"{a} / {b}" if ratio else f"{a} - {b}",
+            "df": df[n],
+            "statistic": t[n],
+            "p_value": p[n],
+            "adjust": adjust,
+        }
         if ratio:
-            row |= {"estimate": np.exp(est[n]), "std_error": np.exp(est[n]) * se[n], "conf_low": np.exp(lo[n]),
-                    "conf_high": np.exp(hi[n]), "scale": "odds ratio" if family == "binomial" else "ratio"}
+            row |= {
+                "estimate": np.exp(est[n]),
+                "std_error": np.exp(est[n]) * se[n],
+                "conf_low": np.exp(lo[n]),
+                "conf_high": np.exp(hi[n]),
+                "scale": "odds ratio" if family == "binomial" else "ratio",
+            }
         else:
-            row |= {"estimate": est[n], "std_error": se[n], "conf_low": lo[n], "conf_high": hi[n],
-                    "scale": "identity"}
+            row |= {"estimate": est[n], "std_error": se[n], "conf_low": lo[n], "conf_high": hi[n], "scale": "identity"}
         rows.append(row)
     return rows
 
@@ -222,14 +252,18 @@ def check(name: str, spec: dict[str, Any], formula: Formula, factor_cols: list[s
     """Refuse an ``emmeans:`` entry naming columns the model does not have, before any
     job: ``specs``, ``by`` and ``at`` must be fixed-part factors or covariates."""
     key = f"models.{name}.emmeans"
-    known = set(formula.fixed_variables) | {c for v in formula.fixed_variables
-                                            for c in columns_of(formula.variables.get(v, v))}
+    known = set(formula.fixed_variables) | {
+        c for v in formula.fixed_variables for c in columns_of(formula.variables.get(v, v))
+    }
     known -= set(formula.response_columns)
     for part in ("specs", "by"):
         for i, c in enumerate(spec.get(part) or []):
             if c not in known:
-                raise ConfigError(f"{key}.{part}.{i}", f"'{c}' is not a column of the fixed part of "
-                                  f"{formula.text!r} (columns: {', '.join(sorted(known))})")
+                raise ConfigError(
+                    f"{key}.{part}.{i}",
+                    f"'{c}' is not a column of the fixed part of "
+                    f"{formula.text!r} (columns: {', '.join(sorted(known))})",
+                )
     for c in spec.get("at") or {}:
         if c not in known:
             raise ConfigError(f"{key}.at.{c}", f"'{c}' is not a column of the fixed part of {formula.text!r}")

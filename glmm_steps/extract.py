@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 # scipy.special's normal cdf and quantile are what scipy.stats.norm calls, without the
 # second it takes to import scipy.stats: a study's batch job starts faster.
 from scipy import special
@@ -33,8 +34,19 @@ SIGNIFICANT_DIGITS = 10
 FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
 Z_95 = float(special.ndtri(0.975))
 
-FIXED_COLUMNS = ["term", "estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high", "test",
-                 "interval", "method"]
+FIXED_COLUMNS = [
+    "term",
+    "estimate",
+    "std_error",
+    "statistic",
+    "df",
+    "p_value",
+    "conf_low",
+    "conf_high",
+    "test",
+    "interval",
+    "method",
+]
 PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
 
 
@@ -68,9 +80,18 @@ def fixed_columns(result: FitResult) -> dict[str, Any]:
         interval[:] = result.spec.intervals
     if not result.spec.maximum_likelihood:
         stat = p = np.full_like(est, np.nan)
-    return {"estimate": est, "std_error": se, "statistic": stat, "df": df, "p_value": p, "conf_low": low,
-            "conf_high": high, "test": result.test if result.spec.maximum_likelihood else "",
-            "interval": interval, "method": result.spec.method}
+    return {
+        "estimate": est,
+        "std_error": se,
+        "statistic": stat,
+        "df": df,
+        "p_value": p,
+        "conf_low": low,
+        "conf_high": high,
+        "test": result.test if result.spec.maximum_likelihood else "",
+        "interval": interval,
+        "method": result.spec.method,
+    }
 
 
 def _interval_limits(result: FitResult, effect: str, terms: pd.Series, groups: pd.Series | None):
@@ -122,8 +143,12 @@ def augment(result: FitResult) -> pd.DataFrame:
     # assign() shares the frame's columns (copy-on-write): a million-row fit is not copied.
     if result.fitted is None:
         return frame.assign(**{col: np.nan for col in PREDICTION_COLUMNS})
-    return frame.assign(observed=result.observed, fitted=result.fitted, fitted_marginal=result.fitted_marginal,
-                        residual=result.observed - result.fitted)
+    return frame.assign(
+        observed=result.observed,
+        fitted=result.fitted,
+        fitted_marginal=result.fitted_marginal,
+        residual=result.observed - result.fitted,
+    )
 
 
 def _finite(x: Any) -> Any:
@@ -219,8 +244,9 @@ def write_json(record: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def extract(result: FitResult, outputs: dict[str, str | Path], *, seed: int | None = None,
-            data_path: str | None = None) -> dict[str, Any]:
+def extract(
+    result: FitResult, outputs: dict[str, str | Path], *, seed: int | None = None, data_path: str | None = None
+) -> dict[str, Any]:
     """Write every tidy table of ``result`` to ``outputs`` (keys: fixed_effects,
     variance_components, random_effects, predictions, fit_stats, and anova when
     given), each table as CSV or Parquet by its path's extension. Returns the glance

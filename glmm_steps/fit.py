@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from glmm_steps import data as data_mod
-from glmm_steps import fitfile
+from glmm_steps import fitfile, model_matrix
 from glmm_steps import formula as formula_mod
-from glmm_steps import model_matrix
 from glmm_steps.answers import add_answers
 from glmm_steps.engines import engine_version, get_engine
 from glmm_steps.engines.base import FitResult, ModelSpec
@@ -24,9 +23,17 @@ from glmm_steps.errors import DataError, GlmmError
 from glmm_steps.variance_explained import null_formula
 
 
-def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors=(),
-              drop_missing: bool = False, *, random_effects: bool = True,
-              state: dict | None = None, answers: dict | None = None) -> FitResult:
+def fit_model(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    where: str = "data",
+    factors=(),
+    drop_missing: bool = False,
+    *,
+    random_effects: bool = True,
+    state: dict | None = None,
+    answers: dict | None = None,
+) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
     ``factors`` is the dataset's ``factors:`` list (column names, or mappings that also set
     a factor's levels, reference level and contrasts); ``drop_missing`` allows
@@ -45,13 +52,15 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     :func:`engine_errors`) is caught and recorded in the result; any other exception
     (a KeyError, TypeError, ... of this project's own code) propagates."""
     formula = formula_mod.parse(spec.formula)
-    model_frame, notes = data_mod.model_frame(frame, formula, where, factors, family=spec.family,
-                                              drop_missing=drop_missing)
+    model_frame, notes = data_mod.model_frame(
+        frame, formula, where, factors, family=spec.family, drop_missing=drop_missing
+    )
     design = model_matrix.build(formula, model_frame, factors, state=state, where=where)
     start = time.perf_counter()
     try:
-        result = get_engine(spec.engine)(model_frame, spec, formula, random_effects=random_effects,
-                                         design=design, ddf=answers is not None)
+        result = get_engine(spec.engine)(
+            model_frame, spec, formula, random_effects=random_effects, design=design, ddf=answers is not None
+        )
     except GlmmError:
         raise
     except engine_errors() as e:  # an engine failure is a result to record, not a crash
@@ -61,8 +70,14 @@ def fit_model(frame: pd.DataFrame, spec: ModelSpec, where: str = "data", factors
     result.term_columns = design.term_columns
     result.wall_time_s = time.perf_counter() - start
     if answers is not None:
-        add_answers(result, formula, design, answers, factors,
-                    null_intercept=lambda: _null_intercept(model_frame, spec, formula, factors, where))
+        add_answers(
+            result,
+            formula,
+            design,
+            answers,
+            factors,
+            null_intercept=lambda: _null_intercept(model_frame, spec, formula, factors, where),
+        )
     return result
 
 
@@ -101,8 +116,9 @@ def _failed(spec: ModelSpec, error: str, frame: pd.DataFrame | None = None) -> F
     )
 
 
-def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: bool = False,
-             answers: dict | None = None) -> FitResult:
+def fit_file(
+    data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: bool = False, answers: dict | None = None
+) -> FitResult:
     """The fit step: read the columns ``spec`` needs from ``data_path`` and fit it (see
     :func:`fit_model`).
 
@@ -114,8 +130,7 @@ def fit_file(data_path: str | Path, spec: ModelSpec, factors=(), drop_missing: b
     formula = formula_mod.parse(spec.formula)
     try:
         frame = data_mod.read_data(data_path, columns=formula.columns + model_matrix.factor_columns(factors))
-        return fit_model(frame, spec, where=str(data_path), factors=factors, drop_missing=drop_missing,
-                         answers=answers)
+        return fit_model(frame, spec, where=str(data_path), factors=factors, drop_missing=drop_missing, answers=answers)
     except DataError as e:
         return _failed(spec, f"DataError: {e}")
 

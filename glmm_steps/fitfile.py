@@ -132,8 +132,10 @@ def _to_json(value: Any, name: str) -> Any:
         return [_to_json(v, f"{name}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _to_json(v, f"{name}.{k}") for k, v in value.items()}
-    raise TypeError(f"field {name!r}: a {type(value).__name__} is not stored in a fit file "
-                    "(use a DataFrame, a numpy array, or JSON data: numbers, strings, lists, string-keyed dicts)")
+    raise TypeError(
+        f"field {name!r}: a {type(value).__name__} is not stored in a fit file "
+        "(use a DataFrame, a numpy array, or JSON data: numbers, strings, lists, string-keyed dicts)"
+    )
 
 
 def _from_json(value: Any, hint: Any) -> Any:

@@ -36,9 +36,11 @@ TRANSFORMS = ("log", "log1p", "log2", "log10", "exp", "sqrt", "abs")
 FUNCTIONS = TRANSFORMS + ("I", "scale", "poly", "factor", "as.factor", "as.numeric")
 SPECIAL = ("offset", "cbind")
 # What the messages list: every call a formula may make, as it is written.
-SUPPORTED = ("log(x), log1p(x), log2(x), log10(x), exp(x), sqrt(x), abs(x), I(+ - * / ^), "
-             "scale(x, center = TRUE, scale = TRUE), poly(x, degree, raw = FALSE), factor(x), "
-             "as.factor(x), as.numeric(x), offset(x), cbind(successes, failures)")
+SUPPORTED = (
+    "log(x), log1p(x), log2(x), log10(x), exp(x), sqrt(x), abs(x), I(+ - * / ^), "
+    "scale(x, center = TRUE, scale = TRUE), poly(x, degree, raw = FALSE), factor(x), "
+    "as.factor(x), as.numeric(x), offset(x), cbind(successes, failures)"
+)
 # Keyword arguments each function takes, with the values allowed.
 _BOOL = {"TRUE": True, "T": True, "FALSE": False, "F": False}
 MAX_LENGTH = 20_000
@@ -52,13 +54,16 @@ _BINARY = {"|": 1, "||": 1, "+": 2, "-": 2, "*": 3, "/": 3, "%in%": 4, ":": 5, "
 _UNARY = 6
 _UNSUPPORTED = ("==", "!=", "<=", ">=", "<", ">", "&", "&&", "!")
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w.]))
   | (?P<name>[A-Za-z_.][\w.]*)
   | (?P<quoted>`[^`]*`)
   | (?P<op>\|\||%in%|==|!=|<=|>=|&&|[~+\-*/^:|(),=<>&!])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 _SYNTACTIC = re.compile(r"^(?:[A-Za-z]|\.(?![0-9]))[\w.]*$")
 
 
@@ -380,7 +385,7 @@ class _Parser:
 
     def near(self) -> str:
         kind, value, pos = self.peek()
-        return "the end of the formula" if kind == "end" else f"{self.text[pos:pos + 12].strip()!r}"
+        return "the end of the formula" if kind == "end" else f"{self.text[pos : pos + 12].strip()!r}"
 
     def take(self, value: str) -> None:
         if self.peek()[1] != value or self.peek()[0] not in ("op",):
@@ -395,8 +400,10 @@ class _Parser:
         while True:
             kind, op, _ = self.peek()
             if kind == "op" and op in _UNSUPPORTED:
-                raise self.error(f"'{op}' is not supported in a formula (comparisons and logic are not "
-                                 f"transforms); supported: {SUPPORTED}")
+                raise self.error(
+                    f"'{op}' is not supported in a formula (comparisons and logic are not "
+                    f"transforms); supported: {SUPPORTED}"
+                )
             power = _BINARY.get(op) if kind == "op" else None
             if power is None or power < min_power:
                 break
@@ -527,6 +534,7 @@ def _check_arguments(n: Call, err) -> None:
 
 # ---- R's terms ------------------------------------------------------------------------
 
+
 class _Exp:
     """An expansion: R's terms in order (a dict used as an ordered set) and what it says
     about the intercept (None: nothing; True: ``+ 1``; False: ``0 +`` or ``- 1``)."""
@@ -598,15 +606,17 @@ class _Terms:
         if isinstance(node, BinOp) and node.op in ("|", "||"):
             raise self.err(f"'{node.op}' outside a random term: write ({node})")
         if isinstance(node, BinOp) and node.op == "^":
-            if not (isinstance(node.right, Num) and node.right.value == int(node.right.value)
-                    and node.right.value >= 1):
-                raise self.err(f"the power in {node} must be a whole number "
-                               "(write I(x^2) for a squared covariate)")
+            if not (
+                isinstance(node.right, Num) and node.right.value == int(node.right.value) and node.right.value >= 1
+            ):
+                raise self.err(f"the power in {node} must be a whole number (write I(x^2) for a squared covariate)")
             base = list(self.factors_of(self.expand(node.left), "^", node.left))
             if len(base) == 1:
                 # R reads x^2 as x (the power crosses terms): almost always a square was meant.
-                raise self.err(f"{node} outside I() is R's term power, which leaves the single term "
-                               f"{node.left} as it is: write I({node}) for its power, or {node.left} for itself")
+                raise self.err(
+                    f"{node} outside I() is R's term power, which leaves the single term "
+                    f"{node.left} as it is: write I({node}) for its power, or {node.left} for itself"
+                )
             out = dict.fromkeys(base)
             for _ in range(min(int(node.right.value), len(base)) - 1):
                 out.update(dict.fromkeys(self.cross(list(out), base)))
@@ -667,8 +677,10 @@ class _Terms:
         rank = {v: i for i, v in enumerate(self.variables)}
         ordered = sorted(e.terms, key=len)
         self.work += len(ordered)
-        return (intercept if e.intercept is None else e.intercept,
-                tuple(tuple(sorted(t, key=rank.__getitem__)) for t in ordered))
+        return (
+            intercept if e.intercept is None else e.intercept,
+            tuple(tuple(sorted(t, key=rank.__getitem__)) for t in ordered),
+        )
 
 
 def _split_plus(node) -> list:
@@ -749,14 +761,16 @@ def _random_terms(node, terms: _Terms, err) -> list[RandomTerm]:
     slash = isinstance(right, BinOp) and right.op == "/"
     out = []
     for depth, parts in enumerate(groups):
-        out.append(RandomTerm(
-            group=tuple(parts),
-            intercept=intercept,
-            slopes=tuple(":".join(t) for t in expanded),
-            correlated=correlated,
-            group_name=_lme4_group_name(parts, slash and depth > 0),
-            terms=expanded,
-        ))
+        out.append(
+            RandomTerm(
+                group=tuple(parts),
+                intercept=intercept,
+                slopes=tuple(":".join(t) for t in expanded),
+                correlated=correlated,
+                group_name=_lme4_group_name(parts, slash and depth > 0),
+                terms=expanded,
+            )
+        )
     return out
 
 
@@ -764,23 +778,37 @@ def _response(node, err):
     """(label, node, trials, trials_total) of the left-hand side."""
     if isinstance(node, Call) and node.fn == "cbind":
         a = node.args
-        if (len(a) == 2 and not node.kwargs and isinstance(a[0], Name)
-                and (isinstance(a[1], Name) or (isinstance(a[1], BinOp) and a[1].op == "-"
-                                                and isinstance(a[1].left, Name) and isinstance(a[1].right, Name)))):
+        if (
+            len(a) == 2
+            and not node.kwargs
+            and isinstance(a[0], Name)
+            and (
+                isinstance(a[1], Name)
+                or (
+                    isinstance(a[1], BinOp)
+                    and a[1].op == "-"
+                    and isinstance(a[1].left, Name)
+                    and isinstance(a[1].right, Name)
+                )
+            )
+        ):
             if isinstance(a[1], Name):
                 return f"{a[0].name}_prop", None, (a[0].name, a[1].name), False
             if a[1].right.name != a[0].name:
                 raise err(f"cbind(s, n - s) must subtract the successes '{a[0].name}', not '{a[1].right.name}'")
             return f"{a[0].name}_prop", None, (a[0].name, a[1].left.name), True
-        raise err("a binomial response is cbind(successes, failures) or cbind(successes, trials - successes), "
-                  "with column names")
+        raise err(
+            "a binomial response is cbind(successes, failures) or cbind(successes, trials - successes), "
+            "with column names"
+        )
     if isinstance(node, Name):
         return node.name, node, None, False
     if isinstance(node, Call) and node.fn in TRANSFORMS + ("I", "as.numeric"):
         _check_call(node, err)
         return str(node), node, None, False
-    raise err(f"the response must be a column, {', '.join(f'{f}(y)' for f in TRANSFORMS)}, I(...) or cbind(...), "
-              f"got {node}")
+    raise err(
+        f"the response must be a column, {', '.join(f'{f}(y)' for f in TRANSFORMS)}, I(...) or cbind(...), got {node}"
+    )
 
 
 def _offset(node, err) -> tuple[str, bool]:
@@ -812,8 +840,10 @@ def parse_work(text: str) -> int:
 
 def _parse(text: str) -> tuple[Formula, int]:
     if not isinstance(text, str) or "~" not in text:
-        raise GlmmError(f"formula {quote(text) if isinstance(text, str) else repr(text)[:200]}: "
-                        "expected 'response ~ terms + (terms | group)'")
+        raise GlmmError(
+            f"formula {quote(text) if isinstance(text, str) else repr(text)[:200]}: "
+            "expected 'response ~ terms + (terms | group)'"
+        )
     if len(text) > MAX_LENGTH:
         raise GlmmError(f"formula {quote(text, 40)}: longer than {MAX_LENGTH} characters")
     if text.count("~") > 1:
@@ -915,15 +945,15 @@ def _structure_problem(text: str) -> str | None:
     if opened:
         return f"unbalanced parentheses: '(' at character {opened[-1] + 1} is never closed"
     for start, end in groups:
-        inner = text[start + 1:end]
+        inner = text[start + 1 : end]
         if not inner.strip():
             if start > 0 and (text[start - 1].isalnum() or text[start - 1] in "._"):
                 continue  # a call without arguments: the parser names the function
-            return f"empty parentheses '{' '.join(text[start:end + 1].split())}'"
+            return f"empty parentheses '{' '.join(text[start : end + 1].split())}'"
         bar = inner.find("|")
         if bar < 0 or inner.count("(", 0, bar) != inner.count(")", 0, bar):
             continue
-        term = " ".join(text[start:end + 1].split())
+        term = " ".join(text[start : end + 1].split())
         left, _, right = inner.partition("|")
         right = right.lstrip("|")
         if not left.strip():
@@ -965,5 +995,3 @@ def check_columns(formula: Formula, columns, where: str) -> None:
             close = difflib.get_close_matches(col, have, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"columns: {', '.join(sorted(have))}"
             raise GlmmError(f"formula {quote(formula.text)} names column '{col}', which {where} lacks ({hint})")
-
-

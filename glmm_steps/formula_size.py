@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 
-_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z._][A-Za-z0-9._]*|`[^`]*`)|(?P<number>\d+(?:\.\d*)?)"
-                    r"|(?P<op>%[^%]*%|\|\||[-+*/:^()|,~]))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<name>[A-Za-z._][A-Za-z0-9._]*|`[^`]*`)|(?P<number>\d+(?:\.\d*)?)"
+    r"|(?P<op>%[^%]*%|\|\||[-+*/:^()|,~]))"
+)
 _MAX_NESTING = 100
 
 
@@ -35,7 +37,7 @@ def fixed_terms(text: str, bound: int) -> int | None:
         tokens = _tokens(text)
         if "~" not in tokens:
             return None
-        rhs = tokens[tokens.index("~") + 1:]
+        rhs = tokens[tokens.index("~") + 1 :]
         terms, rest = _Reader(rhs, bound).sum(0)
         if rest != len(rhs):
             return None
@@ -58,7 +60,7 @@ def _tokens(text: str) -> list[str]:
         if m is None:
             raise _Unread
         token, pos = m.group().strip(), m.end()
-        if m.group("name") and text[pos:pos + 1] == "(":
+        if m.group("name") and text[pos : pos + 1] == "(":
             depth, start = 0, pos
             while True:  # the call's balanced parentheses
                 if pos >= len(text):
@@ -135,7 +137,7 @@ class _Reader:
             if nesting >= _MAX_NESTING:
                 raise _Unread
             end = self._closing(pos)
-            if "|" in self.tokens[pos + 1:end] or "||" in self.tokens[pos + 1:end]:
+            if "|" in self.tokens[pos + 1 : end] or "||" in self.tokens[pos + 1 : end]:
                 return set(), end + 1  # a random term: no fixed-effect terms
             terms, inner = self.sum(pos + 1, nesting + 1)
             if inner != end:

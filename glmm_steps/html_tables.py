@@ -14,9 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 MAX_ROWS = 1000
-_STYLE = ("body{font-family:sans-serif;font-size:13px;margin:1em}"
-          "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px}"
-          "th{background:#f0f0f0;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}")
+_STYLE = (
+    "body{font-family:sans-serif;font-size:13px;margin:1em}"
+    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px}"
+    "th{background:#f0f0f0;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}"
+)
 
 
 def _cell(value) -> tuple[str, bool]:
@@ -41,12 +43,14 @@ def table_html(table: pd.DataFrame, title: str, note: str = "") -> str:
         cells = []
         for value in record:
             text, numeric = _cell(value.item() if hasattr(value, "item") else value)
-            cells.append(f"<td class=\"n\">{html.escape(text)}</td>" if numeric else f"<td>{html.escape(text)}</td>")
+            cells.append(f'<td class="n">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h3>{html.escape(title)}</h3>"
-            + (f"<p>{html.escape(note)}</p>" if note else "")
-            + f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n")
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h3>{html.escape(title)}</h3>"
+        + (f"<p>{html.escape(note)}</p>" if note else "")
+        + f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n"
+    )
 
 
 def tables_to_html(tables: dict[str, tuple[str | Path, str]]) -> None:

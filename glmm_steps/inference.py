@@ -49,18 +49,23 @@ def check(name: str, entry: dict[str, Any]) -> None:
         test = None  # a likelihood-ratio test needs no df (its checks are the study's)
     if test is not None:
         if method is not None and method != test:
-            raise ConfigError(f"models.{name}.test", f"{test} differs from inference: {method} (a study's power "
-                              f"test is its fixed-effect test; give one of the two)")
+            raise ConfigError(
+                f"models.{name}.test",
+                f"{test} differs from inference: {method} (a study's power "
+                f"test is its fixed-effect test; give one of the two)",
+            )
         method, key = test, f"models.{name}.test"
     if method is None or method == "wald":
         return
     family = entry.get("family", "gaussian")
     if family != "gaussian":
-        raise ConfigError(key, f"{method} needs a gaussian model; a {family} model is tested by 'wald' "
-                          f"(z tests, as glmer)")
+        raise ConfigError(
+            key, f"{method} needs a gaussian model; a {family} model is tested by 'wald' (z tests, as glmer)"
+        )
     if entry.get("engine", "mixedlm") != "mixedlm":
-        raise ConfigError(key, f"{method} is computed with engine mixedlm only; use 'wald' with "
-                          f"engine {entry.get('engine')}")
+        raise ConfigError(
+            key, f"{method} is computed with engine mixedlm only; use 'wald' with engine {entry.get('engine')}"
+        )
     if method == "kenward_roger" and not entry.get("reml", True):
         raise ConfigError(key, "kenward_roger needs a REML fit (reml: true), as pbkrtest")
 
@@ -122,14 +127,14 @@ def hessian(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
                 else:
                     ej = np.zeros(k)
                     ej[j] = hj
-                    est.append((f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej))
-                               / (4 * hi * hj))
+                    est.append((f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * hi * hj))
                 hi, hj = hi / 2, hj / 2
             H[i, j] = H[j, i] = _extrapolate(est)
     return H
 
 
 # ---- Satterthwaite (lmerTest) ---------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SatterthwaiteParts:
@@ -143,8 +148,12 @@ class SatterthwaiteParts:
     vcov_varpar: np.ndarray
 
 
-def satterthwaite_parts(deviance_vp: Callable[[np.ndarray], float], covbeta: Callable[[np.ndarray], np.ndarray],
-                        varpar: np.ndarray, vcov: np.ndarray) -> SatterthwaiteParts:
+def satterthwaite_parts(
+    deviance_vp: Callable[[np.ndarray], float],
+    covbeta: Callable[[np.ndarray], np.ndarray],
+    varpar: np.ndarray,
+    vcov: np.ndarray,
+) -> SatterthwaiteParts:
     """lmerTest's ``as_lmerModLT``: ``deviance_vp(theta..., sigma)`` is the (REML or ML)
     deviance with sigma not profiled out, ``covbeta(theta..., sigma)`` is
     sigma^2 (X'V^-1X)^-1 at those parameters, ``varpar`` their estimates."""
@@ -152,8 +161,7 @@ def satterthwaite_parts(deviance_vp: Callable[[np.ndarray], float], covbeta: Cal
     values, vectors = np.linalg.eigh((h + h.T) / 2)
     pos = values > 1e-8
     h_inv = (vectors[:, pos] / values[pos]) @ vectors[:, pos].T
-    return SatterthwaiteParts(vcov=np.asarray(vcov, dtype=float), jac=jacobian(covbeta, varpar),
-                              vcov_varpar=2 * h_inv)
+    return SatterthwaiteParts(vcov=np.asarray(vcov, dtype=float), jac=jacobian(covbeta, varpar), vcov_varpar=2 * h_inv)
 
 
 def _qform(x: np.ndarray, V: np.ndarray) -> float:
@@ -196,12 +204,14 @@ def satterthwaite_f(L: np.ndarray, beta: np.ndarray, parts: SatterthwaiteParts) 
         est, se, df = satterthwaite_t(PtL[0], beta, parts)
         return (est / se) ** 2, 1, df
     t2 = (PtL @ beta) ** 2 / d[:q]
-    nu = np.array([2 * d[m] ** 2 / _qform(np.array([_qform(PtL[m], J) for J in parts.jac]), parts.vcov_varpar)
-                   for m in range(q)])
+    nu = np.array(
+        [2 * d[m] ** 2 / _qform(np.array([_qform(PtL[m], J) for J in parts.jac]), parts.vcov_varpar) for m in range(q)]
+    )
     return float(t2.sum() / q), q, _f_ddf(nu)
 
 
 # ---- Kenward-Roger (pbkrtest) ---------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class KenwardRogerParts:
@@ -230,7 +240,7 @@ def kenward_roger_parts(X: np.ndarray, G: list[np.ndarray], ggamma: np.ndarray, 
     TT = SigmaInv @ X
     HH = [Gi @ SigmaInv for Gi in G]
     OO = [H @ X for H in HH]
-    PP = [-(O.T @ TT) for O in OO]
+    PP = [-(Om.T @ TT) for Om in OO]
     PP = [(Pm + Pm.T) / 2 for Pm in PP]
     QQ = {(r, s): OO[r].T @ SigmaInv @ OO[s] for r in range(k) for s in range(r, k)}
     IE2 = np.zeros((k, k))
@@ -306,8 +316,10 @@ def kenward_roger_f(L: np.ndarray, beta: np.ndarray, parts: KenwardRogerParts) -
 
 # ---- the fixed-effects table ----------------------------------------------------------
 
-def fixed_effect_tests(names: list[str], beta: np.ndarray, parts: SatterthwaiteParts | KenwardRogerParts
-                       ) -> pd.DataFrame:
+
+def fixed_effect_tests(
+    names: list[str], beta: np.ndarray, parts: SatterthwaiteParts | KenwardRogerParts
+) -> pd.DataFrame:
     """One t test per coefficient: term, estimate, std_error (Kenward-Roger's adjusted
     one for KR parts), df."""
     rows = []
@@ -320,8 +332,9 @@ def fixed_effect_tests(names: list[str], beta: np.ndarray, parts: SatterthwaiteP
     return pd.DataFrame(rows, columns=["term", "estimate", "std_error", "df"])
 
 
-def t_test(estimate: np.ndarray, std_error: np.ndarray, df: np.ndarray | None, level: float = 0.95
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def t_test(
+    estimate: np.ndarray, std_error: np.ndarray, df: np.ndarray | None, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(statistic, two-sided p, conf_low, conf_high) against Student's t with ``df``
     per row (a missing df, NaN or None, is the normal reference: a Wald z test)."""
     est = np.asarray(estimate, dtype=float)

@@ -30,14 +30,49 @@ from glmm_steps.provenance import read_digests, relative, sha256
 LOCK = ".glmm-steps/lock"
 # Command-line options of Snakemake that inspect or report and run no job: nothing is
 # locked or removed for them (a dry run must not change the folder it describes).
-_INSPECT_LONG = {"--dry-run", "--dryrun", "--list", "--list-rules", "--list-target-rules", "--lt", "--summary",
-                 "--detailed-summary", "--dag", "--rulegraph", "--filegraph", "--d3dag", "--report", "--lint",
-                 "--list-changes", "--lc", "--list-input-changes", "--li", "--list-params-changes", "--lp",
-                 "--list-code-changes", "--list-untracked", "--lu", "--unlock", "--touch", "--archive",
-                 "--cleanup-metadata", "--cm", "--cleanup-shadow", "--export-cwl", "--print-compilation",
-                 "--containerize", "--generate-unit-tests", "--delete-all-output", "--delete-temp-output",
-                 "--version", "--help", "--compile-wrappers", "--list-conda-envs", "--conda-create-envs-only",
-                 "--conda-cleanup-envs"}
+_INSPECT_LONG = {
+    "--dry-run",
+    "--dryrun",
+    "--list",
+    "--list-rules",
+    "--list-target-rules",
+    "--lt",
+    "--summary",
+    "--detailed-summary",
+    "--dag",
+    "--rulegraph",
+    "--filegraph",
+    "--d3dag",
+    "--report",
+    "--lint",
+    "--list-changes",
+    "--lc",
+    "--list-input-changes",
+    "--li",
+    "--list-params-changes",
+    "--lp",
+    "--list-code-changes",
+    "--list-untracked",
+    "--lu",
+    "--unlock",
+    "--touch",
+    "--archive",
+    "--cleanup-metadata",
+    "--cm",
+    "--cleanup-shadow",
+    "--export-cwl",
+    "--print-compilation",
+    "--containerize",
+    "--generate-unit-tests",
+    "--delete-all-output",
+    "--delete-temp-output",
+    "--version",
+    "--help",
+    "--compile-wrappers",
+    "--list-conda-envs",
+    "--conda-create-envs-only",
+    "--conda-cleanup-envs",
+}
 _INSPECT_SHORT = set("nlSDthv")
 _held: list = []  # the open lock files of this process: closing one would release its lock
 
@@ -69,8 +104,10 @@ def lock(results: str | Path) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise GlmmError(f"another run is using the results folder {results}; wait for it to end "
-                        "(or give this run another results_dir)") from None
+        raise GlmmError(
+            f"another run is using the results folder {results}; wait for it to end "
+            "(or give this run another results_dir)"
+        ) from None
     _held.append(handle)
 
 
@@ -103,8 +140,9 @@ def repair(results: str | Path, manifests: dict[str, list[list[list[str]]]]) -> 
             continue
         digests = read_digests(manifest)
         if digests is None:
-            messages.append(f"unreadable manifest: {manifest} (truncated, edited or of an older version); "
-                            "rebuilding it")
+            messages.append(
+                f"unreadable manifest: {manifest} (truncated, edited or of an older version); rebuilding it"
+            )
             messages += _remove(manifest, root)
             continue
         for stages in fits:

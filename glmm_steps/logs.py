@@ -52,8 +52,10 @@ def progress(label: str, total: int, step: float = 0.1) -> Callable[[int, int], 
         last[0] = band
         elapsed = time.perf_counter() - start
         left = elapsed / done * (total - done) if done else float("nan")
-        line = (f"{label}: {done}/{total} ({100 * done / max(total, 1):.0f}%), {failed} failed, "
-                f"{elapsed:.1f} s elapsed, ~{left:.0f} s left")
+        line = (
+            f"{label}: {done}/{total} ({100 * done / max(total, 1):.0f}%), {failed} failed, "
+            f"{elapsed:.1f} s elapsed, ~{left:.0f} s left"
+        )
         streams = [sys.stderr] + ([sys.__stderr__] if sys.stderr is not sys.__stderr__ and sys.__stderr__ else [])
         for stream in streams:
             print(line, file=stream, flush=True)

@@ -31,8 +31,13 @@ from glmm_steps.formula import BinOp, Call, Formula, Name, Neg, Num, Paren, cut,
 
 CONTRASTS = ("treatment", "sum")
 _UNARY = {
-    "log": np.log, "log1p": np.log1p, "log2": np.log2, "log10": np.log10,
-    "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs,
+    "log": np.log,
+    "log1p": np.log1p,
+    "log2": np.log2,
+    "log10": np.log10,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
 }
 
 
@@ -42,8 +47,7 @@ _UNARY = {
 # capabilities("ICU") is TRUE): punctuation, then digits, then letters ignoring case;
 # accents break ties, then lowercase before uppercase. The printable ASCII order below
 # is R's own sort() of those characters on this machine.
-_ASCII_ORDER = (" _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$0123456789"
-                + "".join(c for c in "abcdefghijklmnopqrstuvwxyz"))
+_ASCII_ORDER = " _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$0123456789" + "".join(c for c in "abcdefghijklmnopqrstuvwxyz")
 _PRIMARY = {c: i for i, c in enumerate(_ASCII_ORDER)}
 
 
@@ -109,8 +113,10 @@ def factor_options(factors) -> dict[str, FactorOption]:
             if option.contrasts not in CONTRASTS:
                 raise ConfigError(f"factors.{i}.contrasts", f"must be one of {', '.join(CONTRASTS)}")
             if option.levels and option.reference and option.reference not in option.levels:
-                raise ConfigError(f"factors.{i}.reference", f"'{option.reference}' is not one of the levels "
-                                  f"{', '.join(option.levels)}")
+                raise ConfigError(
+                    f"factors.{i}.reference",
+                    f"'{option.reference}' is not one of the levels {', '.join(option.levels)}",
+                )
             out[option.column] = option
     return out
 
@@ -158,8 +164,14 @@ class ModelMatrix:
 
 
 class _Builder:
-    def __init__(self, formula: Formula, frame: pd.DataFrame, options: dict[str, FactorOption],
-                 state: dict[str, Any] | None, where: str):
+    def __init__(
+        self,
+        formula: Formula,
+        frame: pd.DataFrame,
+        options: dict[str, FactorOption],
+        state: dict[str, Any] | None,
+        where: str,
+    ):
         self.formula = formula
         self.frame = frame
         self.n = len(frame)
@@ -178,8 +190,12 @@ class _Builder:
 
     def is_factor(self, name: str) -> bool:
         col = self.column(name)
-        return (name in self.options or isinstance(col.dtype, pd.CategoricalDtype)
-                or not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col))
+        return (
+            name in self.options
+            or isinstance(col.dtype, pd.CategoricalDtype)
+            or not pd.api.types.is_numeric_dtype(col)
+            or pd.api.types.is_bool_dtype(col)
+        )
 
     def numeric(self, node, label: str) -> np.ndarray:
         """Evaluate an arithmetic tree to one float per row (no Python eval: a walk over
@@ -187,8 +203,9 @@ class _Builder:
         if isinstance(node, Name):
             col = self.column(node.name)
             if self.is_factor(node.name) and not pd.api.types.is_bool_dtype(col):
-                raise self.error(f"column '{node.name}' is categorical (text or listed under factors), "
-                                 f"but {label} needs numbers")
+                raise self.error(
+                    f"column '{node.name}' is categorical (text or listed under factors), but {label} needs numbers"
+                )
             return col.to_numpy(dtype=float)
         if isinstance(node, Num):
             return np.full(self.n, node.value)
@@ -199,8 +216,7 @@ class _Builder:
         if isinstance(node, BinOp):
             a, b = self.numeric(node.left, label), self.numeric(node.right, label)
             with np.errstate(all="ignore"):
-                return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide,
-                        "^": np.power}[node.op](a, b)
+                return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power}[node.op](a, b)
         if isinstance(node, Call):
             if node.fn in _UNARY:
                 with np.errstate(all="ignore"):
@@ -216,8 +232,9 @@ class _Builder:
                     parsed = pd.to_numeric(col.astype(str).str.strip(), errors="coerce")
                     if parsed.isna().any():
                         bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-                        raise self.error(f"as.numeric({arg}): column '{arg.name}' holds text "
-                                         f"{col.iloc[bad]!r} on line {bad + 2}")
+                        raise self.error(
+                            f"as.numeric({arg}): column '{arg.name}' holds text {col.iloc[bad]!r} on line {bad + 2}"
+                        )
                     return parsed.to_numpy(dtype=float)
                 return self.numeric(arg, label)
             if node.fn == "scale":
@@ -254,19 +271,21 @@ class _Builder:
         x = self.numeric(node.args[0], label)
         names = [str(k) for k in range(1, degree + 1)]
         if raw:
-            return np.column_stack([x ** k for k in range(1, degree + 1)]), names
+            return np.column_stack([x**k for k in range(1, degree + 1)]), names
         key = str(node)
         if self.fitting and key not in self.state["poly"]:
             if len(np.unique(x)) <= degree:
-                raise self.error(f"{key}: the degree must be less than the number of distinct values "
-                                 f"of '{node.args[0]}' ({len(np.unique(x))})")
+                raise self.error(
+                    f"{key}: the degree must be less than the number of distinct values "
+                    f"of '{node.args[0]}' ({len(np.unique(x))})"
+                )
             xbar = float(np.mean(x))
             xc = x - xbar
-            powers = np.column_stack([xc ** k for k in range(degree + 1)])
+            powers = np.column_stack([xc**k for k in range(degree + 1)])
             q, r = np.linalg.qr(powers)
             z = q * np.diag(r)
-            norm2 = np.sum(z ** 2, axis=0)
-            alpha = (np.sum(xc[:, None] * z ** 2, axis=0) / norm2 + xbar)[:degree]
+            norm2 = np.sum(z**2, axis=0)
+            alpha = (np.sum(xc[:, None] * z**2, axis=0) / norm2 + xbar)[:degree]
             self.state["poly"][key] = {"alpha": alpha.tolist(), "norm2": [1.0] + norm2.tolist()}
             return z[:, 1:] / np.sqrt(norm2[1:]), names
         coefs = self.state["poly"].get(key)
@@ -302,8 +321,10 @@ class _Builder:
             if option.levels is not None:
                 extra = [t for t in found if t not in option.levels]
                 if extra:
-                    raise self.error(f"column '{column}' has level '{extra[0]}', which its factors: levels "
-                                     f"({', '.join(option.levels)}) leave out")
+                    raise self.error(
+                        f"column '{column}' has level '{extra[0]}', which its factors: levels "
+                        f"({', '.join(option.levels)}) leave out"
+                    )
                 levels = [lv for lv in option.levels if lv in found]
             elif numeric:
                 levels = [texts[u] for u in sorted(present)]
@@ -314,13 +335,17 @@ class _Builder:
             else:
                 levels = sorted(found, key=r_sort_key)
             if len(levels) < 2:
-                raise self.error(f"{label} has only one level ({', '.join(levels) or 'none'}); a factor "
-                                 "needs two or more (R: contrasts can be applied only to factors with 2 or "
-                                 "more levels)")
+                raise self.error(
+                    f"{label} has only one level ({', '.join(levels) or 'none'}); a factor "
+                    "needs two or more (R: contrasts can be applied only to factors with 2 or "
+                    "more levels)"
+                )
             if option.reference is not None:
                 if option.reference not in levels:
-                    raise self.error(f"column '{column}' has no level '{option.reference}' (its factors: "
-                                     f"reference); levels: {', '.join(levels)}")
+                    raise self.error(
+                        f"column '{column}' has no level '{option.reference}' (its factors: "
+                        f"reference); levels: {', '.join(levels)}"
+                    )
                 levels.remove(option.reference)
                 levels.insert(0, option.reference)
             self.state["factors"][label] = {"column": column, "levels": levels, "contrasts": option.contrasts}
@@ -332,8 +357,10 @@ class _Builder:
         codes = lookup[np.asarray(row_codes)]  # a missing value's code -1 picks the final -1
         if (codes < 0).any():
             bad = int(np.flatnonzero(codes < 0)[0])
-            raise self.error(f"column '{column}' has level {level_text(col.iloc[bad])!r} on line {bad + 2}, "
-                             f"not among the fitted levels ({', '.join(spec['levels'])})")
+            raise self.error(
+                f"column '{column}' has level {level_text(col.iloc[bad])!r} on line {bad + 2}, "
+                f"not among the fitted levels ({', '.join(spec['levels'])})"
+            )
         return codes, list(spec["levels"]), spec["contrasts"]
 
     def variable(self, label: str):
@@ -353,8 +380,10 @@ class _Builder:
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise self.error(f"{label} is not a finite number on line {row + 2} "
-                             f"({', '.join(f'{c} = {_show(self.frame[c].iloc[row])}' for c in _columns(node))})")
+            raise self.error(
+                f"{label} is not a finite number on line {row + 2} "
+                f"({', '.join(f'{c} = {_show(self.frame[c].iloc[row])}' for c in _columns(node))})"
+            )
         return ("num", values, names)
 
 
@@ -425,8 +454,14 @@ def _design(b: _Builder, terms, intercept: bool, values: dict) -> tuple[list[str
     return names, cols, assign, term_of
 
 
-def build(formula: Formula, frame: pd.DataFrame, factors=(), state: dict[str, Any] | None = None,
-          where: str = "data", response: bool = True) -> ModelMatrix:
+def build(
+    formula: Formula,
+    frame: pd.DataFrame,
+    factors=(),
+    state: dict[str, Any] | None = None,
+    where: str = "data",
+    response: bool = True,
+) -> ModelMatrix:
     """Build the model matrices of ``formula`` on ``frame`` (see the module docstring).
 
     ``factors``: the dataset's ``factors:`` list (names or option mappings). ``state``:
@@ -452,18 +487,20 @@ def build(formula: Formula, frame: pd.DataFrame, factors=(), state: dict[str, An
         if not rterm.correlated:
             wide = [t for t, cs in rassign.items() if len(cs) > 1]
             if wide:
-                raise b.error(f"{rterm}: '{wide[0]}' has {len(rassign[wide[0]])} columns, and '||' would make "
-                              "them independent where lme4 keeps a factor's columns correlated; write "
-                              f"(0 + {wide[0]} | {rterm.group_name}) as a term of its own, as lme4 "
-                              "expands '||'")
+                raise b.error(
+                    f"{rterm}: '{wide[0]}' has {len(rassign[wide[0]])} columns, and '||' would make "
+                    "them independent where lme4 keeps a factor's columns correlated; write "
+                    f"(0 + {wide[0]} | {rterm.group_name}) as a term of its own, as lme4 "
+                    "expands '||'"
+                )
         random.append(RandomBlock(rnames, np.column_stack(rcols), term_of))
     y = response_values(formula, frame, b) if response else np.zeros(0)
-    return ModelMatrix(response=y, X=X, fixed_names=names, term_columns=assign, random=random,
-                       state=b.state)
+    return ModelMatrix(response=y, X=X, fixed_names=names, term_columns=assign, random=random, state=b.state)
 
 
-def response_values(formula: Formula, frame: pd.DataFrame, builder: _Builder | None = None,
-                    where: str = "data") -> np.ndarray:
+def response_values(
+    formula: Formula, frame: pd.DataFrame, builder: _Builder | None = None, where: str = "data"
+) -> np.ndarray:
     """The response per row: the column, its transform (``log(y)``), or for a cbind the
     proportion successes / trials. Raises DataError where a transform is not finite."""
     if formula.trials:

@@ -33,8 +33,10 @@ def _nesting(frame, groups: list[str], where: str) -> list[str]:
     order = sorted(groups, key=lambda g: frame[g].nunique())
     for outer, inner in zip(order, order[1:]):
         if (frame.groupby(inner, observed=True)[outer].nunique() > 1).any():
-            raise ConfigError(where, f"'{inner}' is not nested in '{outer}' in the pilot data: from_model "
-                              "supports nested grouping factors")
+            raise ConfigError(
+                where,
+                f"'{inner}' is not nested in '{outer}' in the pilot data: from_model supports nested grouping factors",
+            )
     return order
 
 
@@ -60,15 +62,19 @@ def design_spec(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[st
         raise ConfigError(f"{where}.from_model", "a pilot with trials or an offset is not supported")
     numeric = list(formula.fixed_variables)
     if len(numeric) != 1:
-        raise ConfigError(f"{where}.from_model", f"the pilot's fixed part must be one repeated covariate "
-                          f"(it has: {', '.join(numeric) or 'none'})")
+        raise ConfigError(
+            f"{where}.from_model",
+            f"the pilot's fixed part must be one repeated covariate (it has: {', '.join(numeric) or 'none'})",
+        )
     repeated = numeric[0]
     groups = []
     slopes: dict[str, str] = {}
     for term in formula.random:
         if len(term.group) != 1 or not term.intercept or set(term.slopes) - {repeated}:
-            raise ConfigError(f"{where}.from_model", f"random term '{term}' is not supported: use (1 | g) "
-                              f"or (1 + {repeated} | g) with one grouping factor")
+            raise ConfigError(
+                f"{where}.from_model",
+                f"random term '{term}' is not supported: use (1 | g) or (1 + {repeated} | g) with one grouping factor",
+            )
         groups.append(term.group[0])
         if term.slopes:
             slopes[term.group[0]] = repeated
@@ -82,8 +88,9 @@ def design_spec(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[st
     order = _nesting(frame, groups, f"{where}.from_model")
     levels, parent = [], None
     for g in order:
-        sizes = (frame.groupby(parent, observed=True)[g].nunique().tolist() if parent is not None
-                 else [frame[g].nunique()])
+        sizes = (
+            frame.groupby(parent, observed=True)[g].nunique().tolist() if parent is not None else [frame[g].nunique()]
+        )
         levels.append({"name": g, "n": sizes[0] if len(set(sizes)) == 1 else sizes})
         parent = g
     fixef = dict(zip(result.fixef["term"], result.fixef["estimate"].astype(float)))
@@ -105,12 +112,17 @@ def design_spec(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[st
         elif term == repeated:
             outcome["coefficients"][repeated] = float(value)
         else:
-            raise ConfigError(f"{where}.fixed_effects.{term}", f"not a fixed effect of '{name}' "
-                              f"((Intercept), {repeated})")
-    design = {"levels": levels, "repeated": {"name": repeated, "values": sorted(float(v) if not float(v).is_integer()
-                                                                                  else int(v)
-                                                                                  for v in frame[repeated].unique())},
-              "outcomes": {formula.response: outcome}}
+            raise ConfigError(
+                f"{where}.fixed_effects.{term}", f"not a fixed effect of '{name}' ((Intercept), {repeated})"
+            )
+    design = {
+        "levels": levels,
+        "repeated": {
+            "name": repeated,
+            "values": sorted(float(v) if not float(v).is_integer() else int(v) for v in frame[repeated].unique()),
+        },
+        "outcomes": {formula.response: outcome},
+    }
     for key, value in (pilot.get("extend") or {}).items():
         if key == repeated:
             if not isinstance(value, list):
@@ -123,4 +135,3 @@ def design_spec(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[st
         else:
             raise ConfigError(f"{where}.extend.{key}", f"not a grouping factor or '{repeated}' of '{name}'")
     return copy.deepcopy(design)
-

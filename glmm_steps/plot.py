@@ -123,8 +123,11 @@ def _ylabel(formula: Formula, family: str) -> str:
     if formula.trials:
         s, other = formula.trials
         return f"{s} / {other}" if formula.trials_total else f"{s} / ({s} + {other})"
-    return {"gaussian": formula.response, "binomial": f"P({formula.response} = 1)",
-            "poisson": f"{formula.response} (count)"}[family]
+    return {
+        "gaussian": formula.response,
+        "binomial": f"P({formula.response} = 1)",
+        "poisson": f"{formula.response} (count)",
+    }[family]
 
 
 def _sample(levels, limit: int) -> tuple[list, str]:
@@ -137,8 +140,7 @@ def _sample(levels, limit: int) -> tuple[list, str]:
     return [lv for i, lv in enumerate(levels) if i in keep], f"{limit} of {len(levels):,} shown, a random sample"
 
 
-def trajectories(predictions: pd.DataFrame, formula: Formula, family: str, title: str,
-                 factors=()):
+def trajectories(predictions: pd.DataFrame, formula: Formula, family: str, title: str, factors=()):
     """The data with the model's fit, or a message figure when the model has no
     covariate that varies within a group. Returns the figure (unsaved).
 
@@ -161,8 +163,9 @@ def trajectories(predictions: pd.DataFrame, formula: Formula, family: str, title
     return _scatter(data, x, unit, ticks, formula, family, title)
 
 
-def _panels(data: pd.DataFrame, x: str, unit: str, colour: str | None, ticks, formula: Formula,
-            family: str, title: str):
+def _panels(
+    data: pd.DataFrame, x: str, unit: str, colour: str | None, ticks, formula: Formula, family: str, title: str
+):
     """Repeated measures: one panel per outer group (or per unit), see :func:`trajectories`."""
     panel_by = colour or unit
     panels, note = _sample(as_factor(data[panel_by]).categories, MAX_PANELS)
@@ -202,14 +205,16 @@ def _panels(data: pd.DataFrame, x: str, unit: str, colour: str | None, ticks, fo
     if one_unit:
         observed = plt.Line2D([], [], color="grey", marker="o", ls="", label=f"observed ({unit})")
     elif observed_as_lines:
-        observed = plt.Line2D([], [], color="grey", marker="o", ms=2.5, lw=1,
-                              label=f"observed, one line per {unit}")
+        observed = plt.Line2D([], [], color="grey", marker="o", ms=2.5, lw=1, label=f"observed, one line per {unit}")
     else:
-        observed = plt.Line2D([], [], color="black", mfc="white", marker="o", ls="",
-                              label=f"observed mean per {panel_by} and {x}")
-    handles = [observed,
-               plt.Line2D([], [], color="grey", ls="--", label=f"predicted per {unit} (fixed + random effects)"),
-               plt.Line2D([], [], color="black", lw=2, label="population (fixed effects only)")]
+        observed = plt.Line2D(
+            [], [], color="black", mfc="white", marker="o", ls="", label=f"observed mean per {panel_by} and {x}"
+        )
+    handles = [
+        observed,
+        plt.Line2D([], [], color="grey", ls="--", label=f"predicted per {unit} (fixed + random effects)"),
+        plt.Line2D([], [], color="black", lw=2, label="population (fixed effects only)"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     notes = ([f"{panel_by}: {note}"] if note else []) + ([f"{unit} per panel: {unit_note}"] if unit_note else [])
     _title(fig, title + ("\n" + "; ".join(notes) if notes else ""))
@@ -242,9 +247,11 @@ def _scatter(data: pd.DataFrame, x: str, unit: str, ticks, formula: Formula, fam
     _x_ticks(np.array([[ax]]), ticks)
     ax.set_xlabel(x)
     ax.set_ylabel(_ylabel(formula, family))
-    handles = [plt.Line2D([], [], color="0.55", marker="o", ls="", ms=4, label="observed"),
-               plt.Line2D([], [], color="tab:blue", lw=1.1, label=f"predicted per {unit} (fixed + random effects)"),
-               plt.Line2D([], [], color="black", lw=2.5, label="population (fixed effects only)")]
+    handles = [
+        plt.Line2D([], [], color="0.55", marker="o", ls="", ms=4, label="observed"),
+        plt.Line2D([], [], color="tab:blue", lw=1.1, label=f"predicted per {unit} (fixed + random effects)"),
+        plt.Line2D([], [], color="black", lw=2.5, label="population (fixed effects only)"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     _title(fig, title + ("\n" + "; ".join(notes) if notes else ""))
     return fig
@@ -322,8 +329,9 @@ def _pearson(predictions: pd.DataFrame, family: str, trials: np.ndarray | None =
         return (y - mu) / np.sqrt(var)
 
 
-def diagnostics(predictions: pd.DataFrame, random_effects: pd.DataFrame, family: str,
-                title: str, trials: np.ndarray | None = None):
+def diagnostics(
+    predictions: pd.DataFrame, random_effects: pd.DataFrame, family: str, title: str, trials: np.ndarray | None = None
+):
     """Residuals against fitted values, a normal QQ plot of the residuals, and a
     normal QQ plot of each grouping factor's random effects (standardised).
     Returns the figure.
@@ -358,6 +366,7 @@ def _residual_panel(ax, fitted: np.ndarray, resid: np.ndarray, kind: str) -> Non
     ax.set_xlabel("fitted value")
     ax.set_ylabel(kind)
 
+
 def _qq(ax, values: np.ndarray, title: str) -> None:
     values = np.sort(values[np.isfinite(values)])
     if len(values) < 2:
@@ -379,17 +388,18 @@ def _qq(ax, values: np.ndarray, title: str) -> None:
     ax.set_title(title, fontsize=10)
 
 
-def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_stats: dict,
-            factors=()) -> dict:
+def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_stats: dict, factors=()) -> dict:
     """The figures of one fit (unsaved), keyed ``trajectories``, ``caterpillar`` and
     ``diagnostics``, drawn from its tidy tables and ``fit_stats`` record; ``factors``
     are the dataset's factor columns (drawn on categorical axes). A failed fit gets
     figures that say why."""
     from glmm_steps.formula import parse
 
-    title = f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats['method']}, " \
-            f"{fit_stats.get('engine', 'mixedlm')}), " \
-            f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
+    title = (
+        f"{fit_stats['model']}: {fit_stats['formula']}\n{fit_stats['family']} ({fit_stats['method']}, "
+        f"{fit_stats.get('engine', 'mixedlm')}), "
+        f"{fit_stats['dataset']}" + (f", seed {fit_stats['seed']}" if fit_stats.get("seed") is not None else "")
+    )
     if fit_stats.get("error"):
         return {key: message(f"No plot: the fit failed. {fit_stats['error']}", title) for key in PLOTS}
     formula = parse(fit_stats["formula"])
@@ -403,8 +413,13 @@ def figures(predictions_path: str | Path, random_effects_path: str | Path, fit_s
     }
 
 
-def plot_fit(predictions_path: str | Path, random_effects_path: str | Path,
-             fit_stats: dict, outputs: dict[str, str | Path], factors=()) -> None:
+def plot_fit(
+    predictions_path: str | Path,
+    random_effects_path: str | Path,
+    fit_stats: dict,
+    outputs: dict[str, str | Path],
+    factors=(),
+) -> None:
     """The plot step: write the PNGs of :func:`figures` to ``outputs`` (same keys)."""
     for key, fig in figures(predictions_path, random_effects_path, fit_stats, factors).items():
         save_png(fig, outputs[key])

@@ -28,8 +28,8 @@ def wilson(hits: float, n: int) -> tuple[float, float]:
     if n == 0:
         return NAN, NAN
     p = hits / n
-    centre = (p + Z_95 ** 2 / (2 * n)) / (1 + Z_95 ** 2 / n)
-    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95 ** 2 / (4 * n * n)) / (1 + Z_95 ** 2 / n)
+    centre = (p + Z_95**2 / (2 * n)) / (1 + Z_95**2 / n)
+    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / (1 + Z_95**2 / n)
     # Clipped to 0..1 and to contain p (rounding can leave 1 - 1e-16 above p = 1).
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
@@ -75,12 +75,16 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
         smallest = r["smallest_size"].iloc[0]
         if not np.isfinite(smallest):
             best = r.loc[r["power"].idxmax()]
-            lines.append(f"{model} {term}: no swept {size} reaches power {target:g} (largest power "
-                         f"{best['power']:.3f} at {size} = {best[size]:g})")
+            lines.append(
+                f"{model} {term}: no swept {size} reaches power {target:g} (largest power "
+                f"{best['power']:.3f} at {size} = {best[size]:g})"
+            )
             continue
         row = r[r[size] == smallest].iloc[0]
-        lines.append(f"{model} {term}: {size} = {smallest:g} reaches power {target:g} (power {row['power']:.3f}, "
-                     f"95% MC interval {row['power_low']:.3f}-{row['power_high']:.3f})")
+        lines.append(
+            f"{model} {term}: {size} = {smallest:g} reaches power {target:g} (power {row['power']:.3f}, "
+            f"95% MC interval {row['power_low']:.3f}-{row['power_high']:.3f})"
+        )
     return lines
 
 
@@ -115,7 +119,8 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("power")
     ax.legend(fontsize=8, frameon=False)
-    ax.set_title(title + "\npower with 95% Monte-Carlo intervals (star: smallest size reaching the target)",
-                 fontsize=10)
+    ax.set_title(
+        title + "\npower with 95% Monte-Carlo intervals (star: smallest size reaching the target)", fontsize=10
+    )
     fig.tight_layout()
     save_png(fig, path)

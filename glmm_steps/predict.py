@@ -44,6 +44,7 @@ INTERVALS = ("none", "confidence", "prediction")
 
 # ---- links --------------------------------------------------------------------------
 
+
 def inverse_link(family: str, eta: np.ndarray) -> np.ndarray:
     """The mean on the response scale for the linear predictor ``eta``."""
     if family == "binomial":
@@ -65,8 +66,10 @@ def mu_eta(family: str, eta: np.ndarray) -> np.ndarray:
 
 # ---- new rows through the model-matrix builder --------------------------------------
 
-def design_for(formula: Formula, rows: pd.DataFrame, state: dict[str, Any], factors=(),
-               where: str = "newdata") -> ModelMatrix:
+
+def design_for(
+    formula: Formula, rows: pd.DataFrame, state: dict[str, Any], factors=(), where: str = "newdata"
+) -> ModelMatrix:
     """The model matrices of ``rows`` coded with a fit's transform ``state``. The
     response is not needed: its columns are filled with a placeholder when absent."""
     rows = rows.reset_index(drop=True).copy()
@@ -120,8 +123,9 @@ def re_covariance(varcorr: pd.DataFrame, group: str, names: list[str]) -> np.nda
     return S
 
 
-def random_part(result, formula: Formula, design: ModelMatrix, rows: pd.DataFrame
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def random_part(
+    result, formula: Formula, design: ModelMatrix, rows: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each new row: (z'b, the conditional variance of z'b for seen levels, z' Sigma z
     for unseen levels (0 where seen), the names of the unseen grouping factors).
     An unseen level's b is 0: the population prediction for that factor."""
@@ -163,8 +167,9 @@ def residual_variance(result) -> float:
     return float(rows["variance"].iloc[0]) if len(rows) else 0.0
 
 
-def predict_new(result, formula: Formula, rows: pd.DataFrame, spec: dict[str, Any], factors=(),
-                where: str = "newdata") -> pd.DataFrame:
+def predict_new(
+    result, formula: Formula, rows: pd.DataFrame, spec: dict[str, Any], factors=(), where: str = "newdata"
+) -> pd.DataFrame:
     """The ``predict:`` table of ``rows`` (see the module docstring): the rows plus
     ``predicted`` (response scale), ``std_error`` (of the interval's variance,
     response scale by the delta method for GLMMs), ``conf_low``/``conf_high``,
@@ -217,6 +222,7 @@ def predict_new(result, formula: Formula, rows: pd.DataFrame, spec: dict[str, An
 
 # ---- the rows: a file or a grid -------------------------------------------------------
 
+
 def grid_frame(grid: dict[str, list]) -> pd.DataFrame:
     """Every combination of the ``grid:`` values, first column varying slowest."""
     names = list(grid)
@@ -241,8 +247,7 @@ def needed_columns(formula: Formula, re_form: str) -> list[str]:
     return [c for c in formula.columns if c not in skip]
 
 
-def check(name: str, spec: dict[str, Any], formula: Formula, state: dict[str, Any] | None = None,
-          factors=()) -> None:
+def check(name: str, spec: dict[str, Any], formula: Formula, state: dict[str, Any] | None = None, factors=()) -> None:
     """Refuse a ``predict:`` entry before any job, in one line: exactly one of
     ``newdata``/``grid``, a readable file, every column the prediction needs, numbers
     where the formula needs numbers, and (given the fit's transform ``state``, known
@@ -261,8 +266,11 @@ def check(name: str, spec: dict[str, Any], formula: Formula, state: dict[str, An
         raise ConfigError(where, "no rows to predict")
     missing = [c for c in needed_columns(formula, spec.get("re_form", "conditional")) if c not in rows.columns]
     if missing:
-        raise ConfigError(where, f"column '{missing[0]}' is missing (the formula {formula.text!r} needs "
-                          f"{', '.join(needed_columns(formula, spec.get('re_form', 'conditional')))})")
+        raise ConfigError(
+            where,
+            f"column '{missing[0]}' is missing (the formula {formula.text!r} needs "
+            f"{', '.join(needed_columns(formula, spec.get('re_form', 'conditional')))})",
+        )
     if state is None:
         # a simulated dataset: every column but the grouping ids and declared factors is a number
         declared = set(model_matrix.factor_columns(factors))
@@ -270,8 +278,11 @@ def check(name: str, spec: dict[str, Any], formula: Formula, state: dict[str, An
             if c in formula.grouping_factors or c in declared:
                 continue
             if not pd.api.types.is_numeric_dtype(rows[c]) or pd.api.types.is_bool_dtype(rows[c]):
-                raise ConfigError(where, f"column '{c}' must hold numbers (the formula {formula.text!r} "
-                                  f"uses it as a covariate), got {rows[c].iloc[0]!r}")
+                raise ConfigError(
+                    where,
+                    f"column '{c}' must hold numbers (the formula {formula.text!r} "
+                    f"uses it as a covariate), got {rows[c].iloc[0]!r}",
+                )
         return
     try:
         design_for(formula, _fill_groups(rows, formula), state, factors, where=where)

@@ -43,8 +43,9 @@ class ProfileError(RuntimeError):
     was not at the optimum, or an inner optimisation failed)."""
 
 
-def _minimise(deviance: Callable[[np.ndarray], float], start: np.ndarray, lower: np.ndarray,
-              upper: np.ndarray, scale: np.ndarray) -> tuple[float, np.ndarray]:
+def _minimise(
+    deviance: Callable[[np.ndarray], float], start: np.ndarray, lower: np.ndarray, upper: np.ndarray, scale: np.ndarray
+) -> tuple[float, np.ndarray]:
     """Minimise ``deviance`` over a box, in parameters divided by ``scale``."""
     if len(start) == 0:
         return float(deviance(start)), start
@@ -55,18 +56,26 @@ def _minimise(deviance: Callable[[np.ndarray], float], start: np.ndarray, lower:
         return value if math.isfinite(value) else 1e300
 
     x0 = np.clip(start / scale, lower / scale, upper / scale)
-    res = optimize.minimize(f, x0, method="L-BFGS-B", bounds=bounds,
-                            options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000})
+    res = optimize.minimize(
+        f, x0, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000}
+    )
     # A second start from the first optimum removes most of L-BFGS-B's early stops.
-    res2 = optimize.minimize(f, res.x, method="L-BFGS-B", bounds=bounds,
-                             options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})
+    res2 = optimize.minimize(
+        f, res.x, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}
+    )
     best = res2 if res2.fun <= res.fun else res
     return float(best.fun), best.x * scale
 
 
-def profile_limits(deviance: Callable[[np.ndarray], float], estimate: np.ndarray, k: int,
-                   lower: np.ndarray, upper: np.ndarray, scale: np.ndarray,
-                   level: float = 0.95) -> tuple[float, float]:
+def profile_limits(
+    deviance: Callable[[np.ndarray], float],
+    estimate: np.ndarray,
+    k: int,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    scale: np.ndarray,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """The profile interval of parameter ``k``: ``deviance(par)`` is the ML deviance
     (-2 logLik) at a full parameter vector, ``estimate`` its minimiser, ``lower`` and
     ``upper`` the box, ``scale`` a typical size of each parameter's uncertainty (for
@@ -114,8 +123,11 @@ def profile_limits(deviance: Callable[[np.ndarray], float], estimate: np.ndarray
             zeta = profiled(value, side)
             if side * zeta >= cutoff:
                 a, b = sorted((inside, value))
-                limits.append(optimize.brentq(lambda v: profiled(v, side) - side * cutoff, a, b,
-                                              xtol=1e-12 * max(1.0, abs(value)), rtol=1e-12))
+                limits.append(
+                    optimize.brentq(
+                        lambda v: profiled(v, side) - side * cutoff, a, b, xtol=1e-12 * max(1.0, abs(value)), rtol=1e-12
+                    )
+                )
                 break
             inside, step = value, step * 2
             if step > 1e6 * max(scale[k], abs(estimate[k])):

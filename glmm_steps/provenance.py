@@ -23,8 +23,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("snakemake", "pandas", "numpy", "scipy", "statsmodels", "mixedlm", "matplotlib",
-            "pyarrow", "pyyaml", "jsonschema", "glmm-steps")
+PACKAGES = (
+    "snakemake",
+    "pandas",
+    "numpy",
+    "scipy",
+    "statsmodels",
+    "mixedlm",
+    "matplotlib",
+    "pyarrow",
+    "pyyaml",
+    "jsonschema",
+    "glmm-steps",
+)
 MANIFEST_NAME = "manifest.json"
 # Written into every manifest: a manifest without it predates relative paths.
 PATHS = "relative to the results folder"
@@ -56,6 +67,7 @@ def git_state(repo: str | Path) -> dict[str, Any]:
 
     ``dirty`` is true when tracked files differ from the commit; None when ``repo``
     is not a git checkout (an installed copy of the workflow)."""
+
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
@@ -76,9 +88,17 @@ def relative(path: str | Path, results: str | Path) -> str:
     return Path(os.path.relpath(path, results)).as_posix()
 
 
-def build_manifest(*, model: str, version_key: str, config_excerpt: dict[str, Any], seeds: list,
-                   inputs: list[str], outputs: list[str], repo: str | Path,
-                   results: str | Path = "results") -> dict[str, Any]:
+def build_manifest(
+    *,
+    model: str,
+    version_key: str,
+    config_excerpt: dict[str, Any],
+    seeds: list,
+    inputs: list[str],
+    outputs: list[str],
+    repo: str | Path,
+    results: str | Path = "results",
+) -> dict[str, Any]:
     """The provenance record of one model version (see module docstring).
 
     ``inputs`` are the data files fitted, ``outputs`` every file the version holds;
@@ -92,8 +112,12 @@ def build_manifest(*, model: str, version_key: str, config_excerpt: dict[str, An
         "git": git_state(repo),
         "python": sys.version.split()[0],
         "packages": package_versions(),
-        "platform": {"system": platform.system(), "release": platform.release(),
-                     "machine": platform.machine(), "platform": platform.platform()},
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "platform": platform.platform(),
+        },
         "paths": PATHS,
         "inputs": {relative(p, results): sha256(p) for p in inputs},
         "outputs": {relative(p, results): sha256(p) for p in outputs},

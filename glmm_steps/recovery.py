@@ -31,9 +31,29 @@ import pandas as pd
 from glmm_steps.batch import ESTIMATE_COLUMNS, FIT_COLUMNS
 
 PARAMETER = ["effect", "group", "term"]
-COLUMNS = ["model", "design", *PARAMETER, "true_value", "n_replicates", "n_failed", "n_estimated",
-           "mean_estimate", "bias", "bias_mcse", "relative_bias", "empirical_sd", "mean_se", "rmse",
-           "coverage", "coverage_mcse", "power", "power_mcse", "alpha", "share_converged", "share_singular"]
+COLUMNS = [
+    "model",
+    "design",
+    *PARAMETER,
+    "true_value",
+    "n_replicates",
+    "n_failed",
+    "n_estimated",
+    "mean_estimate",
+    "bias",
+    "bias_mcse",
+    "relative_bias",
+    "empirical_sd",
+    "mean_se",
+    "rmse",
+    "coverage",
+    "coverage_mcse",
+    "power",
+    "power_mcse",
+    "alpha",
+    "share_converged",
+    "share_singular",
+]
 NAN = float("nan")
 
 
@@ -79,8 +99,13 @@ def _measures(rows: pd.DataFrame, n_replicates: int, alpha: float, with_power: b
     return out
 
 
-def summarise(estimates: pd.DataFrame, fits: pd.DataFrame, alpha: float = 0.05,
-              power_terms: list[str] | None = None, designs: list[str] | None = None) -> pd.DataFrame:
+def summarise(
+    estimates: pd.DataFrame,
+    fits: pd.DataFrame,
+    alpha: float = 0.05,
+    power_terms: list[str] | None = None,
+    designs: list[str] | None = None,
+) -> pd.DataFrame:
     """The recovery table (COLUMNS) of one study model from its batch tables.
 
     ``estimates`` and ``fits`` have batch.ESTIMATE_COLUMNS and batch.FIT_COLUMNS;
@@ -97,8 +122,11 @@ def summarise(estimates: pd.DataFrame, fits: pd.DataFrame, alpha: float = 0.05,
     for design in designs:
         f = fits[fits["design"] == design]
         common = {
-            "model": model, "design": design, "n_replicates": len(f),
-            "n_failed": int((f["status"] == "failed").sum()), "alpha": alpha,
+            "model": model,
+            "design": design,
+            "n_replicates": len(f),
+            "n_failed": int((f["status"] == "failed").sum()),
+            "alpha": alpha,
             "share_converged": float(f["converged"].astype(bool).mean()) if len(f) else NAN,
             "share_singular": float(f["singular"].astype(bool).mean()) if len(f) else NAN,
         }
@@ -108,8 +136,7 @@ def summarise(estimates: pd.DataFrame, fits: pd.DataFrame, alpha: float = 0.05,
             found = groups.get(key, e.iloc[0:0])
             # A likelihood-ratio row (test: lrt) is a power row by construction.
             with_power = (key[0] == "fixed" and key[2] in power_terms) or key[0] == "lrt"
-            rows.append({**common, **dict(zip(PARAMETER, key)),
-                         **_measures(found, len(f), alpha, with_power)})
+            rows.append({**common, **dict(zip(PARAMETER, key)), **_measures(found, len(f), alpha, with_power)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -121,15 +148,28 @@ def read_tables(paths: list[str | Path], columns: list[str]) -> pd.DataFrame:
     exactly as written (a fixed effect's empty group, a level named ``NA``); only an
     empty numeric cell is missing."""
     text = [c for c in columns if c in TEXT]
-    frames = [pd.read_csv(p, dtype=dict.fromkeys(text, str), keep_default_na=False,
-                          na_values={c: [""] for c in columns if c not in text}) for p in paths]
+    frames = [
+        pd.read_csv(
+            p,
+            dtype=dict.fromkeys(text, str),
+            keep_default_na=False,
+            na_values={c: [""] for c in columns if c not in text},
+        )
+        for p in paths
+    ]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return table.reindex(columns=columns)
 
 
-def recovery_to_files(estimate_paths: list[str], fit_paths: list[str], outputs: dict[str, str],
-                      alpha: float, power_terms: list[str] | None, designs: dict[str, dict[str, float]],
-                      target_power: float | None = None) -> pd.DataFrame:
+def recovery_to_files(
+    estimate_paths: list[str],
+    fit_paths: list[str],
+    outputs: dict[str, str],
+    alpha: float,
+    power_terms: list[str] | None,
+    designs: dict[str, dict[str, float]],
+    target_power: float | None = None,
+) -> pd.DataFrame:
     """The recovery step: read a study model's batch tables, write the recovery table
     (``outputs["table"]``) with a column per swept key, and draw the estimates, coverage
     and power plots (:mod:`glmm_steps.study_plot`). ``designs`` maps each design point,
@@ -151,8 +191,9 @@ def recovery_to_files(estimate_paths: list[str], fit_paths: list[str], outputs: 
         powers = power.power_table(table, swept, target_power)
         write_csv(powers, outputs["power_table"])
         model = table["model"].iloc[0] if len(table) else ""
-        power.power_curve_plot(powers, outputs["power_curve"], f"{model}: {int(table['n_replicates'].max())} "
-                               "replicates per design")
+        power.power_curve_plot(
+            powers, outputs["power_curve"], f"{model}: {int(table['n_replicates'].max())} replicates per design"
+        )
         for line in power.summary_lines(powers):
             print(line)
     return table

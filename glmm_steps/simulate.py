@@ -153,8 +153,9 @@ def unit_ids(design: Design) -> pd.DataFrame:
     return _skeleton(design)[0]
 
 
-def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
-                  index: dict[str, np.ndarray], seed: int) -> np.ndarray:
+def _draw_outcome(
+    design: Design, outcome: Outcome, data: pd.DataFrame, index: dict[str, np.ndarray], seed: int
+) -> np.ndarray:
     rng = np.random.default_rng([seed, zlib.crc32(outcome.name.encode())])
     eta = np.full(len(data), float(outcome.intercept))  # float even when built with an int intercept
     for cov, beta in outcome.coefficients.items():
@@ -176,7 +177,7 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
     for lv_name, slope in outcome.random_slopes.items():
         z = intercepts[lv_name]
         w = rng.normal(0.0, 1.0, size=len(z))
-        effects = slope.sd * (slope.cor * z + np.sqrt(1.0 - slope.cor ** 2) * w)
+        effects = slope.sd * (slope.cor * z + np.sqrt(1.0 - slope.cor**2) * w)
         eta += effects[index[lv_name]] * data[slope.term].to_numpy(dtype=float)
     if outcome.family == "gaussian":
         return eta + rng.normal(0.0, outcome.residual_sd or 0.0, size=len(eta))
@@ -187,14 +188,17 @@ def _draw_outcome(design: Design, outcome: Outcome, data: pd.DataFrame,
     if outcome.family == "poisson":
         mean = np.exp(eta)
         if not np.all(mean < MAX_POISSON_MEAN):
-            raise GlmmError(f"outcome '{outcome.name}': a Poisson mean reaches {np.max(mean):.3g}, too large to "
-                            "simulate; lower its intercept, coefficients or random_sd")
+            raise GlmmError(
+                f"outcome '{outcome.name}': a Poisson mean reaches {np.max(mean):.3g}, too large to "
+                "simulate; lower its intercept, coefficients or random_sd"
+            )
         return rng.poisson(mean).astype(np.int64)
     raise ValueError(f"unknown family {outcome.family!r}")
 
 
-def draw_response(design: Design, name: str, seed: int,
-                  skeleton: tuple[pd.DataFrame, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+def draw_response(
+    design: Design, name: str, seed: int, skeleton: tuple[pd.DataFrame, dict[str, np.ndarray]] | None = None
+) -> np.ndarray:
     """The values of outcome ``name`` in the replicate of ``design`` with ``seed``, the
     same numbers :func:`simulate` puts in its column; ``skeleton`` is
     :func:`design_rows`' result, built once for many replicates (a study's refits)."""
@@ -241,7 +245,8 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
                 fixed[f"{design.repeated_name}:{a.name}{label}"] = outcome.arm_by_time.get(label, 0.0)
         if outcome.random_slopes:
             truth["outcomes"][outcome.name]["random_slopes"] = {
-                lv: {"term": sl.term, "sd": sl.sd, "cor": sl.cor} for lv, sl in outcome.random_slopes.items()}
+                lv: {"term": sl.term, "sd": sl.sd, "cor": sl.cor} for lv, sl in outcome.random_slopes.items()
+            }
     data = designs.apply_missing(data, index, design, seed)
     truth["nrows"] = len(data)
     truth["levels"] = levels

@@ -143,8 +143,10 @@ def batch_jobs(replicates: int, batch_size: int, n_designs: int) -> int:
     return len(batch_ranges(replicates, batch_size)) * n_designs
 
 
-_TARGET = re.compile(r"studies/(?P<model>[^/]+)/(?P<design>[^/]+)/"
-                     r"(?:replicates/rep-(?P<index>\d+)|batches/(?P<batch>\d+-\d+))(?:/|$)")
+_TARGET = re.compile(
+    r"studies/(?P<model>[^/]+)/(?P<design>[^/]+)/"
+    r"(?:replicates/rep-(?P<index>\d+)|batches/(?P<batch>\d+-\d+))(?:/|$)"
+)
 
 
 def check_targets(plan: Any, targets: list[str]) -> None:
@@ -162,11 +164,15 @@ def check_targets(plan: Any, targets: list[str]) -> None:
             continue
         model, design = m["model"], m["design"]
         if model not in plan.study_models:
-            raise GlmmError(f"{target}: {abbreviate(model)} is not a model of a study in this config "
-                            f"(study models: {', '.join(plan.study_models) or 'none'})")
+            raise GlmmError(
+                f"{target}: {abbreviate(model)} is not a model of a study in this config "
+                f"(study models: {', '.join(plan.study_models) or 'none'})"
+            )
         if design not in plan.design_names(model):
-            raise GlmmError(f"{target}: {abbreviate(design)} is not a design point of {model}'s study "
-                            f"({', '.join(plan.design_names(model))})")
+            raise GlmmError(
+                f"{target}: {abbreviate(design)} is not a design point of {model}'s study "
+                f"({', '.join(plan.design_names(model))})"
+            )
         n = plan.config["datasets"][plan.dataset_of(model)]["replicates"]
         if m["index"] is not None and int(m["index"]) >= n:
             raise GlmmError(f"{target}: {model}'s study has replicates 0-{n - 1} (replicates: {n})")

@@ -38,8 +38,9 @@ def _label(effect: str, group: str, term: str) -> str:
     return term if effect == "fixed" else f"{group}: {term}"
 
 
-def estimates_plot(estimates: pd.DataFrame, table: pd.DataFrame, designs: list[str],
-                   path: str | Path, title: str) -> None:
+def estimates_plot(
+    estimates: pd.DataFrame, table: pd.DataFrame, designs: list[str], path: str | Path, title: str
+) -> None:
     """One panel per parameter: the distribution of its estimates over replicates per
     design point (box and points), the true value (red bar) and the mean (black dot)."""
     params = list(dict.fromkeys(map(tuple, table[["effect", "group", "term"]].to_numpy().tolist())))
@@ -55,23 +56,37 @@ def estimates_plot(estimates: pd.DataFrame, table: pd.DataFrame, designs: list[s
             values = rows.loc[rows["design"] == design, "estimate"].to_numpy(dtype=float)
             values = values[np.isfinite(values)]
             if len(values):
-                ax.boxplot(values, positions=[x], widths=0.5, showfliers=False,
-                           medianprops={"color": "tab:blue"})
+                ax.boxplot(values, positions=[x], widths=0.5, showfliers=False, medianprops={"color": "tab:blue"})
                 ax.scatter(x + rng.uniform(-0.18, 0.18, len(values)), values, s=4, alpha=0.25, color="tab:blue")
                 ax.plot(x, values.mean(), "o", color="black", ms=4)
             else:
-                ax.text(x, 0.5, "no estimates", transform=ax.get_xaxis_transform(), rotation=90,
-                        ha="center", va="center", color="0.5", fontsize=8)
-            summary = table[(table["design"] == design) & (table["effect"] == effect)
-                            & (table["group"] == group) & (table["term"] == term)]
+                ax.text(
+                    x,
+                    0.5,
+                    "no estimates",
+                    transform=ax.get_xaxis_transform(),
+                    rotation=90,
+                    ha="center",
+                    va="center",
+                    color="0.5",
+                    fontsize=8,
+                )
+            summary = table[
+                (table["design"] == design)
+                & (table["effect"] == effect)
+                & (table["group"] == group)
+                & (table["term"] == term)
+            ]
             truth = summary["true_value"].iloc[0] if len(summary) else np.nan
             if np.isfinite(truth):
                 ax.hlines(truth, x - 0.35, x + 0.35, color="tab:red", lw=2.2)
         _design_axis(ax, designs)
         ax.set_title(_label(effect, group, term), fontsize=10)
         ax.set_ylabel("estimate")
-    handles = [plt.Line2D([], [], color="tab:red", lw=2.2, label="true value"),
-               plt.Line2D([], [], color="black", marker="o", ls="", label="mean estimate")]
+    handles = [
+        plt.Line2D([], [], color="tab:red", lw=2.2, label="true value"),
+        plt.Line2D([], [], color="black", marker="o", ls="", label="mean estimate"),
+    ]
     fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     fig.suptitle(title + "\nestimates over replicates around the true value", fontsize=11)
     fig.tight_layout()

@@ -14,9 +14,29 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["model", "dataset", "seed", "family", "method", "engine", "nobs", "logLik", "AIC",
-           "converged", "singular", "hessian_ok", "status", "warnings", "notes", "error", "verification",
-           "icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional"]
+COLUMNS = [
+    "model",
+    "dataset",
+    "seed",
+    "family",
+    "method",
+    "engine",
+    "nobs",
+    "logLik",
+    "AIC",
+    "converged",
+    "singular",
+    "hessian_ok",
+    "status",
+    "warnings",
+    "notes",
+    "error",
+    "verification",
+    "icc_adjusted",
+    "icc_conditional",
+    "r2_marginal",
+    "r2_conditional",
+]
 VARIANCE_EXPLAINED = ("icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional")
 # summary.csv: which version each row belongs to, and whether it is the running config's.
 DISK_COLUMNS = ["model", "version", "current"] + COLUMNS[1:] + ["path"]
@@ -76,8 +96,9 @@ def summarize_results(models_dir: str | Path, current: dict[str, str]) -> pd.Dat
     return table[DISK_COLUMNS]
 
 
-def closing_summary(summary_path: str | Path, results: str | Path, studies: dict[str, str | Path] = (),
-                    max_listed: int = 10) -> str:
+def closing_summary(
+    summary_path: str | Path, results: str | Path, studies: dict[str, str | Path] = (), max_listed: int = 10
+) -> str:
     """The lines a run prints at its end: what the running config fitted (counts by
     status), which fits did not come out ok or whose engines disagree (up to
     ``max_listed``, with their error, first warning or the disagreement), each simulation study's replicates and failures (``studies`` maps
@@ -88,8 +109,11 @@ def closing_summary(summary_path: str | Path, results: str | Path, studies: dict
         if "current" in table:
             table = table[table["current"].astype(str) == "True"]
         models = table["model"].nunique()
-        lines.append(f"fitted {models} model{'s' if models != 1 else ''}, {len(table)} fit{'s' if len(table) != 1 else ''}: "
-                     + status_line_of(table) + f" (see {summary_path})")
+        lines.append(
+            f"fitted {models} model{'s' if models != 1 else ''}, {len(table)} fit{'s' if len(table) != 1 else ''}: "
+            + status_line_of(table)
+            + f" (see {summary_path})"
+        )
         bad = table[(table["status"] != "ok") | table["verification"].astype(str).str.startswith("DISAGREE")]
         for _, row in bad.head(max_listed).iterrows():
             where = f"seed {int(float(row['seed']))}" if str(row["seed"]) not in ("", "nan") else "data file"
@@ -105,9 +129,11 @@ def closing_summary(summary_path: str | Path, results: str | Path, studies: dict
             continue
         rec = pd.read_csv(path)
         per_design = rec.groupby("design", sort=False)[["n_replicates", "n_failed"]].max()
-        lines.append(f"study {model}: {len(per_design)} design{'s' if len(per_design) != 1 else ''}, "
-                     f"{int(per_design['n_replicates'].sum())} replicates, {int(per_design['n_failed'].sum())} failed "
-                     f"(see {path})")
+        lines.append(
+            f"study {model}: {len(per_design)} design{'s' if len(per_design) != 1 else ''}, "
+            f"{int(per_design['n_replicates'].sum())} replicates, {int(per_design['n_failed'].sum())} failed "
+            f"(see {path})"
+        )
     lines.append(f"results in {results}/ (models/<model>/latest/, catalog.csv); logs in {results}/logs/")
     return "\n".join(lines)
 

@@ -20,8 +20,7 @@ import pandas as pd
 # a million rows of predictions take seconds.
 LARGE_ROWS = 100_000
 # Fixed here, not left to pyarrow's defaults: the same table must give the same bytes.
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "write_statistics": True,
-                   "data_page_version": "2.0"}
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "write_statistics": True, "data_page_version": "2.0"}
 
 
 def format_of(path: str | Path) -> str:
@@ -95,5 +94,10 @@ def write_table(table: pd.DataFrame, path: str | Path, digits: int | None = None
     # Floats are stored byte-stream-split: their bytes regrouped by position compress to
     # about 70% of the plain encoding's size, and the writer is faster too (a million
     # rows of predictions: 16 MB in 0.12 s against 23 MB in 0.14 s).
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path, use_dictionary=dictionary,
-                   column_encoding={c: "BYTE_STREAM_SPLIT" for c in floats} or None, **PARQUET_OPTIONS)
+    pq.write_table(
+        pa.Table.from_pandas(table, preserve_index=False),
+        path,
+        use_dictionary=dictionary,
+        column_encoding={c: "BYTE_STREAM_SPLIT" for c in floats} or None,
+        **PARQUET_OPTIONS,
+    )

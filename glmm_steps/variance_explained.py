@@ -28,8 +28,15 @@ from glmm_steps.formula import Formula
 from glmm_steps.model_matrix import ModelMatrix
 from glmm_steps.predict import re_covariance
 
-FIELDS = ("icc_adjusted", "icc_conditional", "r2_marginal", "r2_conditional",
-          "variance_fixed", "variance_random", "variance_residual")
+FIELDS = (
+    "icc_adjusted",
+    "icc_conditional",
+    "r2_marginal",
+    "r2_conditional",
+    "variance_fixed",
+    "variance_random",
+    "variance_residual",
+)
 DISTRIBUTION_VARIANCE = {("binomial", "logit"): np.pi**2 / 3, ("binomial", "probit"): 1.0}
 
 
@@ -58,18 +65,20 @@ def problem(result, formula: Formula) -> str | None:
     if (spec.family, spec.link) not in DISTRIBUTION_VARIANCE and spec.family not in ("gaussian", "poisson"):
         return f"no distribution-specific variance for family {spec.family} with link {spec.link}"
     if result.singular:
-        return ("a variance component is (near) zero (singular fit): performance gives no ICC or R² "
-                "here either")
+        return "a variance component is (near) zero (singular fit): performance gives no ICC or R² here either"
     fixed = set(formula.fixed_variables) | set(formula.fixed_term_labels)
     missing = [s for t in formula.random for s in t.slopes if s not in fixed]
     if missing:
-        return (f"random slope '{missing[0]}' is not a fixed effect: performance warns that this "
-                "inflates the random-effect variance, so no value is given")
+        return (
+            f"random slope '{missing[0]}' is not a fixed effect: performance warns that this "
+            "inflates the random-effect variance, so no value is given"
+        )
     return None
 
 
-def variance_explained(result, formula: Formula, design: ModelMatrix, null_intercept: float | None = None
-                       ) -> dict[str, Any]:
+def variance_explained(
+    result, formula: Formula, design: ModelMatrix, null_intercept: float | None = None
+) -> dict[str, Any]:
     """ICC and Nakagawa's R² of a fit (module docstring): FIELDS plus ``note``.
     ``design`` is the fit's model matrix; ``null_intercept`` the null model's
     intercept (Poisson models only)."""

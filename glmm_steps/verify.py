@@ -33,8 +33,18 @@ def _row(quantity: str, group: str, term: str, a: float, b: float, tolerance: fl
     scale = max(abs(a), abs(b))
     rel = diff / scale if scale > 0 else 0.0 if diff == 0 else np.inf
     agree = bool(np.isfinite(diff) and diff <= tolerance)
-    return {"quantity": quantity, "group": group, "term": term, ENGINES[0]: a, ENGINES[1]: b,
-            "abs_diff": diff, "rel_diff": rel, "tolerance": tolerance, "agree": agree, "note": note}
+    return {
+        "quantity": quantity,
+        "group": group,
+        "term": term,
+        ENGINES[0]: a,
+        ENGINES[1]: b,
+        "abs_diff": diff,
+        "rel_diff": rel,
+        "tolerance": tolerance,
+        "agree": agree,
+        "note": note,
+    }
 
 
 def _missing(where: dict, key, other_label: str) -> str:
@@ -65,9 +75,15 @@ def agreement(first: FitResult, second: FitResult, rtol: float, loglik_tol: floa
         tol = rtol * (max(abs(va), abs(vb)) + (se if np.isfinite(se) else 0.0))
         note = _missing(fa.index, term, ENGINES[0]) or _missing(fb.index, term, ENGINES[1])
         rows.append(_row("fixed_effect", "", term, va, vb, tol, note))
-    va_, vb_ = ({(g, t): (v, c) for g, t, v, c in zip(f.varcorr["group"], f.varcorr["term"],
-                                                     f.varcorr["variance"], f.varcorr["correlation"])}
-                for f in (a, b))
+    va_, vb_ = (
+        {
+            (g, t): (v, c)
+            for g, t, v, c in zip(
+                f.varcorr["group"], f.varcorr["term"], f.varcorr["variance"], f.varcorr["correlation"]
+            )
+        }
+        for f in (a, b)
+    )
     total = sum(v for (g, t), (v, _) in va_.items() if not t.startswith("cor("))
     for key in dict.fromkeys([*va_, *vb_]):
         group, term = key
@@ -87,11 +103,14 @@ def verdict(table: pd.DataFrame) -> str:
     bad = table[~table["agree"].astype(bool)]
     if bad.empty:
         return "agree"
-    worst = bad.iloc[int(np.nanargmax(np.nan_to_num((bad["abs_diff"] / bad["tolerance"]).to_numpy(dtype=float),
-                                                    nan=np.inf)))]
+    worst = bad.iloc[
+        int(np.nanargmax(np.nan_to_num((bad["abs_diff"] / bad["tolerance"]).to_numpy(dtype=float), nan=np.inf)))
+    ]
     what = "/".join(x for x in (worst["quantity"], worst["group"], worst["term"]) if x)
-    detail = worst["note"] or (f"{ENGINES[0]} {worst[ENGINES[0]]:.10g} vs {ENGINES[1]} {worst[ENGINES[1]]:.10g}, "
-                               f"tolerance {worst['tolerance']:.2g}")
+    detail = worst["note"] or (
+        f"{ENGINES[0]} {worst[ENGINES[0]]:.10g} vs {ENGINES[1]} {worst[ENGINES[1]]:.10g}, "
+        f"tolerance {worst['tolerance']:.2g}"
+    )
     more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
     return f"DISAGREE: {what}: {detail}{more}"
 
@@ -117,8 +136,14 @@ def verify(result: FitResult, rtol: float, loglik_tol: float) -> tuple[pd.DataFr
     return agreement(result, other, rtol, loglik_tol), other
 
 
-def verify_file(fit_path: str | Path, outputs: dict[str, str | Path], rtol: float, loglik_tol: float,
-                seed: int | None = None, data_path: str | None = None) -> str:
+def verify_file(
+    fit_path: str | Path,
+    outputs: dict[str, str | Path],
+    rtol: float,
+    loglik_tol: float,
+    seed: int | None = None,
+    data_path: str | None = None,
+) -> str:
     """The verify step: read a fit (glmm_steps.fit.save_fit), refit with the other
     engine, write the agreement table (``outputs["verification"]``) and the other
     fit's glance record (``outputs["fit_stats"]``). Returns the verdict line."""

@@ -23,16 +23,18 @@ from glmm_steps.provenance import MANIFEST_NAME
 KEY_LENGTH = 10
 
 
-def version_key(model_entry: dict[str, Any], dataset_entry: dict[str, Any], *,
-                engine_version: str, data_sha256: str | None = None) -> str:
+def version_key(
+    model_entry: dict[str, Any], dataset_entry: dict[str, Any], *, engine_version: str, data_sha256: str | None = None
+) -> str:
     """A short hex key from what determines a model's results (see module docstring).
 
     ``data_sha256`` is the checksum of a data file (``path:`` datasets); free-text
     descriptions and the seeds do not count."""
     # batch_size and sweep are a study's (per-seed datasets get their defaults): leaving
     # them out keeps the keys of per-seed fits what they were before studies existed.
-    dataset = {k: v for k, v in dataset_entry.items()
-               if k not in ("description", "seeds", "path", "batch_size", "sweep")}
+    dataset = {
+        k: v for k, v in dataset_entry.items() if k not in ("description", "seeds", "path", "batch_size", "sweep")
+    }
     payload = {
         "model": {k: v for k, v in model_entry.items() if k != "description"},
         "dataset": dataset,
@@ -44,8 +46,22 @@ def version_key(model_entry: dict[str, Any], dataset_entry: dict[str, Any], *,
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
 
-CATALOG_COLUMNS = ["model", "version", "current", "created", "git_commit", "git_dirty", "dataset",
-                   "formula", "family", "engine", "engine_version", "seeds", "config", "path"]
+CATALOG_COLUMNS = [
+    "model",
+    "version",
+    "current",
+    "created",
+    "git_commit",
+    "git_dirty",
+    "dataset",
+    "formula",
+    "family",
+    "engine",
+    "engine_version",
+    "seeds",
+    "config",
+    "path",
+]
 
 
 def catalog(models_dir: str | Path, current: dict[str, str]) -> pd.DataFrame:
@@ -66,22 +82,24 @@ def catalog(models_dir: str | Path, current: dict[str, str]) -> pd.DataFrame:
             continue
         cfg = m.get("config", {})
         model_cfg = cfg.get("model", {})
-        rows.append({
-            "model": m["model"],
-            "version": m["version"],
-            "current": current.get(m["model"]) == m["version"],
-            "created": m.get("created"),
-            "git_commit": (m.get("git") or {}).get("commit"),
-            "git_dirty": (m.get("git") or {}).get("dirty"),
-            "dataset": model_cfg.get("dataset"),
-            "formula": model_cfg.get("formula"),
-            "family": model_cfg.get("family"),
-            "engine": model_cfg.get("engine"),
-            "engine_version": (m.get("packages") or {}).get(model_cfg.get("engine", "mixedlm")),
-            "seeds": " ".join(str(s) for s in m.get("seeds", [])),
-            "config": json.dumps(cfg, sort_keys=True),
-            "path": str(manifest_path.parent),
-        })
+        rows.append(
+            {
+                "model": m["model"],
+                "version": m["version"],
+                "current": current.get(m["model"]) == m["version"],
+                "created": m.get("created"),
+                "git_commit": (m.get("git") or {}).get("commit"),
+                "git_dirty": (m.get("git") or {}).get("dirty"),
+                "dataset": model_cfg.get("dataset"),
+                "formula": model_cfg.get("formula"),
+                "family": model_cfg.get("family"),
+                "engine": model_cfg.get("engine"),
+                "engine_version": (m.get("packages") or {}).get(model_cfg.get("engine", "mixedlm")),
+                "seeds": " ".join(str(s) for s in m.get("seeds", [])),
+                "config": json.dumps(cfg, sort_keys=True),
+                "path": str(manifest_path.parent),
+            }
+        )
     table = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
     return table.sort_values(["model", "created", "version"], kind="stable").reset_index(drop=True)
 
@@ -104,9 +122,23 @@ def link_latest(models_dir: str | Path, current: dict[str, str]) -> None:
 COMPARED = {"fixed_effects": "estimate", "variance_components": "variance"}
 # Compared beside the estimate where a table has them (fixed effects: Wald SE and interval).
 UNCERTAINTY = ("std_error", "conf_low", "conf_high")
-COMPARISON_COLUMNS = ["table", "group", "term", "estimate_a", "estimate_b", "difference", "relative_difference",
-                      "std_error_a", "std_error_b", "std_error_difference", "relative_std_error_difference",
-                      "conf_low_a", "conf_high_a", "conf_low_b", "conf_high_b"]
+COMPARISON_COLUMNS = [
+    "table",
+    "group",
+    "term",
+    "estimate_a",
+    "estimate_b",
+    "difference",
+    "relative_difference",
+    "std_error_a",
+    "std_error_b",
+    "std_error_difference",
+    "relative_std_error_difference",
+    "conf_low_a",
+    "conf_high_a",
+    "conf_low_b",
+    "conf_high_b",
+]
 
 
 def compare_versions(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
@@ -134,7 +166,9 @@ def compare_versions(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
     fa = json.loads((Path(dir_a) / "fit_stats.json").read_text())
     fb = json.loads((Path(dir_b) / "fit_stats.json").read_text())
     for key in ("logLik", "AIC", "BIC"):
-        stats.append({"table": "fit_stats", "group": "", "term": key, "estimate_a": fa.get(key), "estimate_b": fb.get(key)})
+        stats.append(
+            {"table": "fit_stats", "group": "", "term": key, "estimate_a": fa.get(key), "estimate_b": fb.get(key)}
+        )
     out = pd.concat(parts + [pd.DataFrame(stats)], ignore_index=True)
     for side in ("a", "b"):
         for col in ("estimate", *UNCERTAINTY):

@@ -11,8 +11,10 @@ def out(kind, **keys):
 def resources_of(rule, **defaults):
     """The scheduler resources of ``rule``: ``defaults``, overridden by the config's
     ``resources.<rule>``, with memory and time growing on each retry."""
-    return {name: (lambda wildcards, attempt, name=name: cluster.rule_resources(PLAN.config, rule, defaults, attempt)[name])
-            for name in cluster.rule_resources(PLAN.config, rule, defaults)}
+    return {
+        name: (lambda wildcards, attempt, name=name: cluster.rule_resources(PLAN.config, rule, defaults, attempt)[name])
+        for name in cluster.rule_resources(PLAN.config, rule, defaults)
+    }
 
 
 # A SLURM run without SLURM would fail every job with a shell error: say it once, before
@@ -80,8 +82,10 @@ def current_version(w):
     """Fail early if a path names a version other than the config's (its numbers
     would not be what its key says)."""
     if PLAN.versions.get(w.model) != w.version:
-        raise GlmmError(f"{w.model}/{w.version} is not the current config's version "
-                        f"({PLAN.versions.get(w.model)}); old versions are kept, never rebuilt")
+        raise GlmmError(
+            f"{w.model}/{w.version} is not the current config's version "
+            f"({PLAN.versions.get(w.model)}); old versions are kept, never rebuilt"
+        )
     return replicate_data(w)
 
 
@@ -91,10 +95,17 @@ def fit_stages(f):
     the plots and the answers (effects, predictions, marginal means)."""
     keys = dict(model=f.model, version=f.version, replicate=f.replicate)
     fmt = PLAN.table_format(f.model)
-    simulated = [] if f.replicate == paths.replicate_id(None) else [
-        PLAN.data_path(f.dataset, f.replicate), out("truth", dataset=f.dataset, replicate=f.replicate)]
-    return [simulated, [out("fit", **keys)], [out(t, fmt=fmt, **keys) for t in paths.TABLES],
-            [out("plot", plot=p, **keys) for p in paths.PLOTS] + answer_targets(f)]
+    simulated = (
+        []
+        if f.replicate == paths.replicate_id(None)
+        else [PLAN.data_path(f.dataset, f.replicate), out("truth", dataset=f.dataset, replicate=f.replicate)]
+    )
+    return [
+        simulated,
+        [out("fit", **keys)],
+        [out(t, fmt=fmt, **keys) for t in paths.TABLES],
+        [out("plot", plot=p, **keys) for p in paths.PLOTS] + answer_targets(f),
+    ]
 
 
 def version_files(w):
@@ -109,8 +120,12 @@ def version_files(w):
 def models_asking(key, fmt=None):
     """Wildcard pattern matching the models whose config has `key` (predict, emmeans);
     with `fmt`, only those whose predictions_new file is `fmt` (none: never matches)."""
-    return "|".join(m for m, e in PLAN.config["models"].items()
-                    if e.get(key) and (fmt is None or predict_format(m) == fmt)) or "(?!)"
+    return (
+        "|".join(
+            m for m, e in PLAN.config["models"].items() if e.get(key) and (fmt is None or predict_format(m) == fmt)
+        )
+        or "(?!)"
+    )
 
 
 def predict_format(model):
@@ -132,8 +147,10 @@ def answer_targets(f):
     entry = PLAN.config["models"][f.model]
     targets = [out("effects", **keys), out("plot", plot="effects", **keys)]
     if entry.get("predict"):
-        targets += [out("predictions_new", fmt=predict_format(f.model), **keys),
-                    out("plot", plot="predictions_new", **keys)]
+        targets += [
+            out("predictions_new", fmt=predict_format(f.model), **keys),
+            out("plot", plot="predictions_new", **keys),
+        ]
     if entry.get("emmeans"):
         targets += [out("emmeans", **keys), out("contrasts", **keys)]
     return targets
@@ -149,8 +166,10 @@ if workflow.is_main_process:
         study.check_targets(PLAN, sys.argv[1:])
         if integrity.is_run(sys.argv[1:]):
             integrity.lock(PLAN.results)
-            _manifests = {out("manifest", model=m, version=v): [fit_stages(f) for f in PLAN.fits_of(m)]
-                          for m, v in PLAN.versions.items()}
+            _manifests = {
+                out("manifest", model=m, version=v): [fit_stages(f) for f in PLAN.fits_of(m)]
+                for m, v in PLAN.versions.items()
+            }
             for _line in integrity.repair(PLAN.results, _manifests):
                 print(_line, file=sys.stderr)
     except GlmmError as error:
@@ -172,17 +191,45 @@ def report_tables():
             tables[f"models__{f.model}__{f.replicate}__{t}"] = (
                 out(t, model=f.model, version=f.version, replicate=f.replicate),
                 f"{f.model} ({f.replicate}, version {f.version}): {t.replace('_', ' ')}",
-                f.model, f.replicate, {"model": f.model, "replicate": f.replicate, "table": t}, t)
+                f.model,
+                f.replicate,
+                {"model": f.model, "replicate": f.replicate, "table": t},
+                t,
+            )
     if PLAN.fits:
-        tables["summary"] = (out("summary"), "Every fit on disk, with its status", "summary", None,
-                             {"table": "summary"}, "summary")
-        tables["catalog"] = (out("catalog"), "Every result version on disk", "provenance", None,
-                             {"table": "catalog"}, "catalog")
+        tables["summary"] = (
+            out("summary"),
+            "Every fit on disk, with its status",
+            "summary",
+            None,
+            {"table": "summary"},
+            "summary",
+        )
+        tables["catalog"] = (
+            out("catalog"),
+            "Every result version on disk",
+            "provenance",
+            None,
+            {"table": "catalog"},
+            "catalog",
+        )
     for m in PLAN.study_models:
-        tables[f"studies__{m}__recovery"] = (out("recovery", model=m), f"{m}: parameter recovery", "studies", m,
-                                    {"model": m, "table": "recovery"}, "recovery")
-        tables[f"studies__{m}__power"] = (out("power", model=m), f"{m}: power by design", "studies", m,
-                                 {"model": m, "table": "power"}, "power")
+        tables[f"studies__{m}__recovery"] = (
+            out("recovery", model=m),
+            f"{m}: parameter recovery",
+            "studies",
+            m,
+            {"model": m, "table": "recovery"},
+            "recovery",
+        )
+        tables[f"studies__{m}__power"] = (
+            out("power", model=m),
+            f"{m}: power by design",
+            "studies",
+            m,
+            {"model": m, "table": "power"},
+            "power",
+        )
     return tables
 
 

@@ -1,26 +1,33 @@
 # Stage 4: plots of each fit.
 
+
 rule plot:
     input:
-        predictions=lambda w: out("predictions", model=w.model, version=w.version, replicate=w.replicate,
-                                  fmt=PLAN.table_format(w.model)),
-        random_effects=lambda w: out("random_effects", model=w.model, version=w.version, replicate=w.replicate,
-                                     fmt=PLAN.table_format(w.model)),
+        predictions=lambda w: out(
+            "predictions", model=w.model, version=w.version, replicate=w.replicate, fmt=PLAN.table_format(w.model)
+        ),
+        random_effects=lambda w: out(
+            "random_effects", model=w.model, version=w.version, replicate=w.replicate, fmt=PLAN.table_format(w.model)
+        ),
         fit_stats=rules.extract.output.fit_stats,
     output:
         **{
-            p: report(out("plot", model="{model}", version="{version}", replicate="{replicate}", plot=p),
-                      caption=f"../report/{p}.rst", category="{model}", subcategory="{replicate}",
-                      labels={"model": "{model}", "replicate": "{replicate}", "plot": p})
+            p: report(
+                out("plot", model="{model}", version="{version}", replicate="{replicate}", plot=p),
+                caption=f"../report/{p}.rst",
+                category="{model}",
+                subcategory="{replicate}",
+                labels={"model": "{model}", "replicate": "{replicate}", "plot": p},
+            )
             for p in paths.PLOTS
         },
-    params:
-        factors=dataset_factors,
+    log:
+        out("log", rule="plot", name="{model}_{version}_{replicate}"),
     threads: 1
     resources:
         **resources_of("plot", mem_mb=1000, runtime=10),
-    log:
-        out("log", rule="plot", name="{model}_{version}_{replicate}"),
+    params:
+        factors=dataset_factors,
     script:
         "../scripts/plot.py"
 
@@ -30,32 +37,37 @@ rule effect_plot:
     input:
         table=rules.effects.output.effects,
     output:
-        plot=report(out("plot", model="{model}", version="{version}", replicate="{replicate}", plot="effects"),
-                    caption="../report/effects.rst", category="{model}", subcategory="{replicate}",
-                    labels={"model": "{model}", "replicate": "{replicate}", "plot": "effects"}),
+        plot=report(
+            out("plot", model="{model}", version="{version}", replicate="{replicate}", plot="effects"),
+            caption="../report/effects.rst",
+            category="{model}",
+            subcategory="{replicate}",
+            labels={"model": "{model}", "replicate": "{replicate}", "plot": "effects"},
+        ),
+    log:
+        out("log", rule="effect_plot", name="{model}_{version}_{replicate}"),
+    threads: 1
+    resources:
+        **resources_of("plot", mem_mb=1000, runtime=10),
     params:
         kind="effects",
         # the y axis is labelled with the response as the formula writes it
         response=lambda w: PLAN.config["models"][w.model]["formula"].split("~")[0].strip(),
-    threads: 1
-    resources:
-        **resources_of("plot", mem_mb=1000, runtime=10),
-    log:
-        out("log", rule="effect_plot", name="{model}_{version}_{replicate}"),
     script:
         "../scripts/effect_plot.py"
 
 
 use rule effect_plot as prediction_plot with:
     input:
-        table=lambda w: out("predictions_new", model=w.model, version=w.version, replicate=w.replicate,
-                            fmt=predict_format(w.model)),
+        table=lambda w: out(
+            "predictions_new", model=w.model, version=w.version, replicate=w.replicate, fmt=predict_format(w.model)
+        ),
     output:
         plot=out("plot", model="{model}", version="{version}", replicate="{replicate}", plot="predictions_new"),
+    log:
+        out("log", rule="prediction_plot", name="{model}_{version}_{replicate}"),
+    wildcard_constraints:
+        model=models_asking("predict"),
     params:
         kind="predictions_new",
         response=lambda w: PLAN.config["models"][w.model]["formula"].split("~")[0].strip(),
-    wildcard_constraints:
-        model=models_asking("predict"),
-    log:
-        out("log", rule="prediction_plot", name="{model}_{version}_{replicate}"),

@@ -1,12 +1,19 @@
 # Provenance: a manifest per model version, the catalog of versions, the run
 # summary, and comparisons between two versions on disk.
 
+
 rule manifest:
     input:
         unpack(version_files),
     output:
-        report(out("manifest", model="{model}", version="{version}"), caption="../report/manifest.rst",
-               category="provenance", labels={"model": "{model}", "version": "{version}"}),
+        report(
+            out("manifest", model="{model}", version="{version}"),
+            caption="../report/manifest.rst",
+            category="provenance",
+            labels={"model": "{model}", "version": "{version}"},
+        ),
+    log:
+        out("log", rule="manifest", name="{model}_{version}"),
     params:
         config_excerpt=lambda w: {
             "model": PLAN.fit_entry(w.model),
@@ -14,8 +21,6 @@ rule manifest:
         },
         seeds=lambda w: [f.replicate for f in PLAN.fits_of(w.model)],
         results=PLAN.results,
-    log:
-        out("log", rule="manifest", name="{model}_{version}"),
     script:
         "../scripts/manifest.py"
 
@@ -25,12 +30,12 @@ rule catalog:
         [out("manifest", model=m, version=v) for m, v in PLAN.versions.items()],
     output:
         out("catalog"),
+    log:
+        out("log", rule="catalog", name="catalog"),
     params:
         # the folder of every model's versions, beside the catalog (not hard-coded: --lint)
         models_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "models"),
         current=PLAN.versions,
-    log:
-        out("log", rule="catalog", name="catalog"),
     script:
         "../scripts/catalog.py"
 
@@ -40,15 +45,16 @@ rule catalog:
 rule summary:
     input:
         fit_stats=[out("fit_stats", model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.fits],
-        verification=[out("verification", model=f.model, version=f.version, replicate=f.replicate)
-                      for f in PLAN.verified()],
+        verification=[
+            out("verification", model=f.model, version=f.version, replicate=f.replicate) for f in PLAN.verified()
+        ],
     output:
         out("summary"),
+    log:
+        out("log", rule="summary", name="summary"),
     params:
         models_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "models"),
         current=PLAN.versions,
-    log:
-        out("log", rule="summary", name="summary"),
     script:
         "../scripts/summary.py"
 

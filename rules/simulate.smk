@@ -1,18 +1,19 @@
 # Stage 1: simulate a dataset replicate from its design (datasets with `simulate:`).
 
+
 rule simulate:
     output:
         data=out("data", dataset="{dataset}", replicate="seed-{seed}", fmt="csv"),
         truth=out("truth", dataset="{dataset}", replicate="seed-{seed}"),
+    log:
+        out("log", rule="simulate", name="{dataset}_seed-{seed}"),
     wildcard_constraints:
         dataset=datasets_writing("csv"),
-    params:
-        design=lambda w: PLAN.config["datasets"][w.dataset]["simulate"],
     threads: 1
     resources:
         **resources_of("simulate", mem_mb=1000, runtime=10),
-    log:
-        out("log", rule="simulate", name="{dataset}_seed-{seed}"),
+    params:
+        design=lambda w: PLAN.config["datasets"][w.dataset]["simulate"],
     script:
         "../scripts/simulate.py"
 

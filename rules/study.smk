@@ -1,12 +1,18 @@
 # Simulation studies: batches of replicates in one job each, then recovery tables
 # and plots; a single replicate can be rerun on demand.
 
+
 # A study: each job simulates, fits and tidies a batch of replicates in-process, since
 # starting a job costs far more than one fit; only tables are written per batch.
 rule study_batch:
     output:
         estimates=out("batch_estimates", model="{model}", design="{design}", batch="{batch}"),
         fits=out("batch_fits", model="{model}", design="{design}", batch="{batch}"),
+    log:
+        out("log", rule="study_batch", name="{model}_{design}_{batch}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
         model=lambda w: PLAN.fit_entry(w.model),
@@ -15,36 +21,38 @@ rule study_batch:
         replicates=lambda w: PLAN.replicate_seeds(w.model, *study.parse_batch_name(w.batch)),
         # test: lrt: the model each replicate is tested against (its config entry).
         compare_with=lambda w: {m: PLAN.fit_entry(m) for m in PLAN.config["models"][w.model]["compare_with"]},
-    threads: 1
-    resources:
-        mem_mb=2000,
-    log:
-        out("log", rule="study_batch", name="{model}_{design}_{batch}"),
     script:
         "../scripts/study_batch.py"
 
 
 rule recovery:
     input:
-        estimates=lambda w: [out("batch_estimates", model=w.model, design=b.design, batch=b.name)
-                             for b in PLAN.batches_of(w.model)],
-        fits=lambda w: [out("batch_fits", model=w.model, design=b.design, batch=b.name)
-                        for b in PLAN.batches_of(w.model)],
+        estimates=lambda w: [
+            out("batch_estimates", model=w.model, design=b.design, batch=b.name) for b in PLAN.batches_of(w.model)
+        ],
+        fits=lambda w: [
+            out("batch_fits", model=w.model, design=b.design, batch=b.name) for b in PLAN.batches_of(w.model)
+        ],
     output:
-        table=out("recovery", model="{model}"),
-        power_table=out("power", model="{model}"),
         **{
-            p: report(out("recovery_plot", model="{model}", plot=p), caption="../report/recovery_plots.rst",
-                      category="studies", subcategory="{model}", labels={"model": "{model}", "plot": p})
+            p: report(
+                out("recovery_plot", model="{model}", plot=p),
+                caption="../report/recovery_plots.rst",
+                category="studies",
+                subcategory="{model}",
+                labels={"model": "{model}", "plot": p},
+            )
             for p in paths.RECOVERY_PLOTS
         },
+        table=out("recovery", model="{model}"),
+        power_table=out("power", model="{model}"),
+    log:
+        out("log", rule="recovery", name="{model}"),
     params:
         alpha=lambda w: PLAN.config["models"][w.model]["alpha"],
         power_terms=lambda w: PLAN.config["models"][w.model].get("power_terms"),
         target_power=lambda w: PLAN.config["models"][w.model].get("target_power"),
         designs=lambda w: {d: PLAN.design_point(w.model, d).values for d in PLAN.design_names(w.model)},
-    log:
-        out("log", rule="recovery", name="{model}"),
     script:
         "../scripts/recovery.py"
 
@@ -55,12 +63,12 @@ rule recovery:
 rule study_replicate:
     output:
         **paths.replicate_outputs(PLAN.results, model="{model}", design="{design}", index="{index}"),
+    log:
+        out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),
     params:
         design=lambda w: PLAN.design_point(w.model, w.design).spec,
         model=lambda w: PLAN.fit_entry(w.model),
         factors=dataset_factors,
         seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],
-    log:
-        out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),
     script:
         "../scripts/study_replicate.py"

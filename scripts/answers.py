@@ -1,4 +1,5 @@
 """Snakemake adapter: write a fit's answer tables (glmm_steps.answers.write_answers)."""
+
 from glmm_steps.answers import write_answers
 from glmm_steps.fit import load_fit
 from glmm_steps.logs import to_log

@@ -1,4 +1,5 @@
 """Snakemake adapter: percentile limits of a model's bootstrap batches (glmm_steps.bootstrap.intervals_to_file)."""
+
 from glmm_steps.bootstrap import intervals_to_file
 from glmm_steps.logs import to_log
 

@@ -1,4 +1,5 @@
 """Snakemake adapter: list every result version and link `latest` (glmm_steps.versions)."""
+
 from glmm_steps.extract import write_csv
 from glmm_steps.logs import to_log
 from glmm_steps.versions import catalog, link_latest

@@ -1,4 +1,5 @@
 """Snakemake adapter: likelihood-ratio and AIC/BIC tables (glmm_steps.compare.compare_files)."""
+
 from glmm_steps.compare import compare_files
 from glmm_steps.logs import to_log
 

@@ -1,4 +1,5 @@
 """Snakemake adapter: side-by-side estimates of two versions (glmm_steps.versions)."""
+
 from pathlib import Path
 
 from glmm_steps.extract import write_csv

@@ -1,5 +1,6 @@
 """Snakemake adapter: write the tidy tables of one fit (glmm_steps.extract.extract), with
 its bootstrap limits when the model asks for them."""
+
 from glmm_steps.extract import extract
 from glmm_steps.fit import load_fit
 from glmm_steps.logs import to_log

@@ -1,4 +1,5 @@
 """Snakemake adapter: the result tables as HTML pages for the report (glmm_steps.html_tables)."""
+
 from glmm_steps.html_tables import tables_to_html
 from glmm_steps.logs import to_log
 

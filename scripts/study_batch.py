@@ -1,4 +1,5 @@
 """Snakemake adapter: fit one batch of a study's replicates (glmm_steps.batch.batch_to_files)."""
+
 from glmm_steps.batch import batch_to_files
 from glmm_steps.errors import GlmmError
 from glmm_steps.logs import fail, to_log
@@ -6,9 +7,16 @@ from glmm_steps.logs import fail, to_log
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     try:
-        fits = batch_to_files(sm.params.design, sm.wildcards.model, sm.params.model, sm.wildcards.design,
-                              sm.params.replicates, sm.params.factors, dict(sm.output.items()),
-                              compare_with=sm.params.compare_with)
+        fits = batch_to_files(
+            sm.params.design,
+            sm.wildcards.model,
+            sm.params.model,
+            sm.wildcards.design,
+            sm.params.replicates,
+            sm.params.factors,
+            dict(sm.output.items()),
+            compare_with=sm.params.compare_with,
+        )
     except GlmmError as e:
         fail(str(e))
     print(fits["status"].value_counts().to_string())

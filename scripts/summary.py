@@ -1,4 +1,5 @@
 """Snakemake adapter: one row per fit on disk with its status (glmm_steps.summary.summarize_results)."""
+
 from glmm_steps.extract import write_csv
 from glmm_steps.logs import to_log
 from glmm_steps.summary import summarize_results

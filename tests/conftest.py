@@ -46,8 +46,9 @@ def snakemake_bin() -> str:
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """The non-empty stderr lines of a run, less Snakemake's notice that it applies
     profiles/default (printed on every run of this workflow, not ours to judge)."""
-    return [ln for ln in proc.stderr.splitlines()
-            if ln.strip() and not ln.startswith("Using workflow specific profile")]
+    return [
+        ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("Using workflow specific profile")
+    ]
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -69,10 +70,19 @@ STUDY = {
                 "levels": [{"name": "hospital_id", "n": 4}, {"name": "patient_id", "n": 5}],
                 "repeated": {"name": "time", "values": [1, 2, 3, 4]},
                 "outcomes": {
-                    "bp": {"family": "gaussian", "intercept": 120, "coefficients": {"time": 0.5},
-                           "random_sd": {"hospital_id": 2, "patient_id": 1}, "residual_sd": 5},
-                    "events": {"family": "poisson", "intercept": 0, "coefficients": {"time": 0.1},
-                               "random_sd": {"patient_id": 0.5}},
+                    "bp": {
+                        "family": "gaussian",
+                        "intercept": 120,
+                        "coefficients": {"time": 0.5},
+                        "random_sd": {"hospital_id": 2, "patient_id": 1},
+                        "residual_sd": 5,
+                    },
+                    "events": {
+                        "family": "poisson",
+                        "intercept": 0,
+                        "coefficients": {"time": 0.1},
+                        "random_sd": {"patient_id": 0.5},
+                    },
                 },
             },
         }
@@ -90,7 +100,12 @@ VOLATILE_JSON = {"wall_time_s", "created"}
 
 def fresh_clone(dest: Path) -> Path:
     """The tracked files of this checkout, copied as a fresh clone would have them."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"], capture_output=True, text=True, check=True)
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for rel in files.stdout.splitlines():
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +118,16 @@ def clone_command(clone: Path, *args: str) -> tuple[list[str], dict[str, str]]:
     STUDY inside ``clone`` (written to ``clone/study.yaml``), with ``args`` appended."""
     (clone / "study.yaml").write_text(yaml.safe_dump(STUDY))
     env = dict(os.environ, PYTHONPATH=str(clone))
-    cmd = [snakemake_bin(), "-s", str(clone / "Snakefile"), "--directory", str(clone),
-           "--configfile", str(clone / "study.yaml"), *args]
+    cmd = [
+        snakemake_bin(),
+        "-s",
+        str(clone / "Snakefile"),
+        "--directory",
+        str(clone),
+        "--configfile",
+        str(clone / "study.yaml"),
+        *args,
+    ]
     return cmd, env
 
 
@@ -131,8 +154,9 @@ def comparable_results(results: Path) -> dict[str, object]:
             for key in VOLATILE_JSON:
                 rec.pop(key, None)
             if "outputs" in rec:  # a manifest: checksums of timing-bearing files vary
-                rec["outputs"] = {k: v for k, v in rec["outputs"].items()
-                                  if not k.endswith(("fit_stats.json", "fit.zip"))}
+                rec["outputs"] = {
+                    k: v for k, v in rec["outputs"].items() if not k.endswith(("fit_stats.json", "fit.zip"))
+                }
                 rec.pop("git", None)
             out[rel] = rec
         elif rel == "catalog.csv":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REFERENCE
 
 from glmm_steps import answers, predict
 from glmm_steps.config import check_config
@@ -16,13 +17,12 @@ from glmm_steps.errors import ConfigError
 from glmm_steps.fit import fit_model
 from glmm_steps.formula import parse
 
+
 def _spec(name, dataset, formula, **keys):
     """A ModelSpec as the config builds it: R's default tests (Satterthwaite for a
     gaussian mixedlm model), which the marginal means' df follow."""
     return ModelSpec.from_config(name, {"dataset": dataset, "formula": formula, **keys})
 
-
-from conftest import REFERENCE
 
 DATA = REFERENCE / "data"
 
@@ -46,6 +46,7 @@ def contra_fit():
 
 
 # ---- predictions ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case, fit_name", [("sleep_slopes", "sleep_fit"), ("contra", "contra_fit")])
 def test_predictions_on_new_rows_match_r(case, fit_name, request):
@@ -122,8 +123,12 @@ def test_prediction_intervals_cover_new_data_drawn_from_the_fitted_model(bp_data
     assert abs(rate - 0.95) < mc + 0.005, rate
     # and the interval without the residual variance would miss badly: the test can fail
     narrow = predict.predict_new(result, parse(spec.formula), new, {"re_form": "population", "interval": "confidence"})
-    assert np.mean((draws >= narrow["conf_low"].to_numpy()[:10, None]) &
-                   (draws <= narrow["conf_high"].to_numpy()[:10, None])) < 0.5
+    assert (
+        np.mean(
+            (draws >= narrow["conf_low"].to_numpy()[:10, None]) & (draws <= narrow["conf_high"].to_numpy()[:10, None])
+        )
+        < 0.5
+    )
 
 
 # ---- marginal means and contrasts -------------------------------------------------------
@@ -131,8 +136,13 @@ def test_prediction_intervals_cover_new_data_drawn_from_the_fitted_model(bp_data
 EMMEANS_CASES = {
     "cake_factorial": ("cake.csv", "angle ~ recipe * factor(temp) + (1 | recipe:replicate)", "gaussian", [], {}),
     "cake_covariate": ("cake.csv", "angle ~ recipe + temp + (1 | recipe:replicate)", "gaussian", [], {}),
-    "cake_covariate_at": ("cake.csv", "angle ~ recipe + temp + (1 | recipe:replicate)", "gaussian", [],
-                          {"temp": [215]}),
+    "cake_covariate_at": (
+        "cake.csv",
+        "angle ~ recipe + temp + (1 | recipe:replicate)",
+        "gaussian",
+        [],
+        {"temp": [215]},
+    ),
     "cbpp_response": ("cbpp.csv", "cbind(incidence, healthy) ~ period + (1 | herd)", "binomial", ["period"], {}),
     "cbpp_rate_offset": ("cbpp.csv", "incidence ~ period + offset(log(size)) + (1 | herd)", "poisson", ["period"], {}),
 }
@@ -150,8 +160,13 @@ def emmeans_fits():
 
 
 # every (case, adjustment) the R script wrote pairs for
-PAIR_CASES = sorted({(c, a) for c, a in pd.read_csv(REFERENCE / "answers_contrasts.csv")[["case", "adjust"]]
-                     .itertuples(index=False) if c in EMMEANS_CASES})
+PAIR_CASES = sorted(
+    {
+        (c, a)
+        for c, a in pd.read_csv(REFERENCE / "answers_contrasts.csv")[["case", "adjust"]].itertuples(index=False)
+        if c in EMMEANS_CASES
+    }
+)
 
 
 @pytest.mark.parametrize("case, adjust", PAIR_CASES)
@@ -159,8 +174,9 @@ def test_emmeans_and_pairs_match_r(case, adjust, emmeans_fits):
     result, factors, at = emmeans_fits[case]
     spec = "period" if case.startswith("cbpp") else "recipe"
     ref_c = _read("answers_contrasts.csv").query("case == @case and adjust == @adjust")
-    emm, con = answers.emmeans_mod.marginal_means(result, parse(result.spec.formula),
-                                                  {"specs": [spec], "at": at, "adjust": adjust}, factors)
+    emm, con = answers.emmeans_mod.marginal_means(
+        result, parse(result.spec.formula), {"specs": [spec], "at": at, "adjust": adjust}, factors
+    )
     ref = _read("answers_emmeans.csv").query("case == @case")
     assert list(emm[spec].astype(str)) == list(ref["level"].astype(str))
     rtol = 1e-4
@@ -200,16 +216,14 @@ R2_CASES = {
     "sleep_slopes": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", "gaussian", []),
     "cake_covariate": ("cake.csv", "angle ~ recipe + temp + (1 | recipe:replicate)", "gaussian", []),
     "contra_logit": ("Contraception.csv", "use01 ~ age + urban + (1 | district)", "binomial", []),
-    "grouse_poisson": ("grouseticks.csv", "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "poisson",
-                       ["YEAR"]),
+    "grouse_poisson": ("grouseticks.csv", "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "poisson", ["YEAR"]),
 }
 
 
 @pytest.mark.parametrize("case", list(R2_CASES))
 def test_icc_and_r2_match_performance(case):
     data, formula, family, factors = R2_CASES[case]
-    result = fit_model(pd.read_csv(DATA / data), _spec(case, "d", formula, family=family), factors=factors,
-                       answers={})
+    result = fit_model(pd.read_csv(DATA / data), _spec(case, "d", formula, family=family), factors=factors, answers={})
     ref = _read("answers_r2.csv").set_index("case").loc[case]
     got = result.variance_explained
     assert got["note"] is None
@@ -233,6 +247,7 @@ def test_icc_left_empty_with_a_note_where_performance_gives_none():
 
 # ---- the config check -------------------------------------------------------------------
 
+
 def _config(tmp_path, predict_spec=None, emmeans_spec=None):
     data = tmp_path / "cake.csv"
     data.write_text((DATA / "cake.csv").read_text())
@@ -241,15 +256,17 @@ def _config(tmp_path, predict_spec=None, emmeans_spec=None):
         model["predict"] = predict_spec
     if emmeans_spec is not None:
         model["emmeans"] = emmeans_spec
-    return {"results_dir": str(tmp_path / "results"), "datasets": {"cake": {"path": str(data)}},
-            "models": {"m": model}}
+    return {"results_dir": str(tmp_path / "results"), "datasets": {"cake": {"path": str(data)}}, "models": {"m": model}}
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("recipe,replicate\nA,1\n", "column 'temp' is missing"),
-    ("recipe,replicate,temp\nD,1,175\n", "level 'D'"),
-    ("recipe,replicate,temp\nA,1,hot\n", "temp"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("recipe,replicate\nA,1\n", "column 'temp' is missing"),
+        ("recipe,replicate,temp\nD,1,175\n", "level 'D'"),
+        ("recipe,replicate,temp\nA,1,hot\n", "temp"),
+    ],
+)
 def test_bad_newdata_is_refused_before_any_job(tmp_path, rows, message):
     new = tmp_path / "new.csv"
     new.write_text(rows)
@@ -264,19 +281,27 @@ def test_predict_and_emmeans_keys_are_checked(tmp_path):
         check_config(_config(tmp_path, {}))
     with pytest.raises(ConfigError, match="models.m.emmeans.specs.0"):
         check_config(_config(tmp_path, emmeans_spec={"specs": ["oven"]}))
-    plan = check_config(_config(tmp_path, {"grid": {"recipe": ["A", "B"], "temp": [180, 200],
-                                                    "replicate": [1, 99]}},
-                                {"specs": ["recipe"], "adjust": "holm"}))
+    plan = check_config(
+        _config(
+            tmp_path,
+            {"grid": {"recipe": ["A", "B"], "temp": [180, 200], "replicate": [1, 99]}},
+            {"specs": ["recipe"], "adjust": "holm"},
+        )
+    )
     assert plan.config["models"]["m"]["predict"]["interval"] == "confidence"
 
 
 def test_statsmodels_engine_gives_the_same_answers(tmp_path):
     """statsmodels' MixedLM fit (asymptotic df) predicts and averages as mixedlm does."""
     frame = pd.read_csv(DATA / "cake.csv")
-    entry = {"predict": {"grid": {"recipe": ["A", "C"], "temp": [180.0], "replicate": [1, 99]}},
-             "emmeans": {"specs": ["recipe"]}}
-    fits = {e: fit_model(frame, _spec("m", "d", "angle ~ recipe + temp + (1 | recipe:replicate)", engine=e),
-                         answers=entry) for e in ("mixedlm", "statsmodels")}
+    entry = {
+        "predict": {"grid": {"recipe": ["A", "C"], "temp": [180.0], "replicate": [1, 99]}},
+        "emmeans": {"specs": ["recipe"]},
+    }
+    fits = {
+        e: fit_model(frame, _spec("m", "d", "angle ~ recipe + temp + (1 | recipe:replicate)", engine=e), answers=entry)
+        for e in ("mixedlm", "statsmodels")
+    }
     a, b = fits["mixedlm"], fits["statsmodels"]
     np.testing.assert_allclose(a.predictions_new["predicted"], b.predictions_new["predicted"], rtol=1e-4)
     np.testing.assert_allclose(a.emmeans["estimate"], b.emmeans["estimate"], rtol=1e-5)
@@ -286,6 +311,7 @@ def test_statsmodels_engine_gives_the_same_answers(tmp_path):
 
 
 # ---- plots and the workflow -------------------------------------------------------------
+
 
 def test_effect_and_prediction_plots(tmp_path, emmeans_fits):
     from glmm_steps.effect_plot import plot_effects, plot_predictions
@@ -310,15 +336,21 @@ def test_workflow_writes_the_answers(tmp_path):
     import json
 
     import yaml
-
     from conftest import run_snakemake, stderr_lines
 
     (tmp_path / "cake.csv").write_text((DATA / "cake.csv").read_text())
     (tmp_path / "new.csv").write_text("recipe,temp,replicate\nA,200,1\nB,215,99\n")
-    config = {"datasets": {"cake": {"path": "cake.csv"}},
-              "models": {"cake_lmm": {"dataset": "cake", "formula": "angle ~ recipe + temp + (1 | recipe:replicate)",
-                                      "predict": {"newdata": "new.csv", "interval": "prediction"},
-                                      "emmeans": {"specs": ["recipe"]}}}}
+    config = {
+        "datasets": {"cake": {"path": "cake.csv"}},
+        "models": {
+            "cake_lmm": {
+                "dataset": "cake",
+                "formula": "angle ~ recipe + temp + (1 | recipe:replicate)",
+                "predict": {"newdata": "new.csv", "interval": "prediction"},
+                "emmeans": {"specs": ["recipe"]},
+            }
+        },
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     run_snakemake(tmp_path, "--configfile", str(path))
@@ -348,14 +380,34 @@ def test_workflow_writes_the_answers(tmp_path):
 
 
 def test_simulated_dataset_grid_must_hold_numbers(tmp_path):
-    config = {"results_dir": str(tmp_path / "results"),
-              "datasets": {"sim": {"seeds": [1], "simulate": {
-                  "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
-                  "repeated": {"name": "visit", "values": [0, 1, 2]},
-                  "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                                     "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
-              "models": {"m": {"dataset": "sim", "formula": "y ~ visit + (1 | site)",
-                               "predict": {"grid": {"visit": ["late"], "site": [1]}}}}}
+    config = {
+        "results_dir": str(tmp_path / "results"),
+        "datasets": {
+            "sim": {
+                "seeds": [1],
+                "simulate": {
+                    "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+                    "repeated": {"name": "visit", "values": [0, 1, 2]},
+                    "outcomes": {
+                        "y": {
+                            "family": "gaussian",
+                            "intercept": 10,
+                            "coefficients": {"visit": 1.0},
+                            "random_sd": {"site": 1.0},
+                            "residual_sd": 1.0,
+                        }
+                    },
+                },
+            }
+        },
+        "models": {
+            "m": {
+                "dataset": "sim",
+                "formula": "y ~ visit + (1 | site)",
+                "predict": {"grid": {"visit": ["late"], "site": [1]}},
+            }
+        },
+    }
     with pytest.raises(ConfigError, match=r"models.m.predict.grid: column 'visit' must hold numbers"):
         check_config(config)
     config["models"]["m"]["predict"] = {"grid": {"visit": [5], "site": [1, 99]}}
@@ -373,11 +425,11 @@ def test_job_count_includes_the_answers(tmp_path, monkeypatch):
     Snakemake's own: effects and effect_plot per fit, predict_new and prediction_plot,
     emmeans."""
     import yaml
-
     from conftest import run_snakemake
 
-    config = _config(tmp_path, {"grid": {"recipe": ["A"], "temp": [200]}, "re_form": "population"},
-                     {"specs": ["recipe"]})
+    config = _config(
+        tmp_path, {"grid": {"recipe": ["A"], "temp": [200]}, "re_form": "population"}, {"specs": ["recipe"]}
+    )
     config["results_dir"] = "results"
     config["datasets"]["cake"]["path"] = "cake.csv"
     path = tmp_path / "config.yaml"
@@ -391,8 +443,9 @@ def test_job_count_includes_the_answers(tmp_path, monkeypatch):
     assert total == check_config(config).job_count == 3 + 2 + 2 + 1 + 1 + 4
 
 
-@pytest.mark.parametrize("formula", ["Reaction ~ poly(Days, 2) + (1 | Subject)",
-                                     "Reaction ~ scale(Days) + I(Days^2) + (1 | Subject)"])
+@pytest.mark.parametrize(
+    "formula", ["Reaction ~ poly(Days, 2) + (1 | Subject)", "Reaction ~ scale(Days) + I(Days^2) + (1 | Subject)"]
+)
 def test_new_rows_reuse_the_fits_transforms(formula):
     """A few new rows are coded with the fit's poly coefficients and scale centre, not
     their own: predicting fitted rows gives the fit's own fitted values."""

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_snakemake, stderr_lines
 
 pytestmark = pytest.mark.slow
@@ -31,14 +30,16 @@ CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.txt").is_file(
 
 ROUTES = {"launcher": "config.yaml", "default_config": "config/config.yaml"}
 SNAKEMAKE_TOO = ("yaml_", "config_", "results_dir", "empty_results_dir", "name_", "study_", "duplicate_")
-RUNS = [(case, route) for case in CASES for route in ROUTES
-        if route == "launcher" or case.startswith(SNAKEMAKE_TOO)]
+RUNS = [(case, route) for case in CASES for route in ROUTES if route == "launcher" or case.startswith(SNAKEMAKE_TOO)]
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (Snakemake's own .snakemake/ aside) and its digest."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".snakemake" not in p.relative_to(folder).parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".snakemake" not in p.relative_to(folder).parts
+    }
 
 
 def _earlier_results(results: Path) -> None:
@@ -60,6 +61,7 @@ def _run(work: Path, route: str, args: list[str]) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[tuple[str, str], tuple]:
     """Run every case once each way (two at a time: a snakemake start-up is ~2-3 s)."""
+
     def run(key):
         case, route = key
         work = tmp_path_factory.mktemp(f"{case}-{route}")

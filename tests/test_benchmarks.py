@@ -25,20 +25,29 @@ NUMBER = r"\d+\.\d+"
 
 def run_benchmark(*args: str, timeout: int = 300) -> list[str]:
     """Run ``benchmarks/<args>`` with this interpreter; return its output lines."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout.splitlines()
 
 
 @pytest.mark.slow
 def test_large_fit_runs_and_the_pipeline_fits_what_the_engine_fits(tmp_path):
-    lines = run_benchmark("large_fit.py", "--hospitals", "4", "--patients", "5", "--visits", "4",
-                          "--no-r", "--workdir", str(tmp_path))
+    lines = run_benchmark(
+        "large_fit.py", "--hospitals", "4", "--patients", "5", "--visits", "4", "--no-r", "--workdir", str(tmp_path)
+    )
     assert re.fullmatch(rf"pipeline/engine: {NUMBER} lme4/pipeline: n/a peak_gb: {NUMBER}", lines[-1]), lines[-1]
-    engine, pipeline = next(ln for ln in lines if ln.startswith("fixed effects:")).removeprefix(
-        "fixed effects: engine ").split(" | pipeline ")
+    engine, pipeline = (
+        next(ln for ln in lines if ln.startswith("fixed effects:"))
+        .removeprefix("fixed effects: engine ")
+        .split(" | pipeline ")
+    )
     assert engine.split() == pipeline.split()
     # The real snakemake run of the fit and extract jobs happened and was timed.
     assert any(ln.lstrip().startswith("snakemake run of both jobs") for ln in lines)
@@ -57,8 +66,18 @@ def _lme4_missing() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_lme4_missing() is not None, reason=str(_lme4_missing()))
 def test_large_fit_lme4_side_runs_and_agrees_with_the_pipeline(tmp_path):
-    lines = run_benchmark("large_fit.py", "--hospitals", "4", "--patients", "5", "--visits", "4",
-                          "--no-snakemake", "--workdir", str(tmp_path))
+    lines = run_benchmark(
+        "large_fit.py",
+        "--hospitals",
+        "4",
+        "--patients",
+        "5",
+        "--visits",
+        "4",
+        "--no-snakemake",
+        "--workdir",
+        str(tmp_path),
+    )
     assert re.fullmatch(rf"pipeline/engine: {NUMBER} lme4/pipeline: {NUMBER} peak_gb: {NUMBER}", lines[-1]), lines[-1]
     assert any(ln.startswith("(c) lme4: lmer in Rscript") for ln in lines)
     agreement = next(ln for ln in lines if ln.startswith("fixed effects vs lme4:"))
@@ -111,6 +130,7 @@ def test_statsmodels_optimum_finds_what_its_readme_says_on_the_reference_seed():
 @pytest.mark.slow
 def test_inference_benchmark_runs():
     lines = run_benchmark("inference.py", "--n", "20", "--no-r")
-    assert re.fullmatch(rf"bootstrap/bare_refits: {NUMBER} profile_lme4/profile: n/a bootstrap_lme4/bootstrap: n/a",
-                        lines[-1]), lines[-1]
+    assert re.fullmatch(
+        rf"bootstrap/bare_refits: {NUMBER} profile_lme4/profile: n/a bootstrap_lme4/bootstrap: n/a", lines[-1]
+    ), lines[-1]
     assert any(ln.startswith("bootstrap of 20 replicates (glmm_steps, 0 failed)") for ln in lines)

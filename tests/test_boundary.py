@@ -22,17 +22,28 @@ def test_variance_at_zero_is_named():
 
 
 def test_correlation_at_minus_one_is_named_not_called_a_zero_variance():
-    vc = _vc([["g", "(Intercept)", 2.32, np.sqrt(2.32), np.nan], ["g", "x", 0.098, np.sqrt(0.098), np.nan],
-              ["g", "cor((Intercept),x)", -np.sqrt(2.32 * 0.098), np.nan, -1.0],
-              ["Residual", "(Intercept)", 25.0, 5.0, np.nan]])
+    vc = _vc(
+        [
+            ["g", "(Intercept)", 2.32, np.sqrt(2.32), np.nan],
+            ["g", "x", 0.098, np.sqrt(0.098), np.nan],
+            ["g", "cor((Intercept),x)", -np.sqrt(2.32 * 0.098), np.nan, -1.0],
+            ["Residual", "(Intercept)", 25.0, 5.0, np.nan],
+        ]
+    )
     (found,) = boundary_parameters(vc)
     assert found == "the correlation of (Intercept) and x for g is estimated at -1 (SDs 1.52 and 0.313)"
     assert "zero" not in boundary_message(vc)
 
 
 def test_regular_fit_has_nothing_on_the_boundary():
-    vc = _vc([["g", "(Intercept)", 2.0, np.sqrt(2.0), np.nan], ["g", "x", 0.5, np.sqrt(0.5), np.nan],
-              ["g", "cor((Intercept),x)", 0.5, np.nan, 0.5], ["Residual", "(Intercept)", 1.0, 1.0, np.nan]])
+    vc = _vc(
+        [
+            ["g", "(Intercept)", 2.0, np.sqrt(2.0), np.nan],
+            ["g", "x", 0.5, np.sqrt(0.5), np.nan],
+            ["g", "cor((Intercept),x)", 0.5, np.nan, 0.5],
+            ["Residual", "(Intercept)", 1.0, 1.0, np.nan],
+        ]
+    )
     assert boundary_parameters(vc) == []
 
 
@@ -47,10 +58,14 @@ def test_three_terms_in_a_rank_deficient_covariance():
     cov[2, 2] = w @ cov2 @ w
     terms = ["(Intercept)", "x1", "x2"]
     rows = [["g", t, cov[i, i], np.sqrt(cov[i, i]), np.nan] for i, t in enumerate(terms)]
-    rows += [["g", f"cor({terms[i]},{terms[j]})", cov[i, j], np.nan, cov[i, j] / np.sqrt(cov[i, i] * cov[j, j])]
-             for i in range(3) for j in range(i + 1, 3)]
+    rows += [
+        ["g", f"cor({terms[i]},{terms[j]})", cov[i, j], np.nan, cov[i, j] / np.sqrt(cov[i, i] * cov[j, j])]
+        for i in range(3)
+        for j in range(i + 1, 3)
+    ]
     assert boundary_parameters(_vc(rows)) == [
-        "the covariance matrix of g is singular: x2 is a combination of (Intercept), x1"]
+        "the covariance matrix of g is singular: x2 is a combination of (Intercept), x1"
+    ]
 
 
 @pytest.mark.parametrize("engine", ["mixedlm", "statsmodels"])
@@ -68,6 +83,8 @@ def test_a_real_correlation_at_one_is_named(bp_data):
     fit = fit_model(bp_data, ModelSpec("bp", "d", "bp ~ time + (time | hospital_id)"))
     assert fit.singular
     (warning,) = [w for w in fit.warnings if w.startswith("boundary")]
-    assert warning.startswith("boundary (singular) fit: the correlation of (Intercept) and time for hospital_id "
-                              "is estimated at +1 (SDs 1.54 and 0.313")
+    assert warning.startswith(
+        "boundary (singular) fit: the correlation of (Intercept) and time for hospital_id "
+        "is estimated at +1 (SDs 1.54 and 0.313"
+    )
     assert not any("zero" in w for w in fit.warnings)

@@ -13,20 +13,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, stderr_lines
 
 YTE = "?(__import__('os').system('touch pwned'), 'text')[1]"
 
 
 def glmm_steps(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "glmm_steps.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return subprocess.run(
+        [sys.executable, "-m", "glmm_steps.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
 
 
 def _files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -43,18 +48,25 @@ def test_check_passes_the_default_config_and_writes_nothing(work):
     assert _files(work) == before and not (work / "results").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "nope.yaml"], "config error: cannot read config file nope.yaml: No such file or directory"),
-    (["check", "nope.yaml"], "config error: cannot read config file nope.yaml: No such file or directory"),
-    (["run", "config"], "config error: cannot read config file config: Is a directory"),
-    (["run", "config/config.yaml", "--configfile", "other.yaml"],
-     "glmm-steps run: --configfile is not allowed here; give the config as CONFIG (glmm-steps run CONFIG ...) "
-     "and run from the folder its paths are relative to"),
-    (["run", "config/config.yaml", "--config", "results_dir=/tmp"],
-     "glmm-steps run: --config is not allowed here; give the config as CONFIG (glmm-steps run CONFIG ...) "
-     "and run from the folder its paths are relative to"),
-    (["check", "config/config.yaml", "-n"], "glmm-steps check takes only CONFIG, not -n"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "nope.yaml"], "config error: cannot read config file nope.yaml: No such file or directory"),
+        (["check", "nope.yaml"], "config error: cannot read config file nope.yaml: No such file or directory"),
+        (["run", "config"], "config error: cannot read config file config: Is a directory"),
+        (
+            ["run", "config/config.yaml", "--configfile", "other.yaml"],
+            "glmm-steps run: --configfile is not allowed here; give the config as CONFIG (glmm-steps run CONFIG ...) "
+            "and run from the folder its paths are relative to",
+        ),
+        (
+            ["run", "config/config.yaml", "--config", "results_dir=/tmp"],
+            "glmm-steps run: --config is not allowed here; give the config as CONFIG (glmm-steps run CONFIG ...) "
+            "and run from the folder its paths are relative to",
+        ),
+        (["check", "config/config.yaml", "-n"], "glmm-steps check takes only CONFIG, not -n"),
+    ],
+)
 def test_one_line_errors_and_nothing_written(work, args, message):
     before = _files(work)
     proc = glmm_steps(work, *args)
@@ -105,10 +117,15 @@ def test_make_run_refuses_a_hostile_config_and_runs_nothing(tmp_path):
     """`make run CONFIG=...` goes through the launcher: a config carrying a YTE template
     is refused in one line, and the command in it never runs."""
     hostile = tmp_path / "hostile.yaml"
-    hostile.write_text(f"__use_yte__: true\nresults_dir: \"{YTE.replace('pwned', str(tmp_path / 'pwned'))}\"\n"
-                       + (ROOT / "config" / "config.yaml").read_text())
-    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "run", f"CONFIG={hostile}"],
-                          capture_output=True, text=True)
+    hostile.write_text(
+        f'__use_yte__: true\nresults_dir: "{YTE.replace("pwned", str(tmp_path / "pwned"))}"\n'
+        + (ROOT / "config" / "config.yaml").read_text()
+    )
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "run", f"CONFIG={hostile}"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "config error: __use_yte__: unknown key" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "pwned").exists()

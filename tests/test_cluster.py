@@ -23,7 +23,10 @@ def test_config_overrides_a_rule_key_by_key(cfg):
     cfg["resources"] = {"fit": {"mem_mb": 16000, "cpus_per_task": 2}}
     config = check_config(cfg).config
     assert rule_resources(config, "fit", {"mem_mb": 2000, "runtime": 30}) == {
-        "mem_mb": 16000, "runtime": 30, "cpus_per_task": 2}
+        "mem_mb": 16000,
+        "runtime": 30,
+        "cpus_per_task": 2,
+    }
     # other rules keep their own defaults
     assert rule_resources(config, "plot", {"mem_mb": 1000, "runtime": 10}) == {"mem_mb": 1000, "runtime": 10}
 
@@ -32,7 +35,10 @@ def test_retries_ask_for_more_memory_and_time_but_not_more_cpus(cfg):
     cfg["resources"] = {"fit": {"cpus_per_task": 2}}
     config = check_config(cfg).config
     assert rule_resources(config, "fit", {"mem_mb": 2000, "runtime": 30}, attempt=3) == {
-        "mem_mb": 6000, "runtime": 90, "cpus_per_task": 2}
+        "mem_mb": 6000,
+        "runtime": 90,
+        "cpus_per_task": 2,
+    }
 
 
 def test_resources_do_not_change_result_versions(cfg):
@@ -41,12 +47,18 @@ def test_resources_do_not_change_result_versions(cfg):
     assert check_config(cfg).versions == before
 
 
-@pytest.mark.parametrize("resources, message", [
-    ({"fitt": {"mem_mb": 1}}, "config error: resources.fitt: unknown key (did you mean 'fit'?)"),
-    ({"fit": {"memory": 1}}, "config error: resources.fit.memory: unknown key (allowed: mem_mb, runtime, cpus_per_task)"),
-    ({"fit": {"runtime": "1h"}}, "config error: resources.fit.runtime: expected integer, got '1h'"),
-    ({"fit": {"mem_mb": 0}}, "config error: resources.fit.mem_mb: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        ({"fitt": {"mem_mb": 1}}, "config error: resources.fitt: unknown key (did you mean 'fit'?)"),
+        (
+            {"fit": {"memory": 1}},
+            "config error: resources.fit.memory: unknown key (allowed: mem_mb, runtime, cpus_per_task)",
+        ),
+        ({"fit": {"runtime": "1h"}}, "config error: resources.fit.runtime: expected integer, got '1h'"),
+        ({"fit": {"mem_mb": 0}}, "config error: resources.fit.mem_mb: must be >= 1, got 0"),
+    ],
+)
 def test_bad_resources_name_the_key(cfg, resources, message):
     cfg["resources"] = resources
     with pytest.raises(ConfigError) as info:
@@ -56,8 +68,10 @@ def test_bad_resources_name_the_key(cfg, resources, message):
 
 def test_slurm_without_sbatch_is_refused_with_one_line():
     message = missing_scheduler("slurm", which=lambda name: None)
-    assert message == ("error: the SLURM profile needs a SLURM cluster: 'sbatch' is not on PATH "
-                       "(run locally with --profile profiles/default)")
+    assert message == (
+        "error: the SLURM profile needs a SLURM cluster: 'sbatch' is not on PATH "
+        "(run locally with --profile profiles/default)"
+    )
     assert missing_scheduler("slurm", which=lambda name: f"/usr/bin/{name}") is None
     # local runs never need SLURM
     assert missing_scheduler("local", which=lambda name: None) is None

@@ -28,8 +28,9 @@ def _fits(comparison: str, engine: str) -> list[FitResult]:
     fits = []
     for case in dict.fromkeys(ANOVA[ANOVA["comparison"] == comparison]["model"]):
         row = CASES.loc[case]
-        spec = ModelSpec(case, row["data"], row["formula"], row["family"],
-                         str(row["reml"]).upper() == "TRUE", engine=engine)
+        spec = ModelSpec(
+            case, row["data"], row["formula"], row["family"], str(row["reml"]).upper() == "TRUE", engine=engine
+        )
         fits.append(fit_model(pd.read_csv(REF / "data" / f"{row['data']}.csv"), spec))
     return fits
 

@@ -12,11 +12,11 @@ import mixedlm
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REFERENCE
 from mixedlm import families
 from mixedlm.datasets import load_penicillin
 from scipy import sparse
 
-from conftest import REFERENCE
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.engines.mixedlm_engine import _cond_variances, _ranef
 
@@ -44,12 +44,15 @@ CASES = {
     "uncorrelated slope": lambda bp, sleep: _fit("Reaction ~ Days + (Days || Subject)", sleep),
     "slope on the small factor": lambda bp, sleep: _fit("bp ~ time + (time | hospital_id) + (1 | patient_id)", bp),
     "crossed": lambda bp, sleep: _fit("diameter ~ 1 + (1 | plate) + (1 | sample)", _penicillin()),
-    "prior weights": lambda bp, sleep: _fit("Reaction ~ Days + (1 | Subject)", sleep,
-                                            weights=np.linspace(0.5, 2.0, len(sleep))),
-    "binomial": lambda bp, sleep: _fit("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", bp,
-                                       families.Binomial()),
-    "poisson": lambda bp, sleep: _fit("adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)", bp,
-                                      families.Poisson()),
+    "prior weights": lambda bp, sleep: _fit(
+        "Reaction ~ Days + (1 | Subject)", sleep, weights=np.linspace(0.5, 2.0, len(sleep))
+    ),
+    "binomial": lambda bp, sleep: _fit(
+        "hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", bp, families.Binomial()
+    ),
+    "poisson": lambda bp, sleep: _fit(
+        "adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)", bp, families.Poisson()
+    ),
 }
 
 

@@ -16,7 +16,10 @@ def cfg(root):
 def test_default_config_plan(root):
     plan = load_config(root / "config" / "config.yaml")
     assert [(f.model, f.replicate) for f in plan.fits] == [
-        ("bp_lmm", "seed-123"), ("hypertension_glmm", "seed-123"), ("adverse_events_glmm", "seed-123")]
+        ("bp_lmm", "seed-123"),
+        ("hypertension_glmm", "seed-123"),
+        ("adverse_events_glmm", "seed-123"),
+    ]
     assert {m["family"] for m in plan.config["models"].values()} == {"gaussian", "binomial", "poisson"}
     # defaults from the schema are filled in
     assert plan.config["models"]["hypertension_glmm"]["engine"] == "mixedlm"
@@ -114,8 +117,10 @@ def test_link_must_be_supported_by_the_engine(cfg):
     cfg["models"]["hypertension_glmm"]["link"] = "logit"
     check_config(cfg)
     cfg["models"]["hypertension_glmm"]["link"] = "probit"
-    assert _error(cfg) == ("config error: models.hypertension_glmm.link: engine mixedlm does not support link "
-                           "'probit' for family binomial (supported: logit)")
+    assert _error(cfg) == (
+        "config error: models.hypertension_glmm.link: engine mixedlm does not support link "
+        "'probit' for family binomial (supported: logit)"
+    )
 
 
 def test_data_file_checked_before_any_job(cfg, tmp_path, bp_data):
@@ -128,8 +133,7 @@ def test_data_file_checked_before_any_job(cfg, tmp_path, bp_data):
     cfg["datasets"]["real"]["drop_missing"] = True
     check_config(cfg)
     cfg["datasets"]["real"]["factors"] = ["tme"]
-    assert _error(cfg) == (f"config error: datasets.real.factors.0: no column 'tme' in {path} "
-                           "(did you mean 'time'?)")
+    assert _error(cfg) == (f"config error: datasets.real.factors.0: no column 'tme' in {path} (did you mean 'time'?)")
 
 
 def test_binomial_trials_fitted_as_cbind(cfg):
@@ -149,6 +153,7 @@ def test_config_numbers_are_finite(cfg):
 
 # ---- engines, verification, comparison ------------------------------------------------
 
+
 def test_statsmodels_glmm_needs_an_explicit_approximation(cfg):
     cfg["models"]["hypertension_glmm"]["engine"] = "statsmodels"
     msg = _error(cfg)
@@ -159,12 +164,23 @@ def test_statsmodels_glmm_needs_an_explicit_approximation(cfg):
     assert plan.config["models"]["hypertension_glmm"]["approximation"] == "variational"
 
 
-@pytest.mark.parametrize("change, key, needle", [
-    ({"approximation": "variational"}, "approximation", "engine: statsmodels with family binomial or poisson"),
-    ({"engine": "statsmodels", "nagq": 5, "approximation": "variational",
-      "formula": "hypertension ~ time + (1 | patient_id)"}, "nagq", "statsmodels has none"),
-    ({"verify": True}, "verify", "gaussian only"),
-])
+@pytest.mark.parametrize(
+    "change, key, needle",
+    [
+        ({"approximation": "variational"}, "approximation", "engine: statsmodels with family binomial or poisson"),
+        (
+            {
+                "engine": "statsmodels",
+                "nagq": 5,
+                "approximation": "variational",
+                "formula": "hypertension ~ time + (1 | patient_id)",
+            },
+            "nagq",
+            "statsmodels has none",
+        ),
+        ({"verify": True}, "verify", "gaussian only"),
+    ],
+)
 def test_engine_options_checked(cfg, change, key, needle):
     cfg["models"]["hypertension_glmm"].update(change)
     msg = _error(cfg)
@@ -174,17 +190,18 @@ def test_engine_options_checked(cfg, change, key, needle):
 def test_statsmodels_formula_it_cannot_express_fails_before_any_job(cfg):
     """Correlated slopes on patients, with hospitals not nested in patients: MixedLM's
     one grouping factor cannot hold both; the error names the term."""
-    cfg["models"]["bp_lmm"].update(engine="statsmodels",
-                                   formula="bp ~ time + (1 | hospital_id) + (1 + time | patient_id)")
+    cfg["models"]["bp_lmm"].update(
+        engine="statsmodels", formula="bp ~ time + (1 | hospital_id) + (1 + time | patient_id)"
+    )
     msg = _error(cfg)
-    assert msg.startswith("config error: models.bp_lmm.formula: engine statsmodels cannot fit "
-                          "(1 + time | patient_id):")
+    assert msg.startswith("config error: models.bp_lmm.formula: engine statsmodels cannot fit (1 + time | patient_id):")
     assert "'hospital_id' is not" in msg
     # the same slopes on hospitals, which contain the patients, are fine; so is `verify`
     cfg["models"]["bp_lmm"]["formula"] = "bp ~ time + (1 + time | hospital_id) + (1 | patient_id)"
     check_config(cfg)
-    cfg["models"]["bp_lmm"].update(engine="mixedlm", verify=True,
-                                   formula="bp ~ time + (1 | hospital_id) + (1 + time | patient_id)")
+    cfg["models"]["bp_lmm"].update(
+        engine="mixedlm", verify=True, formula="bp ~ time + (1 | hospital_id) + (1 + time | patient_id)"
+    )
     assert "models.bp_lmm.formula: engine statsmodels cannot fit" in _error(cfg)
 
 
@@ -193,21 +210,29 @@ def test_nesting_read_from_a_data_file(cfg, tmp_path, bp_data):
     data = bp_data.assign(ward=bp_data["patient_id"] % 7)
     data.to_csv(tmp_path / "bp.csv", index=False)
     cfg["datasets"]["real"] = {"path": str(tmp_path / "bp.csv")}
-    cfg["models"]["real"] = {"dataset": "real", "engine": "statsmodels",
-                             "formula": "bp ~ time + (1 + time | hospital_id) + (1 | ward)"}
+    cfg["models"]["real"] = {
+        "dataset": "real",
+        "engine": "statsmodels",
+        "formula": "bp ~ time + (1 + time | hospital_id) + (1 | ward)",
+    }
     assert "'ward' is not" in _error(cfg)
     cfg["models"]["real"]["formula"] = "bp ~ time + (1 + time | hospital_id) + (1 | patient_id)"
     check_config(cfg)
 
 
 def test_compare_with(cfg):
-    cfg["models"]["bp_null"] = {"dataset": "bp_study", "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)",
-                                "compare_with": ["bp_lmm"]}
+    cfg["models"]["bp_null"] = {
+        "dataset": "bp_study",
+        "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)",
+        "compare_with": ["bp_lmm"],
+    }
     plan = check_config(cfg)
     assert [(f.model, f.replicate) for f in plan.compared()] == [("bp_null", "seed-123")]
-    for others, needle in ((["bp_lmn"], "no model named 'bp_lmn' (did you mean 'bp_lmm'?)"),
-                           (["bp_null"], "compared with itself"),
-                           (["hypertension_glmm"], "not comparable")):
+    for others, needle in (
+        (["bp_lmn"], "no model named 'bp_lmn' (did you mean 'bp_lmm'?)"),
+        (["bp_null"], "compared with itself"),
+        (["hypertension_glmm"], "not comparable"),
+    ):
         cfg["models"]["bp_null"]["compare_with"] = others
         assert needle in _error(cfg)
 
@@ -215,18 +240,34 @@ def test_compare_with(cfg):
 def test_cbind_of_simulated_trials(cfg):
     outcomes = cfg["datasets"]["bp_study"]["simulate"]["outcomes"]
     outcomes["doses"] = {"family": "binomial", "intercept": 0.0, "trials": 4}
-    cfg["models"]["doses"] = {"dataset": "bp_study", "family": "binomial",
-                              "formula": "cbind(doses, doses_trials - doses) ~ time + (1 | patient_id)"}
+    cfg["models"]["doses"] = {
+        "dataset": "bp_study",
+        "family": "binomial",
+        "formula": "cbind(doses, doses_trials - doses) ~ time + (1 | patient_id)",
+    }
     assert ("doses", "seed-123") in [(f.model, f.replicate) for f in check_config(cfg).fits]
 
 
-@pytest.mark.parametrize("model,key,value,words", [
-    ("hypertension_glmm", "inference", "satterthwaite", "models.hypertension_glmm.inference: satterthwaite needs a gaussian"),
-    ("bp_lmm", "test", "wald", "models.bp_lmm.test: applies to models of a study dataset"),
-    ("bp_lmm_recovery", "intervals", "bootstrap", "models.bp_lmm_recovery.intervals: bootstrap applies to per-seed"),
-    ("bp_lmm", "bootstrap", {"n": 100}, "models.bp_lmm.bootstrap: is read only with intervals: bootstrap"),
-    ("bp_lmm", "inference", "satterwaite", "models.bp_lmm.inference: expected one of"),
-])
+@pytest.mark.parametrize(
+    "model,key,value,words",
+    [
+        (
+            "hypertension_glmm",
+            "inference",
+            "satterthwaite",
+            "models.hypertension_glmm.inference: satterthwaite needs a gaussian",
+        ),
+        ("bp_lmm", "test", "wald", "models.bp_lmm.test: applies to models of a study dataset"),
+        (
+            "bp_lmm_recovery",
+            "intervals",
+            "bootstrap",
+            "models.bp_lmm_recovery.intervals: bootstrap applies to per-seed",
+        ),
+        ("bp_lmm", "bootstrap", {"n": 100}, "models.bp_lmm.bootstrap: is read only with intervals: bootstrap"),
+        ("bp_lmm", "inference", "satterwaite", "models.bp_lmm.inference: expected one of"),
+    ],
+)
 def test_inference_keys_checked(cfg, model, key, value, words):
     cfg["models"][model][key] = value
     assert words in _error(cfg)

@@ -42,8 +42,13 @@ def test_good_fit_passes_the_hessian_check(bp_data):
 def test_undetermined_fit_is_flagged():
     # Two rows per group and a random slope: each group's line goes through both of
     # its points, the residual variance runs to zero and the deviance is flat.
-    frame = pd.DataFrame({"g": [1, 1, 2, 2, 3, 3, 4, 4], "x": [-0.84, 0.13, -0.66, 0.16, 2.44, 0.44, 0.77, -0.79],
-                          "y": [2, 3, 2, 6, 0, 1, 2, 1]})
+    frame = pd.DataFrame(
+        {
+            "g": [1, 1, 2, 2, 3, 3, 4, 4],
+            "x": [-0.84, 0.13, -0.66, 0.16, 2.44, 0.44, 0.77, -0.79],
+            "y": [2, 3, 2, 6, 0, 1, 2, 1],
+        }
+    )
     r = fit_model(frame, ModelSpec("m", "d", "y ~ 1 + (x | g)"))
     assert r.ok and r.hessian_ok is False
     assert extract.status(r) == "hessian_not_pd"
@@ -60,13 +65,16 @@ def test_separation_does_not_converge():
     assert any("converge" in w for w in r.warnings)
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"error": "ValueError: x"}, "failed"),
-    ({"converged": False, "hessian_ok": False, "singular": True}, "not_converged"),
-    ({"converged": True, "hessian_ok": False, "singular": True}, "hessian_not_pd"),
-    ({"converged": True, "hessian_ok": None, "singular": True}, "singular"),
-    ({"converged": True, "hessian_ok": True}, "ok"),
-])
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"error": "ValueError: x"}, "failed"),
+        ({"converged": False, "hessian_ok": False, "singular": True}, "not_converged"),
+        ({"converged": True, "hessian_ok": False, "singular": True}, "hessian_not_pd"),
+        ({"converged": True, "hessian_ok": None, "singular": True}, "singular"),
+        ({"converged": True, "hessian_ok": True}, "ok"),
+    ],
+)
 def test_status_is_the_worst_fault(fields, expected):
     assert extract.status(FitResult(ModelSpec("m", "d", "y ~ (1 | g)"), "1.0", **fields)) == expected
 
@@ -77,23 +85,31 @@ def test_data_error_at_fit_time_is_a_recorded_failure(tmp_path, bp_data):
     bp_data.assign(rare=0).to_csv(path, index=False)
     r = fit_file(path, ModelSpec("rare", "d", "rare ~ time + (1 | patient_id)", "poisson"))
     assert not r.ok and extract.status(r) == "failed"
-    assert r.error == f"DataError: {path}: the response 'rare' has the same value (0) on every row; there is nothing to model"
+    assert (
+        r.error
+        == f"DataError: {path}: the response 'rare' has the same value (0) on every row; there is nothing to model"
+    )
 
 
 def test_summary_lists_every_status_with_notes(tmp_path, bp_data):
     path = tmp_path / "data.csv"
     bp_data.assign(rare=0).to_csv(path, index=False)
-    fits = [fit_file(path, ModelSpec("rare", "d", "rare ~ time + (1 | patient_id)", "poisson")),
-            fit_file(path, ModelSpec("bp", "d", "bp ~ time + (1 | hospital_id)"))]
+    fits = [
+        fit_file(path, ModelSpec("rare", "d", "rare ~ time + (1 | patient_id)", "poisson")),
+        fit_file(path, ModelSpec("bp", "d", "bp ~ time + (1 | hospital_id)")),
+    ]
     stats = []
     for r in fits:
-        out = {k: tmp_path / r.spec.name / f"{k}.{'json' if k == 'fit_stats' else 'csv'}"
-               for k in ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")}
+        out = {
+            k: tmp_path / r.spec.name / f"{k}.{'json' if k == 'fit_stats' else 'csv'}"
+            for k in ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
+        }
         extract.extract(r, out)
         stats.append(out["fit_stats"])
     record = json.loads(stats[1].read_text())
     assert record["hessian_ok"] is True and record["notes"] == [
-        "numeric grouping column hospital_id treated as a factor (one level per value)"]
+        "numeric grouping column hospital_id treated as a factor (one level per value)"
+    ]
     table = summarize(stats)
     assert list(table.columns) == COLUMNS
     assert table["status"].tolist() == ["failed", "ok"]

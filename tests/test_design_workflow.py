@@ -8,7 +8,6 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REFERENCE, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -19,47 +18,88 @@ DESIGN = {
     "crossed": [{"name": "rater", "n": 10}],
     "repeated": {"name": "time", "values": [0, 1, 2]},
     "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"], "ratio": [1, 1]},
-    "covariates": {"age": {"level": "patient", "distribution": "normal", "mean": 0, "sd": 1},
-                   "smoker": {"level": "patient", "distribution": "binary", "p": 0.4}},
+    "covariates": {
+        "age": {"level": "patient", "distribution": "normal", "mean": 0, "sd": 1},
+        "smoker": {"level": "patient", "distribution": "binary", "p": 0.4},
+    },
     "missing": {"dropout": 0.1, "mcar": 0.05},
-    "outcomes": {"y": {"family": "gaussian", "intercept": 10,
-                       "coefficients": {"time": 0.5, "age": 1.0, "smoker": -1.0},
-                       "arm_effects": {"treated": 2.0}, "arm_by_time": {"treated": -0.5},
-                       "random_sd": {"hospital": 1.0, "patient": 1.5, "rater": 0.8},
-                       "random_slopes": {"patient": {"term": "time", "sd": 0.5, "cor": 0.4}},
-                       "residual_sd": 1.0}},
+    "outcomes": {
+        "y": {
+            "family": "gaussian",
+            "intercept": 10,
+            "coefficients": {"time": 0.5, "age": 1.0, "smoker": -1.0},
+            "arm_effects": {"treated": 2.0},
+            "arm_by_time": {"treated": -0.5},
+            "random_sd": {"hospital": 1.0, "patient": 1.5, "rater": 0.8},
+            "random_slopes": {"patient": {"term": "time", "sd": 0.5, "cor": 0.4}},
+            "residual_sd": 1.0,
+        }
+    },
 }
 # A sample-size question: a cluster-randomised trial at two numbers of hospitals.
 CLUSTERED = {
     "levels": [{"name": "hospital", "n": 10}, {"name": "patient", "n": 5}],
     "repeated": {"name": "visit", "values": [1]},
     "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
-    "outcomes": {"y": {"family": "gaussian", "intercept": 0, "arm_effects": {"treated": 0.6},
-                       "random_sd": {"hospital": 0.3}, "residual_sd": 0.95}},
+    "outcomes": {
+        "y": {
+            "family": "gaussian",
+            "intercept": 0,
+            "arm_effects": {"treated": 0.6},
+            "random_sd": {"hospital": 0.3},
+            "residual_sd": 0.95,
+        }
+    },
 }
 CONFIG = {
-    "datasets": {"trial": {"replicates": N, "base_seed": 17, "batch_size": 30, "simulate": DESIGN},
-                 "size": {"replicates": 40, "base_seed": 3, "batch_size": 40, "simulate": CLUSTERED,
-                          "sweep": {"levels.hospital.n": [6, 40]}}},
-    "models": {"trial_lmm": {"dataset": "trial",
-                             "formula": "y ~ time * arm + age + smoker + (1 | hospital) + (1 + time | patient) "
-                                        "+ (1 | rater)",
-                             "power_terms": ["armtreated", "time:armtreated"]},
-               "size_lmm": {"dataset": "size", "formula": "y ~ arm + (1 | hospital)", "power_terms": ["armtreated"],
-                            "target_power": 0.8},
-               # lme4's sleepstudy as a pilot, extended to 30 subjects and 12 days, slope set to 5
-               "pilot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"},
-               "pilot_power": {"dataset": "from_pilot", "formula": "Reaction ~ Days + (Days | Subject)"}},
+    "datasets": {
+        "trial": {"replicates": N, "base_seed": 17, "batch_size": 30, "simulate": DESIGN},
+        "size": {
+            "replicates": 40,
+            "base_seed": 3,
+            "batch_size": 40,
+            "simulate": CLUSTERED,
+            "sweep": {"levels.hospital.n": [6, 40]},
+        },
+    },
+    "models": {
+        "trial_lmm": {
+            "dataset": "trial",
+            "formula": "y ~ time * arm + age + smoker + (1 | hospital) + (1 + time | patient) + (1 | rater)",
+            "power_terms": ["armtreated", "time:armtreated"],
+        },
+        "size_lmm": {
+            "dataset": "size",
+            "formula": "y ~ arm + (1 | hospital)",
+            "power_terms": ["armtreated"],
+            "target_power": 0.8,
+        },
+        # lme4's sleepstudy as a pilot, extended to 30 subjects and 12 days, slope set to 5
+        "pilot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"},
+        "pilot_power": {"dataset": "from_pilot", "formula": "Reaction ~ Days + (Days | Subject)"},
+    },
 }
 # The same sample-size question answered by a likelihood-ratio test (ML fits).
-CONFIG["models"]["size_ml"] = {"dataset": "size", "formula": "y ~ arm + (1 | hospital)", "reml": False,
-                               "test": "lrt", "compare_with": ["size_null"], "power_terms": ["armtreated"]}
+CONFIG["models"]["size_ml"] = {
+    "dataset": "size",
+    "formula": "y ~ arm + (1 | hospital)",
+    "reml": False,
+    "test": "lrt",
+    "compare_with": ["size_null"],
+    "power_terms": ["armtreated"],
+}
 CONFIG["models"]["size_null"] = {"dataset": "size", "formula": "y ~ 1 + (1 | hospital)", "reml": False}
 CONFIG["datasets"]["sleep"] = {"path": "sleepstudy.csv"}
 CONFIG["datasets"]["from_pilot"] = {
-    "replicates": N, "base_seed": 5, "batch_size": N,
-    "simulate": {"from_model": "pilot", "fixed_effects": {"Days": 5.0},
-                 "extend": {"Subject": 30, "Days": list(range(12))}}}
+    "replicates": N,
+    "base_seed": 5,
+    "batch_size": N,
+    "simulate": {
+        "from_model": "pilot",
+        "fixed_effects": {"Days": 5.0},
+        "extend": {"Subject": 30, "Days": list(range(12))},
+    },
+}
 
 
 def _pilot_estimates() -> dict[tuple[str, str], float]:
@@ -68,11 +108,14 @@ def _pilot_estimates() -> dict[tuple[str, str], float]:
     ref = pd.read_csv(REFERENCE / "lme4_fixtures.csv", keep_default_na=False)
     ref = ref[ref["case"] == "sleepstudy_reml"]
     value = {(q, g, t): float(v) for q, g, t, v in zip(ref["quantity"], ref["group"], ref["term"], ref["value"])}
-    return {("", "(Intercept)"): value[("fixef", "", "(Intercept)")], ("", "Days"): 5.0,
-            ("Subject", "sd__(Intercept)"): value[("variance", "Subject", "(Intercept)")] ** 0.5,
-            ("Subject", "sd__Days"): value[("variance", "Subject", "Days")] ** 0.5,
-            ("Subject", "cor__(Intercept).Days"): value[("correlation", "Subject", "cor((Intercept),Days)")],
-            ("Residual", "sd__Observation"): value[("sigma", "Residual", "")]}
+    return {
+        ("", "(Intercept)"): value[("fixef", "", "(Intercept)")],
+        ("", "Days"): 5.0,
+        ("Subject", "sd__(Intercept)"): value[("variance", "Subject", "(Intercept)")] ** 0.5,
+        ("Subject", "sd__Days"): value[("variance", "Subject", "Days")] ** 0.5,
+        ("Subject", "cor__(Intercept).Days"): value[("correlation", "Subject", "cor((Intercept),Days)")],
+        ("Residual", "sd__Observation"): value[("sigma", "Residual", "")],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +145,25 @@ def test_sample_size_answer_in_power_table_plot_and_run_summary(study_run):
     assert (table["smallest_size"] == 40).all()
     assert large.power_low <= large.power <= large.power_high
     assert (study / "plots" / "power_curve.png").stat().st_size > 10_000
-    assert f"power: size_lmm armtreated: levels.hospital.n = 40 reaches power 0.8 (power {large.power:.3f}" \
-        in proc.stderr
+    assert (
+        f"power: size_lmm armtreated: levels.hospital.n = 40 reaches power 0.8 (power {large.power:.3f}" in proc.stderr
+    )
 
 
 def test_every_design_element_is_recovered(recovery_table):
     t = recovery_table
     expected = {
-        (pd.NA, "armtreated"): 2.0, (pd.NA, "time:armtreated"): -0.5, (pd.NA, "age"): 1.0,
-        (pd.NA, "smoker"): -1.0, (pd.NA, "time"): 0.5,
-        ("hospital", "sd__(Intercept)"): 1.0, ("patient", "sd__(Intercept)"): 1.5,
-        ("patient", "sd__time"): 0.5, ("patient", "cor__(Intercept).time"): 0.4,
-        ("rater", "sd__(Intercept)"): 0.8, ("Residual", "sd__Observation"): 1.0,
+        (pd.NA, "armtreated"): 2.0,
+        (pd.NA, "time:armtreated"): -0.5,
+        (pd.NA, "age"): 1.0,
+        (pd.NA, "smoker"): -1.0,
+        (pd.NA, "time"): 0.5,
+        ("hospital", "sd__(Intercept)"): 1.0,
+        ("patient", "sd__(Intercept)"): 1.5,
+        ("patient", "sd__time"): 0.5,
+        ("patient", "cor__(Intercept).time"): 0.4,
+        ("rater", "sd__(Intercept)"): 0.8,
+        ("Residual", "sd__Observation"): 1.0,
     }
     t = t.reset_index()
     t["group"] = t["group"].fillna("")
@@ -129,8 +179,11 @@ def test_every_design_element_is_recovered(recovery_table):
 
 def test_a_pilot_fit_extended_recovers_the_pilots_estimates(study_run):
     workdir, _ = study_run
-    table = pd.read_csv(workdir / "results" / "studies" / "pilot_power" / "recovery.csv",
-                        keep_default_na=False, na_values={"mean_estimate": [""], "bias_mcse": [""]})
+    table = pd.read_csv(
+        workdir / "results" / "studies" / "pilot_power" / "recovery.csv",
+        keep_default_na=False,
+        na_values={"mean_estimate": [""], "bias_mcse": [""]},
+    )
     table = table.set_index(["group", "term"])
     for key, value in _pilot_estimates().items():
         row = table.loc[key]

@@ -20,8 +20,15 @@ from glmm_steps.simulate import design_from_config, simulate
 BASE = {
     "levels": [{"name": "hospital", "n": 6}, {"name": "patient", "n": 4}],
     "repeated": {"name": "time", "values": [0, 1, 2, 3]},
-    "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"time": 0.5},
-                       "random_sd": {"hospital": 1.0, "patient": 1.0}, "residual_sd": 1.0}},
+    "outcomes": {
+        "y": {
+            "family": "gaussian",
+            "intercept": 10,
+            "coefficients": {"time": 0.5},
+            "random_sd": {"hospital": 1.0, "patient": 1.0},
+            "residual_sd": 1.0,
+        }
+    },
 }
 
 
@@ -34,7 +41,10 @@ def _design(**keys):
 
 
 def _error(spec, formula="y ~ time + (1 | hospital) + (1 | patient)") -> str:
-    config = {"datasets": {"d": {"seeds": [1], "simulate": spec}}, "models": {"m": {"dataset": "d", "formula": formula}}}
+    config = {
+        "datasets": {"d": {"seeds": [1], "simulate": spec}},
+        "models": {"m": {"dataset": "d", "formula": formula}},
+    }
     with pytest.raises(ConfigError) as info:
         check_config(config)
     assert "\n" not in str(info.value)
@@ -42,8 +52,10 @@ def _error(spec, formula="y ~ time + (1 | hospital) + (1 | patient)") -> str:
 
 
 def test_arms_follow_the_allocation_ratio_at_their_level():
-    spec = _design(levels=[{"name": "hospital", "n": 9}, {"name": "patient", "n": 2}],
-                   arms={"name": "arm", "level": "hospital", "labels": ["control", "low", "high"], "ratio": [1, 1, 1]})
+    spec = _design(
+        levels=[{"name": "hospital", "n": 9}, {"name": "patient", "n": 2}],
+        arms={"name": "arm", "level": "hospital", "labels": ["control", "low", "high"], "ratio": [1, 1, 1]},
+    )
     data, _ = simulate(design_from_config(spec), 1)
     per_hospital = data.groupby("hospital")["arm"].agg(["nunique", "first"])
     assert (per_hospital["nunique"] == 1).all()  # cluster-randomised: one arm per hospital
@@ -58,24 +70,35 @@ def test_arms_follow_the_allocation_ratio_at_their_level():
 
 
 def test_unbalanced_sizes_from_a_list_or_a_distribution():
-    data, truth = simulate(design_from_config(_design(levels=[{"name": "hospital", "n": 4},
-                                                              {"name": "patient", "n": [2, 5]}])), 1)
+    data, truth = simulate(
+        design_from_config(_design(levels=[{"name": "hospital", "n": 4}, {"name": "patient", "n": [2, 5]}])), 1
+    )
     assert data.groupby("hospital")["patient"].nunique().tolist() == [2, 5, 2, 5]
     assert truth["levels"] == {"hospital": 4, "patient": 14} and truth["nrows"] == 14 * 4
-    spec = _design(levels=[{"name": "hospital", "n": 400},
-                           {"name": "patient", "n": {"distribution": "poisson", "mean": 6, "min": 2}}])
+    spec = _design(
+        levels=[
+            {"name": "hospital", "n": 400},
+            {"name": "patient", "n": {"distribution": "poisson", "mean": 6, "min": 2}},
+        ]
+    )
     sizes = simulate(design_from_config(spec), 1)[0].groupby("hospital")["patient"].nunique()
     assert sizes.min() >= 2 and abs(sizes.mean() - 6) < 4 * math.sqrt(6 / 400) + 0.1  # min=2 lifts it a little
     assert sizes.nunique() > 4
     # the design, not the replicate, draws them
-    assert simulate(design_from_config(spec), 2)[0]["patient"].equals(simulate(design_from_config(spec), 1)[0]["patient"])
+    assert simulate(design_from_config(spec), 2)[0]["patient"].equals(
+        simulate(design_from_config(spec), 1)[0]["patient"]
+    )
 
 
 def test_covariates_at_a_level_follow_their_distribution():
-    spec = _design(levels=[{"name": "hospital", "n": 50}, {"name": "patient", "n": 40}],
-                   covariates={"age": {"level": "patient", "distribution": "normal", "mean": 50, "sd": 10},
-                               "smoker": {"level": "patient", "distribution": "binary", "p": 0.3},
-                               "dose": {"level": "time", "distribution": "normal"}})
+    spec = _design(
+        levels=[{"name": "hospital", "n": 50}, {"name": "patient", "n": 40}],
+        covariates={
+            "age": {"level": "patient", "distribution": "normal", "mean": 50, "sd": 10},
+            "smoker": {"level": "patient", "distribution": "binary", "p": 0.3},
+            "dose": {"level": "time", "distribution": "normal"},
+        },
+    )
     data, _ = simulate(design_from_config(spec), 1)
     patients = data.groupby("patient")[["age", "smoker"]].agg(["nunique", "first"])
     assert (patients[("age", "nunique")] == 1).all() and (patients[("smoker", "nunique")] == 1).all()
@@ -94,7 +117,7 @@ def test_dropout_is_monotone_and_mcar_removes_rows_at_its_rate():
     n = 2000
     for k in range(4):
         share = (seen["count"] > k).mean()
-        assert abs(share - 0.8 ** k) < 4 * math.sqrt(0.8 ** k * (1 - 0.8 ** k) / n) + 1e-12, k
+        assert abs(share - 0.8**k) < 4 * math.sqrt(0.8**k * (1 - 0.8**k) / n) + 1e-12, k
     assert truth["nrows"] == len(data)
     data, _ = simulate(design_from_config(_design(levels=levels, missing={"mcar": 0.1})), 3)
     assert abs(1 - len(data) / 8000 - 0.1) < 4 * math.sqrt(0.09 / 8000)
@@ -108,8 +131,9 @@ def test_new_design_keys_are_checked_before_any_job():
     assert "1 ratios for 2 labels" in _error(_design(arms={**arms, "ratio": [1]}))
     assert "arm_effects.active" in _error(_design(arms=arms, outcome={"arm_effects": {"active": 1}}))
     assert "has no arms" in _error(_design(outcome={"arm_by_time": {"treated": 1}}))
-    assert "random_slopes.patient.term" in _error(_design(
-        outcome={"random_slopes": {"patient": {"term": "dose", "sd": 1}}}))
+    assert "random_slopes.patient.term" in _error(
+        _design(outcome={"random_slopes": {"patient": {"term": "dose", "sd": 1}}})
+    )
     assert "random_slopes.ward" in _error(_design(outcome={"random_slopes": {"ward": {"term": "time", "sd": 1}}}))
     assert "coefficients.age" in _error(_design(outcome={"coefficients": {"age": 1}}))
     assert "random_sd.rater" in _error(_design(outcome={"random_sd": {"rater": 1}}))
@@ -119,13 +143,19 @@ def test_new_design_keys_are_checked_before_any_job():
 
 
 def test_designs_without_missing_data_refit_and_match_full_fits():
-    spec = _design(arms={"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
-                   covariates={"age": {"level": "patient", "distribution": "normal"}},
-                   outcome={"arm_effects": {"treated": 1.0}, "coefficients": {"time": 0.5, "age": 0.3},
-                            "random_slopes": {"patient": {"term": "time", "sd": 0.3, "cor": 0.5}}})
+    spec = _design(
+        arms={"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+        covariates={"age": {"level": "patient", "distribution": "normal"}},
+        outcome={
+            "arm_effects": {"treated": 1.0},
+            "coefficients": {"time": 0.5, "age": 0.3},
+            "random_slopes": {"patient": {"term": "time", "sd": 0.3, "cor": 0.5}},
+        },
+    )
     design = design_from_config(spec)
-    model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ time * arm + age + (1 | hospital) + "
-                                                                   "(1 + time | patient)"})
+    model = ModelSpec.from_config(
+        "m", {"dataset": "d", "formula": "y ~ time * arm + age + (1 | hospital) + (1 + time | patient)"}
+    )
     assert batch.refittable(design, model)
     replicates = [(i, study.replicate_seed(5, i)) for i in range(4)]
     fast, fast_fits = batch.run_batch(design, model, "base", replicates)
@@ -142,16 +172,19 @@ def test_refit_path_gives_the_study_test_of_a_full_fit(test):
     """`test:` (issue 14) chooses the fixed effects' test; the refit path computes
     Satterthwaite and Kenward-Roger df from the refitted lmer, equal to a full fit's."""
     design = design_from_config(_design(outcome={"coefficients": {"time": 0.5}}))
-    model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ time + (1 | hospital) + (1 | patient)",
-                                        "test": test})
+    model = ModelSpec.from_config(
+        "m", {"dataset": "d", "formula": "y ~ time + (1 | hospital) + (1 | patient)", "test": test}
+    )
     assert batch.refittable(design, model)
     replicates = [(i, study.replicate_seed(7, i)) for i in range(3)]
     fast, _ = batch.run_batch(design, model, "base", replicates)
     full, _ = batch.run_batch(design, model, "base", replicates, refit=False)
     pd.testing.assert_frame_equal(fast, full, rtol=1e-8)
     fixed = fast[fast["effect"] == "fixed"]
-    assert (fixed["test"] == {"wald": "Wald z", "satterthwaite": "Satterthwaite t",
-                              "kenward_roger": "Kenward-Roger t"}[test]).all()
+    assert (
+        fixed["test"]
+        == {"wald": "Wald z", "satterthwaite": "Satterthwaite t", "kenward_roger": "Kenward-Roger t"}[test]
+    ).all()
     assert fixed["df"].isna().all() == (test == "wald")
 
 
@@ -164,11 +197,20 @@ def test_power_matches_the_design_effect_formula():
     m, icc, delta, n = 5, 0.1, 0.5, 300
     z = norm.ppf(0.975)
     for hospitals in (20, 40, 60):
-        spec = {"levels": [{"name": "hospital", "n": hospitals}, {"name": "patient", "n": m}],
-                "repeated": {"name": "visit", "values": [1]},
-                "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
-                "outcomes": {"y": {"family": "gaussian", "intercept": 0, "arm_effects": {"treated": delta},
-                                   "random_sd": {"hospital": math.sqrt(icc)}, "residual_sd": math.sqrt(1 - icc)}}}
+        spec = {
+            "levels": [{"name": "hospital", "n": hospitals}, {"name": "patient", "n": m}],
+            "repeated": {"name": "visit", "values": [1]},
+            "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+            "outcomes": {
+                "y": {
+                    "family": "gaussian",
+                    "intercept": 0,
+                    "arm_effects": {"treated": delta},
+                    "random_sd": {"hospital": math.sqrt(icc)},
+                    "residual_sd": math.sqrt(1 - icc),
+                }
+            },
+        }
         model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ arm + (1 | hospital)"})
         replicates = list(enumerate(study.replicate_seeds(11, n)))
         estimates, fits = batch.run_batch(design_from_config(spec), model, "base", replicates)
@@ -182,10 +224,18 @@ def test_power_matches_the_design_effect_formula():
 def test_power_table_gives_the_smallest_size_reaching_the_target():
     from glmm_steps import power
 
-    table = pd.DataFrame({"model": "m", "design": ["n=5", "n=10", "n=20"] * 2,
-                          "levels.h.n": [5, 10, 20] * 2, "effect": "fixed",
-                          "term": ["x"] * 3 + ["z"] * 3, "n_replicates": 200,
-                          "power": [0.5, 0.81, 0.95, 0.1, 0.2, 0.3], "power_mcse": 0.02})
+    table = pd.DataFrame(
+        {
+            "model": "m",
+            "design": ["n=5", "n=10", "n=20"] * 2,
+            "levels.h.n": [5, 10, 20] * 2,
+            "effect": "fixed",
+            "term": ["x"] * 3 + ["z"] * 3,
+            "n_replicates": 200,
+            "power": [0.5, 0.81, 0.95, 0.1, 0.2, 0.3],
+            "power_mcse": 0.02,
+        }
+    )
     out = power.power_table(table, ["levels.h.n"], 0.8)
     x = out[out["term"] == "x"]
     assert list(x["reaches_target"]) == [False, True, True]
@@ -201,9 +251,10 @@ def test_power_table_gives_the_smallest_size_reaching_the_target():
 
 
 def test_target_power_needs_one_swept_size():
-    config = {"datasets": {"d": {"replicates": 5, "base_seed": 1, "simulate": copy.deepcopy(BASE)}},
-              "models": {"m": {"dataset": "d", "formula": "y ~ time + (1 | hospital) + (1 | patient)",
-                               "target_power": 0.8}}}
+    config = {
+        "datasets": {"d": {"replicates": 5, "base_seed": 1, "simulate": copy.deepcopy(BASE)}},
+        "models": {"m": {"dataset": "d", "formula": "y ~ time + (1 | hospital) + (1 | patient)", "target_power": 0.8}},
+    }
     with pytest.raises(ConfigError, match="needs one swept size key"):
         check_config(config)
     config["datasets"]["d"]["sweep"] = {"levels.hospital.n": [4, 8]}
@@ -216,9 +267,10 @@ def test_from_model_designs_are_checked_before_any_job(root, monkeypatch):
     pilot = {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"}
 
     def error(simulate, models=None, **dataset):
-        config = {"datasets": {"sleep": sleep, "power": {"replicates": 5, "base_seed": 1, "simulate": simulate,
-                                                         **dataset}},
-                  "models": models or {"pilot": pilot}}
+        config = {
+            "datasets": {"sleep": sleep, "power": {"replicates": 5, "base_seed": 1, "simulate": simulate, **dataset}},
+            "models": models or {"pilot": pilot},
+        }
         with pytest.raises(ConfigError) as info:
             check_config(config)
         return str(info.value)
@@ -227,16 +279,23 @@ def test_from_model_designs_are_checked_before_any_job(root, monkeypatch):
     assert "fixed_effects.Hours" in error({"from_model": "pilot", "fixed_effects": {"Hours": 1}})
     assert "extend.Hours" in error({"from_model": "pilot", "extend": {"Hours": 3}})
     assert "extend.Days" in error({"from_model": "pilot", "extend": {"Days": 3}})
-    assert "not supported" in error({"from_model": "pilot"}, {"pilot": {**pilot, "formula":
-                                                                        "Reaction ~ Days + (1 | Subject:Days)"}})
+    assert "not supported" in error(
+        {"from_model": "pilot"}, {"pilot": {**pilot, "formula": "Reaction ~ Days + (1 | Subject:Days)"}}
+    )
     assert "from_model" in error({"from_model": "pilot", "levels": []})
-    config = {"datasets": {"sleep": sleep, "power": {"seeds": [1], "simulate": {"from_model": "pilot"}}},
-              "models": {"pilot": pilot}}
+    config = {
+        "datasets": {"sleep": sleep, "power": {"seeds": [1], "simulate": {"from_model": "pilot"}}},
+        "models": {"pilot": pilot},
+    }
     with pytest.raises(ConfigError, match="studies"):
         check_config(config)
     # the pilot's units and days become the design; a sweep applies on top of it
-    config["datasets"]["power"] = {"replicates": 5, "base_seed": 1, "simulate": {"from_model": "pilot"},
-                                   "sweep": {"levels.Subject.n": [10, 20]}}
+    config["datasets"]["power"] = {
+        "replicates": 5,
+        "base_seed": 1,
+        "simulate": {"from_model": "pilot"},
+        "sweep": {"levels.Subject.n": [10, 20]},
+    }
     plan = check_config(config)
     made = plan.config["datasets"]["power"]["simulate"]
     assert made["levels"] == [{"name": "Subject", "n": 18}] and made["repeated"]["values"] == list(range(10))
@@ -244,11 +303,20 @@ def test_from_model_designs_are_checked_before_any_job(root, monkeypatch):
 
 
 def _cluster_trial(effect: float, hospitals: int = 30) -> dict:
-    return {"levels": [{"name": "hospital", "n": hospitals}, {"name": "patient", "n": 5}],
-            "repeated": {"name": "visit", "values": [1]},
-            "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
-            "outcomes": {"y": {"family": "gaussian", "intercept": 0, "arm_effects": {"treated": effect},
-                               "random_sd": {"hospital": 0.3}, "residual_sd": 0.95}}}
+    return {
+        "levels": [{"name": "hospital", "n": hospitals}, {"name": "patient", "n": 5}],
+        "repeated": {"name": "visit", "values": [1]},
+        "arms": {"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+        "outcomes": {
+            "y": {
+                "family": "gaussian",
+                "intercept": 0,
+                "arm_effects": {"treated": effect},
+                "random_sd": {"hospital": 0.3},
+                "residual_sd": 0.95,
+            }
+        },
+    }
 
 
 def test_lrt_statistic_is_compares_anova_on_the_same_replicate():
@@ -276,15 +344,17 @@ def test_lrt_statistic_is_compares_anova_on_the_same_replicate():
 
 def test_lrt_power_rejects_at_alpha_under_the_null_and_detects_an_effect():
     # test: wald, so the fixed effect's power is the Wald z test's, the LRT's asymptotic twin
-    full = ModelSpec.from_config("full", {"dataset": "d", "formula": "y ~ arm + (1 | hospital)", "reml": False,
-                                          "test": "wald"})
+    full = ModelSpec.from_config(
+        "full", {"dataset": "d", "formula": "y ~ arm + (1 | hospital)", "reml": False, "test": "wald"}
+    )
     null = ModelSpec.from_config("null", {"dataset": "d", "formula": "y ~ 1 + (1 | hospital)", "reml": False})
     n = 200
     replicates = list(enumerate(study.replicate_seeds(21, n)))
     powers = {}
     for effect in (0.0, 0.6):
-        rows, fits = batch.run_batch(design_from_config(_cluster_trial(effect)), full, "base", replicates,
-                                     compare_with=null)
+        rows, fits = batch.run_batch(
+            design_from_config(_cluster_trial(effect)), full, "base", replicates, compare_with=null
+        )
         table = recovery.summarise(rows, fits, 0.05, ["armtreated"]).set_index("term")
         powers[effect] = table.loc["vs null", "power"], table.loc["armtreated", "power"]
     # size: within 3 MCSE of 0.05 (ML's LRT is slightly liberal with 30 clusters)
@@ -297,13 +367,22 @@ def test_lrt_study_test_is_checked():
     """test: lrt (issue 14's study test key) needs one model in compare_with; REML
     models are allowed (the batch refits them by ML, as anova() does)."""
     spec = _cluster_trial(0.5)
-    models = {"full": {"dataset": "d", "formula": "y ~ arm + (1 | hospital)", "reml": False, "test": "lrt",
-                       "compare_with": ["null"]},
-              "null": {"dataset": "d", "formula": "y ~ 1 + (1 | hospital)", "reml": False}}
+    models = {
+        "full": {
+            "dataset": "d",
+            "formula": "y ~ arm + (1 | hospital)",
+            "reml": False,
+            "test": "lrt",
+            "compare_with": ["null"],
+        },
+        "null": {"dataset": "d", "formula": "y ~ 1 + (1 | hospital)", "reml": False},
+    }
 
     def check(**changes):
-        config = {"datasets": {"d": {"replicates": 5, "base_seed": 1, "simulate": spec}},
-                  "models": copy.deepcopy(models)}
+        config = {
+            "datasets": {"d": {"replicates": 5, "base_seed": 1, "simulate": spec}},
+            "models": copy.deepcopy(models),
+        }
         for model, entry in changes.items():
             config["models"][model].update(entry)
         return check_config(config)
@@ -325,15 +404,21 @@ def test_a_per_seed_replicate_fits_the_same_from_its_file(tmp_path):
     from glmm_steps.fit import fit_file, fit_model
     from glmm_steps.simulate import simulate_to_files
 
-    spec = _design(crossed=[{"name": "rater", "n": 3}],
-                   arms={"name": "arm", "level": "patient", "labels": ["a_placebo", "b_drug"]},
-                   covariates={"age": {"level": "patient", "distribution": "normal", "mean": 50, "sd": 10}},
-                   missing={"mcar": 0.1},
-                   outcome={"arm_effects": {"b_drug": 2.0}, "coefficients": {"time": 0.5, "age": 0.1},
-                            "random_sd": {"hospital": 1.0, "patient": 1.0, "rater": 0.5}})
+    spec = _design(
+        crossed=[{"name": "rater", "n": 3}],
+        arms={"name": "arm", "level": "patient", "labels": ["a_placebo", "b_drug"]},
+        covariates={"age": {"level": "patient", "distribution": "normal", "mean": 50, "sd": 10}},
+        missing={"mcar": 0.1},
+        outcome={
+            "arm_effects": {"b_drug": 2.0},
+            "coefficients": {"time": 0.5, "age": 0.1},
+            "random_sd": {"hospital": 1.0, "patient": 1.0, "rater": 0.5},
+        },
+    )
     simulate_to_files(spec, 4, str(tmp_path / "data.csv"), str(tmp_path / "truth.json"))
-    model = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ time + arm + age + (1 | hospital) + "
-                                                                   "(1 | patient) + (1 | rater)"})
+    model = ModelSpec.from_config(
+        "m", {"dataset": "d", "formula": "y ~ time + arm + age + (1 | hospital) + (1 | patient) + (1 | rater)"}
+    )
     from_file = fit_file(tmp_path / "data.csv", model)
     in_memory = fit_model(simulate(design_from_config(spec), 4)[0], model)
     assert from_file.ok and list(from_file.fixef["term"]) == ["(Intercept)", "time", "armb_drug", "age"]
@@ -342,15 +427,21 @@ def test_a_per_seed_replicate_fits_the_same_from_its_file(tmp_path):
 
 
 def test_a_poisson_log_mean_from_arms_or_slopes_is_bounded_before_any_job():
-    spec = _design(arms={"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
-                   outcome={"family": "poisson", "intercept": 0, "residual_sd": None,
-                            "arm_by_time": {"treated": 300.0}})
+    spec = _design(
+        arms={"name": "arm", "level": "hospital", "labels": ["control", "treated"]},
+        outcome={"family": "poisson", "intercept": 0, "residual_sd": None, "arm_by_time": {"treated": 300.0}},
+    )
     del spec["outcomes"]["y"]["residual_sd"]
     assert "log-mean reaches 9" in _error(spec, "y ~ time * arm + (1 | hospital) + (1 | patient)")
     spec["outcomes"]["y"]["arm_by_time"] = {"treated": 0.1}
     spec["outcomes"]["y"]["random_slopes"] = {"patient": {"term": "time", "sd": 50.0}}
     assert "log-mean reaches" in _error(spec, "y ~ time * arm + (1 | hospital) + (1 | patient)")
     spec["outcomes"]["y"]["random_slopes"] = {"patient": {"term": "time", "sd": 0.1}}
-    check_config({"datasets": {"d": {"seeds": [1], "simulate": spec}},
-                  "models": {"m": {"dataset": "d", "formula": "y ~ time * arm + (1 | hospital) + (1 | patient)",
-                                   "family": "poisson"}}})
+    check_config(
+        {
+            "datasets": {"d": {"seeds": [1], "simulate": spec}},
+            "models": {
+                "m": {"dataset": "d", "formula": "y ~ time * arm + (1 | hospital) + (1 | patient)", "family": "poisson"}
+            },
+        }
+    )

@@ -91,27 +91,32 @@ def _blocks(A: np.ndarray, w: np.ndarray, per_group, L: np.ndarray) -> np.ndarra
     return L.T @ cross @ L + np.eye(2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exact_optimum(response: str, family: str):
     """The exact Laplace optimum of ``response ~ x + (x | group)`` on glmm_slopes.csv:
     ``(deviance function, scipy result)``."""
     data = pd.read_csv(DATA)
-    dev = laplace_deviance(data[response].to_numpy(float), data["x"].to_numpy(float),
-                           data["group"].to_numpy(), family)
+    dev = laplace_deviance(data[response].to_numpy(float), data["x"].to_numpy(float), data["group"].to_numpy(), family)
     # Two Nelder-Mead passes from a neutral start (the second restarts the simplex,
     # which a single pass can let collapse early); no engine's estimate is used.
-    best = minimize(dev, np.array([0.5, 0.3, 0.3, 0.0, 0.5]), method="Nelder-Mead",
-                    options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20000, "maxfev": 20000})
-    best = minimize(dev, best.x, method="Nelder-Mead",
-                    options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000, "maxfev": 20000})
+    best = minimize(
+        dev,
+        np.array([0.5, 0.3, 0.3, 0.0, 0.5]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20000, "maxfev": 20000},
+    )
+    best = minimize(
+        dev, best.x, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000, "maxfev": 20000}
+    )
     return dev, best
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def engine_fit(response: str, family: str):
     """The engine's fit of ``response ~ x + (x | group)`` on glmm_slopes.csv."""
-    return fit_model(pd.read_csv(DATA), ModelSpec("slopes", "glmm_slopes", f"{response} ~ x + (x | group)",
-                                                  family=family))
+    return fit_model(
+        pd.read_csv(DATA), ModelSpec("slopes", "glmm_slopes", f"{response} ~ x + (x | group)", family=family)
+    )
 
 
 def estimates(par: np.ndarray) -> np.ndarray:
@@ -132,8 +137,13 @@ def engine_estimates(fit) -> np.ndarray:
     """The engine's estimates in the order of :func:`estimates`."""
     fixef = fit.fixef.set_index("term")["estimate"]
     vc = fit.varcorr.set_index("term")
-    return np.r_[fixef["(Intercept)"], fixef["x"], vc.loc["(Intercept)", "variance"], vc.loc["x", "variance"],
-                 vc.loc["cor((Intercept),x)", "correlation"]]
+    return np.r_[
+        fixef["(Intercept)"],
+        fixef["x"],
+        vc.loc["(Intercept)", "variance"],
+        vc.loc["x", "variance"],
+        vc.loc["cor((Intercept),x)", "correlation"],
+    ]
 
 
 def lme4_estimates(case: str) -> tuple[np.ndarray, float]:
@@ -142,9 +152,18 @@ def lme4_estimates(case: str) -> tuple[np.ndarray, float]:
     fixtures = pd.read_csv(REF / "lme4_fixtures.csv", keep_default_na=False)
     rows = fixtures[fixtures["case"] == case].astype({"value": float})
     value = {(q, t): v for q, t, v in zip(rows["quantity"], rows["term"], rows["value"])}
-    return (np.array([value["fixef", "(Intercept)"], value["fixef", "x"], value["variance", "(Intercept)"],
-                      value["variance", "x"], value["correlation", "cor((Intercept),x)"]]),
-            -2 * value["logLik", ""])
+    return (
+        np.array(
+            [
+                value["fixef", "(Intercept)"],
+                value["fixef", "x"],
+                value["variance", "(Intercept)"],
+                value["variance", "x"],
+                value["correlation", "cor((Intercept),x)"],
+            ]
+        ),
+        -2 * value["logLik", ""],
+    )
 
 
 @pytest.mark.parametrize("response,family", [("count", "poisson"), ("event", "binomial")])
@@ -159,8 +178,11 @@ def test_engine_reaches_the_exact_laplace_optimum_for_random_slopes(response, fa
     L = np.array([[best.x[0], 0.0], [best.x[1], best.x[2]]])
     cov = L @ L.T
     variances = fit.varcorr.set_index("term")["variance"]
-    np.testing.assert_allclose([variances["(Intercept)"], variances["x"], variances["cor((Intercept),x)"]],
-                               [cov[0, 0], cov[1, 1], cov[0, 1]], rtol=2e-6)
+    np.testing.assert_allclose(
+        [variances["(Intercept)"], variances["x"], variances["cor((Intercept),x)"]],
+        [cov[0, 0], cov[1, 1], cov[0, 1]],
+        rtol=2e-6,
+    )
 
 
 # Measured (2026-12-01, lme4 1.1-31, mixedlm 1.3.0), relative distance of the largest of
@@ -168,11 +190,11 @@ def test_engine_reaches_the_exact_laplace_optimum_for_random_slopes(response, fa
 # optimum: engine 8.0e-7; lme4 1.02e-4 (default controls), 1.39e-4 (tolPwrss = 1e-10).
 # Exact -2 logLik above the optimum's: engine 1.6e-11; at lme4's estimates 8.9e-7 and
 # 1.5e-6; lme4's own reported -2 logLik 1.56e-4 and 1.6e-4 above it.
-ENGINE_MAX_REL = 2e-6      # the engine is at the optimum (2.5x the measured 8e-7)
-LME4_MIN_REL = 5e-5        # lme4 is measurably away (half the smaller measured 1.02e-4)
-MARGIN = 25                # lme4's largest distance is >= 25 times the engine's (measured 128, 174)
-ENGINE_MAX_EXCESS = 1e-9   # exact -2 logLik at the engine's estimates above the optimum
-LME4_MIN_EXCESS = 2e-7     # ... and at lme4's (measured 8.9e-7, 1.5e-6)
+ENGINE_MAX_REL = 2e-6  # the engine is at the optimum (2.5x the measured 8e-7)
+LME4_MIN_REL = 5e-5  # lme4 is measurably away (half the smaller measured 1.02e-4)
+MARGIN = 25  # lme4's largest distance is >= 25 times the engine's (measured 128, 174)
+ENGINE_MAX_EXCESS = 1e-9  # exact -2 logLik at the engine's estimates above the optimum
+LME4_MIN_EXCESS = 2e-7  # ... and at lme4's (measured 8.9e-7, 1.5e-6)
 
 
 @pytest.mark.parametrize("case", ["slopes_poisson_laplace", "slopes_poisson_laplace_tolpwrss"])

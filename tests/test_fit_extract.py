@@ -50,31 +50,72 @@ def test_augment_consistent(bp_fit):
 
 
 def test_extract_writes_tables(bp_fit, tmp_path):
-    outputs = {k: tmp_path / f"{k}.{'json' if k == 'fit_stats' else 'csv'}" for k in
-               ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")}
+    outputs = {
+        k: tmp_path / f"{k}.{'json' if k == 'fit_stats' else 'csv'}"
+        for k in ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
+    }
     record = extract.extract(bp_fit, outputs, seed=123, data_path="x.csv")
     stats = json.loads(outputs["fit_stats"].read_text())
     assert stats == record
-    for key in ("model", "dataset", "seed", "formula", "family", "reml", "engine", "engine_version", "data_path",
-                "nobs", "ngroups", "logLik", "AIC", "BIC", "deviance", "converged", "singular", "warnings",
-                "wall_time_s", "maximum_likelihood", "engine_details"):
+    for key in (
+        "model",
+        "dataset",
+        "seed",
+        "formula",
+        "family",
+        "reml",
+        "engine",
+        "engine_version",
+        "data_path",
+        "nobs",
+        "ngroups",
+        "logLik",
+        "AIC",
+        "BIC",
+        "deviance",
+        "converged",
+        "singular",
+        "warnings",
+        "wall_time_s",
+        "maximum_likelihood",
+        "engine_details",
+    ):
         assert key in stats
     assert stats["AIC"] == pytest.approx(-2 * stats["logLik"] + 2 * 5)
-    assert list(pd.read_csv(outputs["variance_components"]).columns) == ["group", "term", "variance", "sd", "correlation",
-                                                                          "conf_low", "conf_high", "method"]
-    assert list(pd.read_csv(outputs["random_effects"]).columns) == ["group", "level", "term", "estimate", "cond_sd",
-                                                                     "method"]
+    assert list(pd.read_csv(outputs["variance_components"]).columns) == [
+        "group",
+        "term",
+        "variance",
+        "sd",
+        "correlation",
+        "conf_low",
+        "conf_high",
+        "method",
+    ]
+    assert list(pd.read_csv(outputs["random_effects"]).columns) == [
+        "group",
+        "level",
+        "term",
+        "estimate",
+        "cond_sd",
+        "method",
+    ]
     assert (pd.read_csv(outputs["fixed_effects"])["method"] == "REML").all()
     assert len(pd.read_csv(outputs["predictions"])) == 500
     # fixed float format: 10 significant digits
-    assert all(len(v.replace("-", "").replace(".", "").lstrip("0")) <= 10
-               for v in outputs["fixed_effects"].read_text().splitlines()[1].split(",")[1:])
+    assert all(
+        len(v.replace("-", "").replace(".", "").lstrip("0")) <= 10
+        for v in outputs["fixed_effects"].read_text().splitlines()[1].split(",")[1:]
+    )
 
 
-@pytest.mark.parametrize("formula, family", [
-    ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
-    ("adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)", "poisson"),
-])
+@pytest.mark.parametrize(
+    "formula, family",
+    [
+        ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
+        ("adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)", "poisson"),
+    ],
+)
 def test_glmm_fits_response_scale(bp_data, formula, family):
     r = fit_model(bp_data, ModelSpec("m", "d", formula, family))
     assert r.ok and r.converged

@@ -47,12 +47,13 @@ def _assert_roundtrip(result, tmp_path, cls=FitResult):
 def fits(bp_data):
     """Fits of every kind the tables are made from: REML, a Poisson GLMM with an
     offset, a binomial with cbind, statsmodels (engine details), and a failed fit."""
-    data = bp_data.assign(exposure=1.0 + bp_data["time"], events=(bp_data["bp"] > 121).astype(int) * 2,
-                          fails=1)
-    specs = [ModelSpec("a", "d", FORMULA),
-             ModelSpec("b", "d", "events ~ time + offset(log(exposure)) + (1 | patient_id)", family="poisson"),
-             ModelSpec("c", "d", "cbind(events, fails) ~ time + (1 | hospital_id)", family="binomial"),
-             ModelSpec("d", "d", FORMULA, engine="statsmodels")]
+    data = bp_data.assign(exposure=1.0 + bp_data["time"], events=(bp_data["bp"] > 121).astype(int) * 2, fails=1)
+    specs = [
+        ModelSpec("a", "d", FORMULA),
+        ModelSpec("b", "d", "events ~ time + offset(log(exposure)) + (1 | patient_id)", family="poisson"),
+        ModelSpec("c", "d", "cbind(events, fails) ~ time + (1 | hospital_id)", family="binomial"),
+        ModelSpec("d", "d", FORMULA, engine="statsmodels"),
+    ]
     return [fit_model(data, s) for s in specs] + [FitResult(spec=specs[0], engine_version="x", error="boom")]
 
 
@@ -71,15 +72,19 @@ def test_save_fit_and_load_fit_use_it(fits, tmp_path):
 def test_a_new_field_roundtrips_without_changes(fits, tmp_path):
     """Other work adds fields (inference tables, formula transforms): a DataFrame, an
     array or JSON data needs nothing new here."""
+
     @dataclasses.dataclass
     class Grown(FitResult):
         inference: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
         hessian: np.ndarray | None = None
         transforms: dict = dataclasses.field(default_factory=dict)
 
-    grown = Grown(**{f.name: getattr(fits[0], f.name) for f in dataclasses.fields(FitResult)},
-                  inference=pd.DataFrame({"term": ["time"], "df": [89.0], "p": [1e-5]}),
-                  hessian=np.eye(2), transforms={"scale": {"time": [3.0, 1.41]}, "poly": [], "n": 3, "x": None})
+    grown = Grown(
+        **{f.name: getattr(fits[0], f.name) for f in dataclasses.fields(FitResult)},
+        inference=pd.DataFrame({"term": ["time"], "df": [89.0], "p": [1e-5]}),
+        hessian=np.eye(2),
+        transforms={"scale": {"time": [3.0, 1.41]}, "poly": [], "n": 3, "x": None},
+    )
     _assert_roundtrip(grown, tmp_path, Grown)
 
 

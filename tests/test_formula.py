@@ -26,8 +26,7 @@ def test_slopes_nested_uncorrelated():
     # lme4's names: the inner factor of a/b is b:a, an interaction written a:b stays a:b
     assert [t.group_name for t in f.random] == ["a", "b:a"]
     assert f.grouping_factors == ("a", "b")
-    assert [t.group_name for t in parse("y ~ 1 + (1 | a/b/c) + (1 | d:e)").random] == [
-        "a", "b:a", "c:(b:a)", "d:e"]
+    assert [t.group_name for t in parse("y ~ 1 + (1 | a/b/c) + (1 | d:e)").random] == ["a", "b:a", "c:(b:a)", "d:e"]
     assert str(parse("y ~ x + (1 + x || g)").random[0]) == "(1 + x || g)"
 
 
@@ -53,23 +52,26 @@ def test_cbind_trials_minus_successes():
         parse("cbind(s, 10 - s) ~ x + (1 | g)")
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("y ~ x + (1 | g", "unbalanced parentheses: '(' at character 9 is never closed"),
-    ("y ~ x + (1 | g))(", "unbalanced parentheses: ')' at character 16 has no matching '('"),
-    ("y ~ x + (1 | )", "random term '(1 | )' names no grouping factor after '|'"),
-    ("y ~ x + ( | g)", "empty random term '( | g)': write (1 | group)"),
-    ("y ~ x + (0 | g)", "empty random term for 'g': it has neither an intercept nor slopes"),
-    ("y ~ x + ()", "empty parentheses '()'"),
-    ("~ x + (1 | g)", "no response before '~'"),
-    ("y ~ x ~ z + (1 | g)", "more than one '~'"),
-    ("y ~ y + (1 | g)", "the response 'y' also appears on the right of '~'"),
-    ("y ~ x + (1 | g) + (1 | g)", "the random term for 'g' appears twice"),
-    ("y x + (1|g)", "expected 'response ~"),
-    ("y ~ x", "no random-effect term"),
-    # the engine parser's token names come out as symbols, with the text found there
-    ("y ~ x + (1 | g h)", "expected ')' near 'h)'"),
-    ("y ~ x +* (1 | g)", "expected a column, number or '(' near '* (1 | g)'"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("y ~ x + (1 | g", "unbalanced parentheses: '(' at character 9 is never closed"),
+        ("y ~ x + (1 | g))(", "unbalanced parentheses: ')' at character 16 has no matching '('"),
+        ("y ~ x + (1 | )", "random term '(1 | )' names no grouping factor after '|'"),
+        ("y ~ x + ( | g)", "empty random term '( | g)': write (1 | group)"),
+        ("y ~ x + (0 | g)", "empty random term for 'g': it has neither an intercept nor slopes"),
+        ("y ~ x + ()", "empty parentheses '()'"),
+        ("~ x + (1 | g)", "no response before '~'"),
+        ("y ~ x ~ z + (1 | g)", "more than one '~'"),
+        ("y ~ y + (1 | g)", "the response 'y' also appears on the right of '~'"),
+        ("y ~ x + (1 | g) + (1 | g)", "the random term for 'g' appears twice"),
+        ("y x + (1|g)", "expected 'response ~"),
+        ("y ~ x", "no random-effect term"),
+        # the engine parser's token names come out as symbols, with the text found there
+        ("y ~ x + (1 | g h)", "expected ')' near 'h)'"),
+        ("y ~ x +* (1 | g)", "expected a column, number or '(' near '* (1 | g)'"),
+    ],
+)
 def test_malformed(text, needle):
     with pytest.raises(GlmmError) as info:
         parse(text)
@@ -90,14 +92,16 @@ from glmm_steps.errors import DataError  # noqa: E402
 from glmm_steps.fit import fit_model  # noqa: E402
 from glmm_steps.model_matrix import build, factor_options  # noqa: E402
 
-FRAME = pd.DataFrame({
-    "y": np.linspace(1.0, 4.0, 12),
-    "x": np.linspace(0.5, 6.0, 12),
-    "f": ["b", "a", "B", "a b"] * 3,
-    "n": [0, 1, 2, 3] * 3,
-    "ok": [True, False, True] * 4,
-    "g": np.repeat(["u", "v", "w"], 4),
-})
+FRAME = pd.DataFrame(
+    {
+        "y": np.linspace(1.0, 4.0, 12),
+        "x": np.linspace(0.5, 6.0, 12),
+        "f": ["b", "a", "B", "a b"] * 3,
+        "n": [0, 1, 2, 3] * 3,
+        "ok": [True, False, True] * 4,
+        "g": np.repeat(["u", "v", "w"], 4),
+    }
+)
 
 
 def test_text_factor_levels_follow_r_and_options():
@@ -158,24 +162,27 @@ def test_factor_options_are_checked():
     assert factor_options(["n", {"column": "f", "reference": 1}])["f"].reference == "1"
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("y ~ foo(x) + (1 | g)", "unknown function foo(); supported: log(x)"),
-    ("y ~ poly(x) + (1 | g)", None),
-    ("y ~ poly(x, 0) + (1 | g)", "degree must be a whole number from 1 to 20"),
-    ("y ~ scale(x, 2) + (1 | g)", "write scale(x), scale(x, scale = FALSE)"),
-    ("y ~ log(x, 2) + (1 | g)", "log() takes one argument, got 2"),
-    ("y ~ log(factor(x)) + (1 | g)", "factor() must be a term of its own"),
-    ("y ~ x^2 + (1 | g)", "write I(x^2) for its power, or x for itself"),
-    ("y ~ (1 + 0)^2 + (1 | g)", "'^' joins columns and terms, not numbers"),
-    ("y ~ (x + z)^x + (1 | g)", "must be a whole number (write I(x^2)"),
-    ("y ~ x:2 + (1 | g)", "the number 2 is not a term"),
-    ("y ~ x + (1 | log(g))", "the grouping factor after '|' must be a column"),
-    ("y ~ x + offset(x + z) + (1 | g)", "write offset(column) or offset(log(column))"),
-    ("y ~ x + (1 | g) + (1 + offset(z) | g)", "offset() must be a term of its own"),
-    ("y ~ scale(x, centre = TRUE) + (1 | g)", "scale() has no argument 'centre'"),
-    ("y ~ I(x == 1) + (1 | g)", "'==' is not supported in a formula"),
-    ("y ~ x + (1 | g) & z", "'&' is not supported in a formula"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("y ~ foo(x) + (1 | g)", "unknown function foo(); supported: log(x)"),
+        ("y ~ poly(x) + (1 | g)", None),
+        ("y ~ poly(x, 0) + (1 | g)", "degree must be a whole number from 1 to 20"),
+        ("y ~ scale(x, 2) + (1 | g)", "write scale(x), scale(x, scale = FALSE)"),
+        ("y ~ log(x, 2) + (1 | g)", "log() takes one argument, got 2"),
+        ("y ~ log(factor(x)) + (1 | g)", "factor() must be a term of its own"),
+        ("y ~ x^2 + (1 | g)", "write I(x^2) for its power, or x for itself"),
+        ("y ~ (1 + 0)^2 + (1 | g)", "'^' joins columns and terms, not numbers"),
+        ("y ~ (x + z)^x + (1 | g)", "must be a whole number (write I(x^2)"),
+        ("y ~ x:2 + (1 | g)", "the number 2 is not a term"),
+        ("y ~ x + (1 | log(g))", "the grouping factor after '|' must be a column"),
+        ("y ~ x + offset(x + z) + (1 | g)", "write offset(column) or offset(log(column))"),
+        ("y ~ x + (1 | g) + (1 + offset(z) | g)", "offset() must be a term of its own"),
+        ("y ~ scale(x, centre = TRUE) + (1 | g)", "scale() has no argument 'centre'"),
+        ("y ~ I(x == 1) + (1 | g)", "'==' is not supported in a formula"),
+        ("y ~ x + (1 | g) & z", "'&' is not supported in a formula"),
+    ],
+)
 def test_bad_calls_are_one_line(text, needle):
     if needle is None:
         assert parse(text).fixed_term_labels == ("poly(x)",)
@@ -188,7 +195,10 @@ def test_bad_calls_are_one_line(text, needle):
 def test_r_labels_and_intercept_forms():
     assert parse("y ~ I(x^2 + 3*x - 1/2) + (1 | g)").fixed_term_labels == ("I(x^2 + 3 * x - 1/2)",)
     assert parse("y ~ I(100000*x) + I(123456*x) + I(-(x)) + (1 | g)").fixed_term_labels == (
-        "I(1e+05 * x)", "I(123456 * x)", "I(-(x))")
+        "I(1e+05 * x)",
+        "I(123456 * x)",
+        "I(-(x))",
+    )
     assert not parse("y ~ 0 + x + (1 | g)").intercept and not parse("y ~ x - 1 + (1 | g)").intercept
     assert parse("y ~ x - 1 + 1 + (1 | g)").intercept
     assert parse("y~x+(1|g)").fixed_term_labels == parse("y ~  x\t+ ( 1 |  g )").fixed_term_labels
@@ -203,8 +213,11 @@ def test_transformed_response_and_study_formula_fit():
     assert res.ok and "log(y)" in res.frame.columns
     np.testing.assert_allclose(res.observed, np.log(data["y"]))
     assert res.fixef["term"].tolist() == ["(Intercept)", "scale(x2)"]
-    other = fit_model(res.frame, ModelSpec(name="m", dataset="d", formula=spec.formula, engine="statsmodels"),
-                      state=res.transform_state)
+    other = fit_model(
+        res.frame,
+        ModelSpec(name="m", dataset="d", formula=spec.formula, engine="statsmodels"),
+        state=res.transform_state,
+    )
     np.testing.assert_allclose(other.fixef["estimate"], res.fixef["estimate"], rtol=1e-4)
 
 
@@ -214,13 +227,24 @@ def test_study_replicate_with_transformed_formula():
     from glmm_steps.batch import fit_replicate, parameters
     from glmm_steps.simulate import design_from_config
 
-    design = design_from_config({
-        "levels": [{"name": "site", "n": 6}, {"name": "subject", "n": 5}],
-        "repeated": {"name": "visit", "values": [0, 1, 2, 3]},
-        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}},
-    })
-    spec = ModelSpec(name="m", dataset="d", formula="y ~ visit + I(visit^2) + (1 + scale(visit, scale = FALSE) || site)")
+    design = design_from_config(
+        {
+            "levels": [{"name": "site", "n": 6}, {"name": "subject", "n": 5}],
+            "repeated": {"name": "visit", "values": [0, 1, 2, 3]},
+            "outcomes": {
+                "y": {
+                    "family": "gaussian",
+                    "intercept": 10,
+                    "coefficients": {"visit": 1.0},
+                    "random_sd": {"site": 1.0},
+                    "residual_sd": 1.0,
+                }
+            },
+        }
+    )
+    spec = ModelSpec(
+        name="m", dataset="d", formula="y ~ visit + I(visit^2) + (1 + scale(visit, scale = FALSE) || site)"
+    )
     _, truth, result = fit_replicate(design, spec, 7)
     assert result.ok, result.error
     rows = {r["term"]: r for r in parameters(result, truth, design)}
@@ -236,14 +260,31 @@ def test_config_check_builds_simulated_right_hand_sides():
     from glmm_steps.config import check_config
     from glmm_steps.errors import ConfigError
 
-    base = {"datasets": {"s": {"seeds": [1], "simulate": {
-        "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
-        "repeated": {"name": "visit", "values": [0, 1, 2]},
-        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
-        "models": {"m": {"dataset": "s", "formula": ""}}}
-    for text, needle in [("y ~ log(visit) + (1 | site)", r"log\(visit\) is not a finite number"),
-                         ("y ~ poly(visit, 3) + (1 | site)", "less than the number of distinct values")]:
+    base = {
+        "datasets": {
+            "s": {
+                "seeds": [1],
+                "simulate": {
+                    "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+                    "repeated": {"name": "visit", "values": [0, 1, 2]},
+                    "outcomes": {
+                        "y": {
+                            "family": "gaussian",
+                            "intercept": 10,
+                            "coefficients": {"visit": 1.0},
+                            "random_sd": {"site": 1.0},
+                            "residual_sd": 1.0,
+                        }
+                    },
+                },
+            }
+        },
+        "models": {"m": {"dataset": "s", "formula": ""}},
+    }
+    for text, needle in [
+        ("y ~ log(visit) + (1 | site)", r"log\(visit\) is not a finite number"),
+        ("y ~ poly(visit, 3) + (1 | site)", "less than the number of distinct values"),
+    ]:
         config = copy.deepcopy(base)
         config["models"]["m"]["formula"] = text
         with pytest.raises(ConfigError, match=needle):
@@ -261,13 +302,30 @@ def test_power_terms_name_transformed_coefficients():
     from glmm_steps.config import check_config
     from glmm_steps.errors import ConfigError
 
-    config = {"datasets": {"sim": {"replicates": 4, "base_seed": 7, "simulate": {
-        "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
-        "repeated": {"name": "visit", "values": [0, 1, 2]},
-        "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                           "random_sd": {"site": 1.0}, "residual_sd": 1.0}}}}},
-        "models": {"m": {"dataset": "sim", "formula": "y ~ factor(visit) + (1 | site)",
-                         "power_terms": ["factor(visit)2"]}}}
+    config = {
+        "datasets": {
+            "sim": {
+                "replicates": 4,
+                "base_seed": 7,
+                "simulate": {
+                    "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
+                    "repeated": {"name": "visit", "values": [0, 1, 2]},
+                    "outcomes": {
+                        "y": {
+                            "family": "gaussian",
+                            "intercept": 10,
+                            "coefficients": {"visit": 1.0},
+                            "random_sd": {"site": 1.0},
+                            "residual_sd": 1.0,
+                        }
+                    },
+                },
+            }
+        },
+        "models": {
+            "m": {"dataset": "sim", "formula": "y ~ factor(visit) + (1 | site)", "power_terms": ["factor(visit)2"]}
+        },
+    }
     assert check_config(copy.deepcopy(config)).study_designs
     config["models"]["m"]["power_terms"] = ["factor(visit)3"]
     with pytest.raises(ConfigError, match=r"'factor\(visit\)3' is not a fixed effect .*factor\(visit\)2"):
@@ -279,15 +337,27 @@ def test_text_binomial_response_is_a_factor_as_in_r():
     the first level as failure; the fixed effects equal the 0/1 coding's."""
     data = pd.read_csv(Path(__file__).parent / "reference" / "data" / "Contraception.csv")
     text = data.assign(use=np.where(data["use01"] == 1, "Y", "N")).drop(columns="use01")
-    spec = ModelSpec(name="m", dataset="d", formula="use ~ age + I(age^2) + urban + factor(livch) + (1 | district)",
-                     family="binomial")
+    spec = ModelSpec(
+        name="m",
+        dataset="d",
+        formula="use ~ age + I(age^2) + urban + factor(livch) + (1 | district)",
+        family="binomial",
+    )
     res = fit_model(text, spec)
-    ref = fit_model(data, ModelSpec(name="m", dataset="d", family="binomial",
-                                    formula=spec.formula.replace("use ~", "use01 ~")))
+    ref = fit_model(
+        data, ModelSpec(name="m", dataset="d", family="binomial", formula=spec.formula.replace("use ~", "use01 ~"))
+    )
     assert res.ok and "binomial response 'use' is text: 'N' (its first level) is 0, 'Y' 1, as in R" in res.notes
     np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
-    assert res.fixef["term"].tolist() == ["(Intercept)", "age", "I(age^2)", "urbanY", "factor(livch)1",
-                                          "factor(livch)2", "factor(livch)3+"]
+    assert res.fixef["term"].tolist() == [
+        "(Intercept)",
+        "age",
+        "I(age^2)",
+        "urbanY",
+        "factor(livch)1",
+        "factor(livch)2",
+        "factor(livch)3+",
+    ]
 
 
 def test_fixed_variables_numbered_without_random_terms():
@@ -300,8 +370,7 @@ def test_fixed_variables_numbered_without_random_terms():
 def test_as_numeric_converts_text_numbers():
     data = FRAME.assign(t=FRAME["x"].map(lambda v: f"{v:.3f}"))
     res = fit_model(data, ModelSpec(name="m", dataset="d", formula="y ~ as.numeric(t) + (1 | g)"))
-    ref = fit_model(data.assign(t=data["t"].astype(float)), ModelSpec(name="m", dataset="d",
-                                                                      formula="y ~ t + (1 | g)"))
+    ref = fit_model(data.assign(t=data["t"].astype(float)), ModelSpec(name="m", dataset="d", formula="y ~ t + (1 | g)"))
     assert res.ok and res.fixef["term"].tolist() == ["(Intercept)", "as.numeric(t)"]
     np.testing.assert_allclose(res.fixef["estimate"], ref.fixef["estimate"], rtol=1e-10)
 

@@ -15,14 +15,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_lme4_reference import (
+    COR_ATOL,
+    FIXEF_ATOL,
+    FIXEF_RTOL,
+    LOGLIK_PER_OBS,
+    SE_ATOL,
+    SE_RTOL,
+    SIGMA_RTOL,
+    VAR_ATOL,
+    VAR_RTOL,
+    _close,
+    _rel,
+)
 
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import GlmmError
 from glmm_steps.fit import fit_model
 from glmm_steps.formula import parse
 from glmm_steps.model_matrix import build, r_sort_key
-from test_lme4_reference import (COR_ATOL, FIXEF_ATOL, FIXEF_RTOL, LOGLIK_PER_OBS, SE_ATOL, SE_RTOL,
-                                 SIGMA_RTOL, VAR_ATOL, VAR_RTOL, _close, _rel)
 
 REF = Path(__file__).parent / "reference"
 CASES = pd.read_csv(REF / "formula_cases.csv", keep_default_na=False)
@@ -51,12 +62,18 @@ def _ref(case: str, quantity: str) -> pd.DataFrame:
     return sub.assign(value=sub["value"].astype(float))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fit(case: str, engine: str) -> FitResult:
     row = CASES.set_index("case").loc[case]
     frame = pd.read_csv(REF / "data" / f"{row['data']}.csv")
-    spec = ModelSpec(name=case, dataset=row["data"], formula=row["formula"], family=row["family"],
-                     reml=str(row["reml"]).upper() == "TRUE", engine=engine)
+    spec = ModelSpec(
+        name=case,
+        dataset=row["data"],
+        formula=row["formula"],
+        family=row["family"],
+        reml=str(row["reml"]).upper() == "TRUE",
+        engine=engine,
+    )
     return fit_model(frame, spec, factors=json.loads(row["factors"]))
 
 
@@ -75,8 +92,11 @@ def _compare(case: str, quantity: str, py: dict, rtol: float, atol: float, by_gr
     ref = _ref(case, quantity)
     keys = list(zip(ref["group"], ref["term"])) if by_group else list(ref["term"])
     assert sorted(py) == sorted(keys), f"{case} {quantity}: {sorted(py)} vs lme4 {sorted(keys)}"
-    bad = [f"{k}: py={py[k]:.10g} lme4={r:.10g} rel={_rel(py[k], r):.3g}"
-           for k, r in zip(keys, ref["value"]) if not _close(py[k], r, rtol, atol)]
+    bad = [
+        f"{k}: py={py[k]:.10g} lme4={r:.10g} rel={_rel(py[k], r):.3g}"
+        for k, r in zip(keys, ref["value"])
+        if not _close(py[k], r, rtol, atol)
+    ]
     assert not bad, f"{case} {quantity}: " + "; ".join(bad)
 
 
@@ -97,13 +117,24 @@ def test_formula_against_lme4(case: str, engine: str, check: str) -> None:
         _compare(case, "se", fixef["std_error"].to_dict(), SE_RTOL, SE_ATOL)
     elif check == "variance":
         rows = vc[(vc["group"] != "Residual") & ~vc["term"].str.startswith("cor(")]
-        _compare(case, "variance", {(g, t): v for g, t, v in zip(rows["group"], rows["term"], rows["variance"])},
-                 VAR_RTOL, VAR_ATOL, by_group=True)
+        _compare(
+            case,
+            "variance",
+            {(g, t): v for g, t, v in zip(rows["group"], rows["term"], rows["variance"])},
+            VAR_RTOL,
+            VAR_ATOL,
+            by_group=True,
+        )
     elif check == "correlation":
         rows = vc[vc["term"].str.startswith("cor(")]
-        _compare(case, "correlation", {(g, t): c for g, t, c in zip(rows["group"], rows["term"],
-                                                                    rows["correlation"])},
-                 0.0, COR_ATOL, by_group=True)
+        _compare(
+            case,
+            "correlation",
+            {(g, t): c for g, t, c in zip(rows["group"], rows["term"], rows["correlation"])},
+            0.0,
+            COR_ATOL,
+            by_group=True,
+        )
     elif check == "sigma":
         resid = vc[vc["group"] == "Residual"]
         ref = _ref(case, "sigma")

@@ -36,8 +36,14 @@ SE_RTOL = 1e-4
 def _fit(case: str, method: str):
     row = CASES.loc[case]
     factors = tuple(f for f in row["factors"].split(";") if f)
-    spec = ModelSpec(name=case, dataset=row["data"], formula=row["formula"], family=row["family"],
-                     reml=row["reml"] != "false", inference=method)
+    spec = ModelSpec(
+        name=case,
+        dataset=row["data"],
+        formula=row["formula"],
+        family=row["family"],
+        reml=row["reml"] != "false",
+        inference=method,
+    )
     frame = pd.read_csv(REF / "data" / f"{row['data']}.csv")
     result = fit_model(frame, spec, factors=factors)
     assert result.ok and not result.warnings, (case, result.error, result.warnings)
@@ -52,7 +58,9 @@ def _ref(case: str, quantity: str) -> pd.Series:
 def _compare(case: str, quantity: str, py: pd.Series, rtol: float, tail: bool = False) -> None:
     ref = _ref(case, quantity)
     assert len(ref) > 0, f"no fixture {case} {quantity}"
-    assert sorted(py.index) == sorted(ref.index), f"{case} {quantity}: terms {sorted(py.index)} vs R {sorted(ref.index)}"
+    assert sorted(py.index) == sorted(ref.index), (
+        f"{case} {quantity}: terms {sorted(py.index)} vs R {sorted(ref.index)}"
+    )
     bad = []
     for term, want in ref.items():
         got = float(py[term])
@@ -63,8 +71,12 @@ def _compare(case: str, quantity: str, py: pd.Series, rtol: float, tail: bool = 
 
 
 GAUSSIAN = [c for c in CASES.index if CASES.loc[c, "family"] == "gaussian"]
-T_CASES = [(c, m) for c in GAUSSIAN for m in ("satterthwaite", "kenward_roger")
-           if m == "satterthwaite" or CASES.loc[c, "reml"] == "true"]
+T_CASES = [
+    (c, m)
+    for c in GAUSSIAN
+    for m in ("satterthwaite", "kenward_roger")
+    if m == "satterthwaite" or CASES.loc[c, "reml"] == "true"
+]
 
 
 @pytest.mark.parametrize("case,method", T_CASES)
@@ -127,17 +139,24 @@ def test_t_interval_uses_t_quantiles() -> None:
 
 def test_default_inference_follows_r() -> None:
     assert ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ 1 + (1|g)"}).inference == "satterthwaite"
-    assert ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ 1 + (1|g)",
-                                       "family": "binomial"}).inference == "wald"
-    assert ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ 1 + (1|g)",
-                                       "engine": "statsmodels"}).inference == "wald"
+    assert (
+        ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ 1 + (1|g)", "family": "binomial"}).inference
+        == "wald"
+    )
+    assert (
+        ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ 1 + (1|g)", "engine": "statsmodels"}).inference
+        == "wald"
+    )
 
 
-@pytest.mark.parametrize("entry,words", [
-    ({"family": "binomial", "inference": "satterthwaite"}, "needs a gaussian model"),
-    ({"engine": "statsmodels", "inference": "kenward_roger"}, "engine mixedlm only"),
-    ({"reml": False, "inference": "kenward_roger"}, "needs a REML fit"),
-])
+@pytest.mark.parametrize(
+    "entry,words",
+    [
+        ({"family": "binomial", "inference": "satterthwaite"}, "needs a gaussian model"),
+        ({"engine": "statsmodels", "inference": "kenward_roger"}, "engine mixedlm only"),
+        ({"reml": False, "inference": "kenward_roger"}, "needs a REML fit"),
+    ],
+)
 def test_check_refuses_inference_the_model_cannot_have(entry: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words) as info:
         inference.check("m", entry)
@@ -159,8 +178,14 @@ def test_type3_terms_come_from_the_model_matrix() -> None:
     for a factor() call inside an interaction, and a term marginal to none is tested on
     its own coefficients."""
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"y": rng.normal(size=60), "g": np.repeat([1, 2, 3], 20),
-                          "x": rng.normal(size=60), "h": np.tile(["a", "b"], 30)})
+    frame = pd.DataFrame(
+        {
+            "y": rng.normal(size=60),
+            "g": np.repeat([1, 2, 3], 20),
+            "x": rng.normal(size=60),
+            "h": np.tile(["a", "b"], 30),
+        }
+    )
     design = model_matrix.build(formula_mod.parse("y ~ factor(g) * x + h + (1 | h)"), frame)
     terms = {t: c for t, c in design.term_columns.items() if t != "(Intercept)"}
     assert terms["factor(g)"] == ["factor(g)2", "factor(g)3"]
@@ -175,11 +200,18 @@ def test_type3_terms_come_from_the_model_matrix() -> None:
 def test_richardson_derivatives_are_accurate() -> None:
     f = lambda x: float(np.exp(x[0]) * np.sin(x[1]) + x[0] ** 2 * x[1])  # noqa: E731
     x = np.array([0.3, 1.2])
-    want = np.array([[np.exp(0.3) * np.sin(1.2) + 2 * 1.2, np.exp(0.3) * np.cos(1.2) + 0.6],
-                     [np.exp(0.3) * np.cos(1.2) + 0.6, -np.exp(0.3) * np.sin(1.2)]])
+    want = np.array(
+        [
+            [np.exp(0.3) * np.sin(1.2) + 2 * 1.2, np.exp(0.3) * np.cos(1.2) + 0.6],
+            [np.exp(0.3) * np.cos(1.2) + 0.6, -np.exp(0.3) * np.sin(1.2)],
+        ]
+    )
     np.testing.assert_allclose(inference.hessian(f, x), want, rtol=1e-7)
-    np.testing.assert_allclose(inference.jacobian(lambda v: np.array([f(v)]), x)[:, 0],
-                               [np.exp(0.3) * np.sin(1.2) + 0.72, np.exp(0.3) * np.cos(1.2) + 0.09], rtol=1e-8)
+    np.testing.assert_allclose(
+        inference.jacobian(lambda v: np.array([f(v)]), x)[:, 0],
+        [np.exp(0.3) * np.sin(1.2) + 0.72, np.exp(0.3) * np.cos(1.2) + 0.09],
+        rtol=1e-8,
+    )
 
 
 @pytest.mark.slow
@@ -192,12 +224,21 @@ def test_satterthwaite_keeps_type_one_error_with_few_clusters() -> None:
     from glmm_steps.batch import run_batch
     from glmm_steps.simulate import design_from_config
 
-    design = design_from_config({
-        "levels": [{"name": "hospital_id", "n": 5}, {"name": "patient_id", "n": 4}],
-        "repeated": {"name": "time", "values": [1, 2, 3]},
-        "outcomes": {"bp": {"family": "gaussian", "intercept": 120.0, "coefficients": {"time": 0.5},
-                            "random_sd": {"hospital_id": 4.0, "patient_id": 1.0}, "residual_sd": 2.0}},
-    })
+    design = design_from_config(
+        {
+            "levels": [{"name": "hospital_id", "n": 5}, {"name": "patient_id", "n": 4}],
+            "repeated": {"name": "time", "values": [1, 2, 3]},
+            "outcomes": {
+                "bp": {
+                    "family": "gaussian",
+                    "intercept": 120.0,
+                    "coefficients": {"time": 0.5},
+                    "random_sd": {"hospital_id": 4.0, "patient_id": 1.0},
+                    "residual_sd": 2.0,
+                }
+            },
+        }
+    )
     spec = ModelSpec.from_config("few", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)"})
     assert spec.inference == "satterthwaite"
     n = 300
@@ -210,8 +251,10 @@ def test_satterthwaite_keeps_type_one_error_with_few_clusters() -> None:
     reject_t = float(np.mean(np.abs(t) > stats.t.ppf(0.975, rows["df"])))
     reject_z = float(np.mean(np.abs(t) > stats.norm.ppf(0.975)))
     mcse = math.sqrt(0.05 * 0.95 / n)
-    print(f"type I error at alpha 0.05 over {n} replicates: Satterthwaite t {reject_t:.3f}, z {reject_z:.3f} "
-          f"(MC SE {mcse:.3f})")
+    print(
+        f"type I error at alpha 0.05 over {n} replicates: Satterthwaite t {reject_t:.3f}, z {reject_z:.3f} "
+        f"(MC SE {mcse:.3f})"
+    )
     assert abs(reject_t - 0.05) <= 2.6 * mcse
     assert reject_z - 0.05 > 3 * mcse
 
@@ -232,14 +275,30 @@ def test_study_lrt_test_gives_a_power_row() -> None:
     from glmm_steps.batch import run_batch
     from glmm_steps.simulate import design_from_config
 
-    design = design_from_config({
-        "levels": [{"name": "hospital_id", "n": 6}, {"name": "patient_id", "n": 4}],
-        "repeated": {"name": "time", "values": [1, 2, 3]},
-        "outcomes": {"bp": {"family": "gaussian", "intercept": 120.0, "coefficients": {"time": 2.0},
-                            "random_sd": {"hospital_id": 2.0, "patient_id": 1.0}, "residual_sd": 2.0}},
-    })
-    full = ModelSpec.from_config("full", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
-                                          "test": "lrt", "compare_with": ["null"]})
+    design = design_from_config(
+        {
+            "levels": [{"name": "hospital_id", "n": 6}, {"name": "patient_id", "n": 4}],
+            "repeated": {"name": "time", "values": [1, 2, 3]},
+            "outcomes": {
+                "bp": {
+                    "family": "gaussian",
+                    "intercept": 120.0,
+                    "coefficients": {"time": 2.0},
+                    "random_sd": {"hospital_id": 2.0, "patient_id": 1.0},
+                    "residual_sd": 2.0,
+                }
+            },
+        }
+    )
+    full = ModelSpec.from_config(
+        "full",
+        {
+            "dataset": "d",
+            "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+            "test": "lrt",
+            "compare_with": ["null"],
+        },
+    )
     null = ModelSpec.from_config("null", {"dataset": "d", "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)"})
     estimates, fits = run_batch(design, full, "base", [(i, 100 + i) for i in range(8)], compare_with=null)
     lrt = estimates[estimates["effect"] == "lrt"]
@@ -256,7 +315,10 @@ def test_study_lrt_config_checks(root) -> None:
     from glmm_steps.config import check_config
 
     cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
-    cfg["models"]["bp_null_recovery"] = {"dataset": "bp_recovery", "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)"}
+    cfg["models"]["bp_null_recovery"] = {
+        "dataset": "bp_recovery",
+        "formula": "bp ~ 1 + (1 | hospital_id) + (1 | patient_id)",
+    }
     cfg["models"]["bp_lmm_recovery"] |= {"test": "lrt", "compare_with": ["bp_null_recovery"]}
     check_config(cfg)
     cfg["models"]["bp_lmm_recovery"]["compare_with"] = []

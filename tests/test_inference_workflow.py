@@ -9,17 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REFERENCE, run_snakemake
+
 from glmm_steps import bootstrap
 
 CONFIG = {
     "datasets": {"sleep": {"path": "sleep.csv"}, "cake": {"path": "cake.csv", "factors": ["temperature"]}},
     "models": {
-        "sleep_boot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)",
-                       "intervals": "bootstrap", "bootstrap": {"n": 24, "seed": 7, "batch_size": 10}},
-        "sleep_kr_profile": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)",
-                             "inference": "kenward_roger", "intervals": "profile"},
+        "sleep_boot": {
+            "dataset": "sleep",
+            "formula": "Reaction ~ Days + (Days | Subject)",
+            "intervals": "bootstrap",
+            "bootstrap": {"n": 24, "seed": 7, "batch_size": 10},
+        },
+        "sleep_kr_profile": {
+            "dataset": "sleep",
+            "formula": "Reaction ~ Days + (Days | Subject)",
+            "inference": "kenward_roger",
+            "intervals": "profile",
+        },
         "cake": {"dataset": "cake", "formula": "angle ~ recipe * temperature + (1 | recipe:replicate)"},
     },
 }
@@ -74,8 +82,12 @@ def test_anova_table_per_term(run) -> None:
 
 
 def test_bootstrap_batch_is_reproducible_and_counts_failures(tmp_path) -> None:
-    entry = {"dataset": "sleep", "formula": "Reaction ~ Days + (1 | Subject)", "intervals": "bootstrap",
-             "bootstrap": {"n": 6, "seed": 3, "batch_size": 3}}
+    entry = {
+        "dataset": "sleep",
+        "formula": "Reaction ~ Days + (1 | Subject)",
+        "intervals": "bootstrap",
+        "bootstrap": {"n": 6, "seed": 3, "batch_size": 3},
+    }
     data = REFERENCE / "data" / "sleepstudy.csv"
     reps = bootstrap.batch_replicates(entry, "3-5")
     assert [i for i, _ in reps] == [3, 4, 5]
@@ -110,11 +122,13 @@ def test_binomial_bootstrap_draws_successes_out_of_the_trials() -> None:
     from glmm_steps.engines.mixedlm_bootstrap import refits, simulate_response
     from glmm_steps.engines.mixedlm_engine import engine_model
 
-    spec = ModelSpec.from_config("c", {"dataset": "cbpp", "formula": "cbind(incidence, healthy) ~ period + (1 | herd)",
-                                       "family": "binomial"})
+    spec = ModelSpec.from_config(
+        "c", {"dataset": "cbpp", "formula": "cbind(incidence, healthy) ~ period + (1 | herd)", "family": "binomial"}
+    )
     formula = formula_mod.parse(spec.formula)
-    frame, _ = data_mod.model_frame(pd.read_csv(REFERENCE / "data" / "cbpp.csv"), formula, "cbpp", ("period",),
-                                    family="binomial")
+    frame, _ = data_mod.model_frame(
+        pd.read_csv(REFERENCE / "data" / "cbpp.csv"), formula, "cbpp", ("period",), family="binomial"
+    )
     design = model_matrix.build(formula, frame, ("period",))
     model = engine_model(frame, spec, formula, design)[0]
     trials = formula.n_trials(frame)

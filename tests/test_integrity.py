@@ -17,25 +17,47 @@ from glmm_steps.config import MAX_FIXED_TERMS, MAX_YAML_VALUES, check_config, re
 from glmm_steps.errors import MAX_MESSAGE, ConfigError, GlmmError
 from glmm_steps.provenance import PATHS, build_manifest, relative, write_manifest
 
-
 # --- which command lines are runs -------------------------------------------------
 
-@pytest.mark.parametrize("argv, run", [
-    ([], True), (["--cores", "2"], True), (["-c4", "-p"], True), (["--rerun-incomplete", "-F"], True),
-    (["-n"], False), (["-np"], False), (["--dry-run"], False), (["--report", "r.html"], False),
-    (["--report=r.html"], False), (["--unlock"], False), (["-S"], False), (["--lint"], False),
-    (["--dag"], False), (["-t"], False),
-])
+
+@pytest.mark.parametrize(
+    "argv, run",
+    [
+        ([], True),
+        (["--cores", "2"], True),
+        (["-c4", "-p"], True),
+        (["--rerun-incomplete", "-F"], True),
+        (["-n"], False),
+        (["-np"], False),
+        (["--dry-run"], False),
+        (["--report", "r.html"], False),
+        (["--report=r.html"], False),
+        (["--unlock"], False),
+        (["-S"], False),
+        (["--lint"], False),
+        (["--dag"], False),
+        (["-t"], False),
+    ],
+)
 def test_is_run(argv, run):
     assert integrity.is_run(argv) is run
 
 
 # --- the lock ---------------------------------------------------------------------
 
+
 def test_a_second_process_cannot_take_the_lock_and_a_dead_one_leaves_none(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glmm_steps import integrity; "
-                               "integrity.lock(sys.argv[1]); print('held', flush=True); time.sleep(60)",
-                               str(tmp_path / "res")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from glmm_steps import integrity; "
+            "integrity.lock(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "res"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert integrity.is_locked(tmp_path / "res")
@@ -51,18 +73,33 @@ def test_a_second_process_cannot_take_the_lock_and_a_dead_one_leaves_none(tmp_pa
 
 # --- repair -----------------------------------------------------------------------
 
+
 def _version(tmp_path: Path):
     """A results folder with one fit's four stages and its manifest."""
     results = tmp_path / "results"
-    stages = [[results / "data/d/seed-1/data.csv"], [results / "models/m/v/seed-1/fit.zip"],
-              [results / "models/m/v/seed-1/fixed_effects.csv"], [results / "models/m/v/seed-1/plots/p.png"]]
+    stages = [
+        [results / "data/d/seed-1/data.csv"],
+        [results / "models/m/v/seed-1/fit.zip"],
+        [results / "models/m/v/seed-1/fixed_effects.csv"],
+        [results / "models/m/v/seed-1/plots/p.png"],
+    ]
     for i, (path,) in enumerate(stages):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"stage {i}\n")
     manifest = results / "models/m/v/manifest.json"
-    write_manifest(build_manifest(model="m", version_key="v", config_excerpt={}, seeds=["seed-1"],
-                                  inputs=[str(stages[0][0])], outputs=[str(p) for (p,) in stages[1:]],
-                                  repo=tmp_path, results=results), manifest)
+    write_manifest(
+        build_manifest(
+            model="m",
+            version_key="v",
+            config_excerpt={},
+            seeds=["seed-1"],
+            inputs=[str(stages[0][0])],
+            outputs=[str(p) for (p,) in stages[1:]],
+            repo=tmp_path,
+            results=results,
+        ),
+        manifest,
+    )
     return results, manifest, [[str(p) for p in s] for s in stages]
 
 
@@ -108,8 +145,9 @@ def test_an_unreadable_or_old_manifest_is_removed_to_be_rebuilt(tmp_path):
         results, manifest, stages = _version(tmp_path / str(len(content)))
         manifest.write_text(content)
         messages = integrity.repair(results, {str(manifest): [stages]})
-        assert messages == [f"unreadable manifest: {manifest} (truncated, edited or of an older version); "
-                            "rebuilding it"]
+        assert messages == [
+            f"unreadable manifest: {manifest} (truncated, edited or of an older version); rebuilding it"
+        ]
         assert not manifest.exists() and all(os.path.exists(s[0]) for s in stages)
 
 
@@ -117,12 +155,16 @@ def test_manifest_paths_are_relative_to_the_results_folder(tmp_path):
     results, manifest, _ = _version(tmp_path)
     record = json.loads(manifest.read_text())
     assert record["paths"] == PATHS
-    assert sorted(record["outputs"]) == ["models/m/v/seed-1/fit.zip", "models/m/v/seed-1/fixed_effects.csv",
-                                         "models/m/v/seed-1/plots/p.png"]
+    assert sorted(record["outputs"]) == [
+        "models/m/v/seed-1/fit.zip",
+        "models/m/v/seed-1/fixed_effects.csv",
+        "models/m/v/seed-1/plots/p.png",
+    ]
     assert relative(tmp_path / "data.csv", results) == "../data.csv"
 
 
 # --- bounds on what a config can cost ---------------------------------------------
+
 
 def _laughs(levels: int) -> str:
     text = 'l0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
@@ -157,12 +199,24 @@ def test_any_message_is_one_bounded_line():
     assert str(ConfigError("models.m\n", "bad")) == "config error: models.m\\n: bad"
 
 
-@pytest.mark.parametrize("formula, terms", [
-    ("y ~ x + (1 | g)", 1), ("y ~ a*b*c + (1|g)", 7), ("y ~ a*b + a + (1|g)", 3), ("y ~ a/b + (1|g/h)", 2),
-    ("y ~ (a+b+c)^2 + (1|g)", 6), ("y ~ a*b - a:b + (1|g)", 2), ("y ~ 0 + a + (1|g)", 1),
-    ("y ~ log(x) + poly(x, 2) + offset(log(e)) + (1|g)", 2), ("cbind(s, f) ~ a:b + (a || g)", 1),
-    ("y ~ a*a*a + (1|g)", 1), ("y ~ 1 + (1|g)", 0), ("y ~ a + (", None), ("no tilde", None),
-])
+@pytest.mark.parametrize(
+    "formula, terms",
+    [
+        ("y ~ x + (1 | g)", 1),
+        ("y ~ a*b*c + (1|g)", 7),
+        ("y ~ a*b + a + (1|g)", 3),
+        ("y ~ a/b + (1|g/h)", 2),
+        ("y ~ (a+b+c)^2 + (1|g)", 6),
+        ("y ~ a*b - a:b + (1|g)", 2),
+        ("y ~ 0 + a + (1|g)", 1),
+        ("y ~ log(x) + poly(x, 2) + offset(log(e)) + (1|g)", 2),
+        ("cbind(s, f) ~ a:b + (a || g)", 1),
+        ("y ~ a*a*a + (1|g)", 1),
+        ("y ~ 1 + (1|g)", 0),
+        ("y ~ a + (", None),
+        ("no tilde", None),
+    ],
+)
 def test_fixed_terms_counts_as_R_expands(formula, terms):
     assert formula_size.fixed_terms(formula, MAX_FIXED_TERMS) == terms
 
@@ -179,9 +233,18 @@ def test_a_long_interaction_is_refused_before_the_parser_sees_it(k, monkeypatch)
         raise AssertionError("the parser was called")
 
     monkeypatch.setattr(formula_mod, "parse", never)
-    config = {"datasets": {"d": {"seeds": [1], "simulate": {
-        "levels": [{"name": "g", "n": 5}], "repeated": {"name": "t", "values": [1, 2]},
-        "outcomes": {"y": {"family": "gaussian", "intercept": 0, "residual_sd": 1}}}}},
-        "models": {"m": {"dataset": "d", "formula": formula}}}
+    config = {
+        "datasets": {
+            "d": {
+                "seeds": [1],
+                "simulate": {
+                    "levels": [{"name": "g", "n": 5}],
+                    "repeated": {"name": "t", "values": [1, 2]},
+                    "outcomes": {"y": {"family": "gaussian", "intercept": 0, "residual_sd": 1}},
+                },
+            }
+        },
+        "models": {"m": {"dataset": "d", "formula": formula}},
+    }
     with pytest.raises(ConfigError, match=f"expands to more than {MAX_FIXED_TERMS:,} terms"):
         check_config(config)

@@ -50,10 +50,13 @@ def test_csv_and_parquet_hold_the_same_data(both_files, bp_data):
     pd.testing.assert_frame_equal(read_data(parquet), read_data(csv))
 
 
-@pytest.mark.parametrize("formula, family", [
-    ("bp ~ time + (1 | hospital_id) + (1 | patient_id)", "gaussian"),
-    ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
-])
+@pytest.mark.parametrize(
+    "formula, family",
+    [
+        ("bp ~ time + (1 | hospital_id) + (1 | patient_id)", "gaussian"),
+        ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
+    ],
+)
 def test_csv_and_parquet_inputs_give_identical_estimates(both_files, formula, family):
     spec = ModelSpec("m", "bp_study", formula, family)
     a, b = (fit_file(path, spec) for path in both_files)
@@ -77,8 +80,10 @@ def test_parquet_outputs_are_byte_reproducible(both_files, design, tmp_path):
     assert _digest(tmp_path / "again.parquet") == _digest(parquet)
     digests = []
     for run in ("a", "b"):
-        outputs = {t: tmp_path / run / f"{t}.{'json' if t == 'fit_stats' else 'csv'}" for t in
-                   ("fixed_effects", "variance_components", "fit_stats")}
+        outputs = {
+            t: tmp_path / run / f"{t}.{'json' if t == 'fit_stats' else 'csv'}"
+            for t in ("fixed_effects", "variance_components", "fit_stats")
+        }
         outputs |= {t: tmp_path / run / f"{t}.parquet" for t in ("predictions", "random_effects")}
         extract.extract(fit_file(parquet, REF), outputs)
         digests.append([_digest(outputs[t]) for t in ("predictions", "random_effects")])
@@ -89,9 +94,16 @@ def test_parquet_tables_match_the_csv_tables(both_files, tmp_path):
     """Same columns and values (10 significant digits in both); levels stay text."""
     result = fit_file(both_files[1], REF)
     for fmt in ("csv", "parquet"):
-        extract.extract(result, {"fixed_effects": tmp_path / "fe.csv", "variance_components": tmp_path / "vc.csv",
-                                 "random_effects": tmp_path / f"re.{fmt}", "predictions": tmp_path / f"p.{fmt}",
-                                 "fit_stats": tmp_path / "s.json"})
+        extract.extract(
+            result,
+            {
+                "fixed_effects": tmp_path / "fe.csv",
+                "variance_components": tmp_path / "vc.csv",
+                "random_effects": tmp_path / f"re.{fmt}",
+                "predictions": tmp_path / f"p.{fmt}",
+                "fit_stats": tmp_path / "s.json",
+            },
+        )
     for name in ("re", "p"):
         a = tables.read_table(tmp_path / f"{name}.csv", csv_dtype={"level": str})
         b = tables.read_table(tmp_path / f"{name}.parquet")
@@ -107,7 +119,7 @@ def test_parquet_tables_match_the_csv_tables(both_files, tmp_path):
 def test_mantissa_rounding_keeps_ten_digits():
     values = np.random.default_rng(1).normal(size=1000) * 10.0 ** np.random.default_rng(2).integers(-30, 30, 1000)
     rounded = tables._round_mantissa(values, 10)
-    assert (np.abs(rounded - values) <= np.abs(values) * 2.0 ** -35).all()
+    assert (np.abs(rounded - values) <= np.abs(values) * 2.0**-35).all()
     assert (np.abs(rounded - values) > 0).any()
     special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324])
     np.testing.assert_array_equal(tables._round_mantissa(special, 10), special)
@@ -123,6 +135,7 @@ def test_unreadable_parquet_is_a_data_error(tmp_path):
 
 
 # ---- the config decides every file name before any job runs -----------------------------
+
 
 @pytest.fixture()
 def cfg(root):
@@ -172,6 +185,7 @@ def test_data_file_format_is_its_extension(cfg, both_files):
 
 # ---- plots of large fits sample or summarise, and say so ---------------------------------
 
+
 @pytest.fixture(scope="module")
 def many():
     """Predictions and random effects of a fake large fit: 3,000 patients x 10 visits."""
@@ -179,12 +193,25 @@ def many():
     n_patients, visits = 3000, 10
     patient = np.repeat(np.arange(1, n_patients + 1), visits)
     fitted = 100 + rng.normal(size=len(patient))
-    predictions = pd.DataFrame({"hospital_id": (patient - 1) // 300 + 1, "patient_id": patient,
-                                "time": np.tile(np.arange(1, visits + 1), n_patients),
-                                "observed": fitted + rng.normal(size=len(patient)), "fitted": fitted,
-                                "fitted_marginal": np.full(len(patient), 100.0)})
-    ranef = pd.DataFrame({"group": "patient_id", "level": np.arange(1, n_patients + 1).astype(str),
-                          "term": "(Intercept)", "estimate": rng.normal(size=n_patients), "cond_sd": 0.3})
+    predictions = pd.DataFrame(
+        {
+            "hospital_id": (patient - 1) // 300 + 1,
+            "patient_id": patient,
+            "time": np.tile(np.arange(1, visits + 1), n_patients),
+            "observed": fitted + rng.normal(size=len(patient)),
+            "fitted": fitted,
+            "fitted_marginal": np.full(len(patient), 100.0),
+        }
+    )
+    ranef = pd.DataFrame(
+        {
+            "group": "patient_id",
+            "level": np.arange(1, n_patients + 1).astype(str),
+            "term": "(Intercept)",
+            "estimate": rng.normal(size=n_patients),
+            "cond_sd": 0.3,
+        }
+    )
     return predictions, ranef
 
 
@@ -203,10 +230,12 @@ def test_large_plots_say_what_they_show(many):
     assert len(ax.collections[-1].get_offsets()) == plot.QQ_QUANTILES
     plt.close(fig)
 
+
 def test_small_plots_draw_every_point(bp_data):
     fig, ax = plt.subplots()
-    ranef = pd.DataFrame({"group": "g", "level": list("abcde"), "term": "t", "estimate": np.arange(5.0),
-                          "cond_sd": 0.1})
+    ranef = pd.DataFrame(
+        {"group": "g", "level": list("abcde"), "term": "t", "estimate": np.arange(5.0), "cond_sd": 0.1}
+    )
     plot._caterpillar_panel(ax, ranef, "g", "t")
     assert len(ax.lines[0].get_xdata()) == 5 and "levels" not in ax.get_title()
     plot._qq(ax, bp_data["bp"].to_numpy(), "QQ")
@@ -215,9 +244,13 @@ def test_small_plots_draw_every_point(bp_data):
 
 
 def test_plots_read_parquet_tables(both_files, tmp_path):
-    outputs = {"fixed_effects": tmp_path / "fe.csv", "variance_components": tmp_path / "vc.csv",
-               "random_effects": tmp_path / "re.parquet", "predictions": tmp_path / "p.parquet",
-               "fit_stats": tmp_path / "s.json"}
+    outputs = {
+        "fixed_effects": tmp_path / "fe.csv",
+        "variance_components": tmp_path / "vc.csv",
+        "random_effects": tmp_path / "re.parquet",
+        "predictions": tmp_path / "p.parquet",
+        "fit_stats": tmp_path / "s.json",
+    }
     stats = extract.extract(fit_file(both_files[1], REF), outputs)
     pngs = {p: tmp_path / f"{p}.png" for p in ("trajectories", "caterpillar", "diagnostics")}
     plot.plot_fit(outputs["predictions"], outputs["random_effects"], stats, pngs)
@@ -225,6 +258,7 @@ def test_plots_read_parquet_tables(both_files, tmp_path):
 
 
 # ---- the real workflow with both formats ---------------------------------------------------
+
 
 @pytest.mark.slow
 def test_workflow_with_parquet_data_and_tables(tmp_path, design):
@@ -238,8 +272,11 @@ def test_workflow_with_parquet_data_and_tables(tmp_path, design):
     config = {
         "datasets": {"bp": {"seeds": [7], "format": "parquet", "simulate": small}},
         "models": {
-            "wide": {"dataset": "bp", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
-                     "table_format": "parquet"},
+            "wide": {
+                "dataset": "bp",
+                "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+                "table_format": "parquet",
+            },
             "plain": {"dataset": "bp", "formula": "bp ~ time + (1 | patient_id)"},
         },
     }

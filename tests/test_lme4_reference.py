@@ -68,8 +68,15 @@ GLMM_DEVIANCE_RTOL = 1e-4
 # above for a reason measured and documented in tests/reference/README.md. They
 # are strict xfails: if the engine (or the fixtures) change so that they pass, the
 # suite says so.
-_GLMM_DEFAULT = ("cbpp_laplace", "bp_hypertension_laplace", "bp_adverse_laplace",
-                 "cbpp_agq9", "cbpp_poisson_offset", "slopes_binomial_laplace", "slopes_poisson_laplace")
+_GLMM_DEFAULT = (
+    "cbpp_laplace",
+    "bp_hypertension_laplace",
+    "bp_adverse_laplace",
+    "cbpp_agq9",
+    "cbpp_poisson_offset",
+    "slopes_binomial_laplace",
+    "slopes_poisson_laplace",
+)
 _GLMM_ALL = _GLMM_DEFAULT + tuple(f"{c}_tolpwrss" for c in _GLMM_DEFAULT)
 _AGQ = ("cbpp_agq9", "cbpp_agq9_tolpwrss")
 _STALE_LDL2 = (
@@ -88,7 +95,8 @@ _HESSIAN_SE = (
 # tests/test_exact_laplace.py instead, which asserts the measured claim (the engine is at
 # the exact optimum, lme4 measurably further away) with a stated margin.
 JUDGED_BY_EXACT_LAPLACE = {
-    (c, q) for c in ("slopes_poisson_laplace", "slopes_poisson_laplace_tolpwrss")
+    (c, q)
+    for c in ("slopes_poisson_laplace", "slopes_poisson_laplace_tolpwrss")
     for q in ("fixef", "variance", "correlation")
 }
 _AGQ_SCALE = (
@@ -113,8 +121,21 @@ KNOWN_DISAGREEMENTS: dict[tuple[str, str, str], str] = {
     ("mixedlm", c, q): why for (c, q), why in _KNOWN_MIXEDLM.items()
 }
 
-CHECKS = ("fit_ok", "fixef", "se", "se_rx", "variance", "correlation", "sigma",
-          "loglik", "loglik_full", "deviance", "aic_bic", "nobs", "ngroups")
+CHECKS = (
+    "fit_ok",
+    "fixef",
+    "se",
+    "se_rx",
+    "variance",
+    "correlation",
+    "sigma",
+    "loglik",
+    "loglik_full",
+    "deviance",
+    "aic_bic",
+    "nobs",
+    "ngroups",
+)
 # statsmodels fits gaussian cases only (see the module docstring).
 ENGINES = {"mixedlm": ("gaussian", "binomial", "poisson"), "statsmodels": ("gaussian",)}
 
@@ -131,7 +152,7 @@ def _case(name: str) -> pd.Series:
     return CASES.set_index("case").loc[name]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fit(name: str, engine: str) -> FitResult:
     row = _case(name)
     frame = pd.read_csv(REF / "data" / f"{row['data']}.csv")
@@ -242,9 +263,7 @@ def test_lme4_reference(name: str, engine: str, check: str) -> None:
         if check == "loglik_full":
             r += _ref_scalar(name, "saturated_logLik")
         per_obs = abs(res.loglik - r) / res.nobs
-        assert per_obs <= LOGLIK_PER_OBS, (
-            f"{name} logLik: py={res.loglik:.12g} lme4={r:.12g} |diff|/nobs={per_obs:.3g}"
-        )
+        assert per_obs <= LOGLIK_PER_OBS, f"{name} logLik: py={res.loglik:.12g} lme4={r:.12g} |diff|/nobs={per_obs:.3g}"
     elif check == "deviance":
         # lme4 reports REMLcrit for REML fits (deviance() is then not the criterion).
         quantity = "REMLcrit" if res.spec.family == "gaussian" and res.spec.reml else "deviance"
@@ -274,8 +293,22 @@ def test_lme4_reference(name: str, engine: str, check: str) -> None:
 
 def test_every_fixture_quantity_is_checked() -> None:
     """Guard against a fixture kind the test silently ignores."""
-    known = {"fixef", "se", "se_rx", "variance", "correlation", "sigma", "logLik",
-             "saturated_logLik", "REMLcrit", "deviance", "AIC", "BIC", "nobs", "ngroups"}
+    known = {
+        "fixef",
+        "se",
+        "se_rx",
+        "variance",
+        "correlation",
+        "sigma",
+        "logLik",
+        "saturated_logLik",
+        "REMLcrit",
+        "deviance",
+        "AIC",
+        "BIC",
+        "nobs",
+        "ngroups",
+    }
     assert set(FIXTURES["quantity"]) <= known
     assert set(FIXTURES["case"]) == set(CASES["case"])
     assert np.isfinite(FIXTURES["value"].astype(float)).all()
@@ -308,8 +341,9 @@ def test_every_fixture_value_is_the_scripts_full_precision_output(table: str) ->
         text = row.value
         x = float(text)
         where = f"{'/'.join(str(v) for v in row[:-1])}={text}"
-        if "%.17g" % x != text:
-            bad.append(f"{where} (%.17g prints {'%.17g' % x})")
+        # the R script's own format, spelled as R's sprintf spells it
+        if "%.17g" % x != text:  # noqa: UP031
+            bad.append(f"{where} (%.17g prints {'%.17g' % x})")  # noqa: UP031
         elif row.quantity in _COUNTS:
             if not x.is_integer():
                 bad.append(f"{where} (a count that is not an integer)")

@@ -18,8 +18,10 @@ PLOTS = ("trajectories", "caterpillar", "diagnostics")
 
 
 def _tables(fit, tmp_path, seed=123):
-    outputs = {k: tmp_path / f"{k}.{'json' if k == 'fit_stats' else 'csv'}" for k in
-               ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")}
+    outputs = {
+        k: tmp_path / f"{k}.{'json' if k == 'fit_stats' else 'csv'}"
+        for k in ("fixed_effects", "variance_components", "random_effects", "predictions", "fit_stats")
+    }
     stats = extract.extract(fit, outputs, seed=seed)
     return outputs, stats
 
@@ -55,8 +57,15 @@ def _texts(fig):
 
 
 def test_repeated_measures_one_panel_per_hospital_each_patient_its_colour(bp_data, tmp_path):
-    figs = _figures(bp_data, "bp_lmm", "bp_study", "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
-                    "gaussian", tmp_path, seed=123)
+    figs = _figures(
+        bp_data,
+        "bp_lmm",
+        "bp_study",
+        "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+        "gaussian",
+        tmp_path,
+        seed=123,
+    )
     fig = figs["trajectories"]
     panels = _panels(fig)
     assert [ax.get_title() for ax in panels] == [f"hospital_id {h}" for h in range(1, 11)]
@@ -70,8 +79,10 @@ def test_repeated_measures_one_panel_per_hospital_each_patient_its_colour(bp_dat
         assert sum(len(o.get_xdata()) for o in observed) == len(rows)
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == [
-        "observed, one line per patient_id", "predicted per patient_id (fixed + random effects)",
-        "population (fixed effects only)"]
+        "observed, one line per patient_id",
+        "predicted per patient_id (fixed + random effects)",
+        "population (fixed effects only)",
+    ]
     for f in figs.values():
         _inside(f)
         plt.close(f)
@@ -79,8 +90,15 @@ def test_repeated_measures_one_panel_per_hospital_each_patient_its_colour(bp_dat
 
 def test_glmm_with_one_grouping_factor_draws_its_data_on_a_categorical_axis(tmp_path):
     cbpp = pd.read_csv(REFERENCE / "data" / "cbpp.csv")
-    figs = _figures(cbpp, "cbpp_glmm", "cbpp", "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-                    "binomial", tmp_path, factors=["period"])
+    figs = _figures(
+        cbpp,
+        "cbpp_glmm",
+        "cbpp",
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        "binomial",
+        tmp_path,
+        factors=["period"],
+    )
     fig = figs["trajectories"]
     fig.canvas.draw()  # tick labels get their text when drawn
     panels = _panels(fig)
@@ -124,18 +142,28 @@ def test_cross_sectional_data_are_points_with_school_lines_not_zigzags(tmp_path)
 
 def test_long_titles_are_wrapped_inside_the_figure(bp_data, tmp_path):
     name = "adverse_events_glmm_with_a_much_longer_model_name_than_usual"
-    figs = _figures(bp_data, name, "bp_study", "adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)",
-                    "poisson", tmp_path, seed=123)
+    figs = _figures(
+        bp_data,
+        name,
+        "bp_study",
+        "adverse_events ~ time + (1 | hospital_id) + (1 | patient_id)",
+        "poisson",
+        tmp_path,
+        seed=123,
+    )
     for f in figs.values():
         texts = _inside(f)
         assert any(name in t.get_text() for t in texts)
         plt.close(f)
 
 
-@pytest.mark.parametrize("formula, family", [
-    ("bp ~ time + (1 | hospital_id) + (1 | patient_id)", "gaussian"),
-    ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
-])
+@pytest.mark.parametrize(
+    "formula, family",
+    [
+        ("bp ~ time + (1 | hospital_id) + (1 | patient_id)", "gaussian"),
+        ("hypertension ~ time + (1 | hospital_id) + (1 | patient_id)", "binomial"),
+    ],
+)
 def test_plots_drawn_and_reproducible(bp_data, tmp_path, formula, family):
     fit = fit_model(bp_data, ModelSpec("m", "bp_study", formula, family))
     tables, stats = _tables(fit, tmp_path)

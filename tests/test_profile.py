@@ -28,8 +28,15 @@ PROFILE_RTOL = 1e-3
 def _fit(case: str):
     row = CASES.loc[case]
     factors = tuple(f for f in row["factors"].split(";") if f)
-    spec = ModelSpec(name=case, dataset=row["data"], formula=row["formula"], family=row["family"],
-                     reml=row["reml"] != "false", inference="wald", intervals="profile")
+    spec = ModelSpec(
+        name=case,
+        dataset=row["data"],
+        formula=row["formula"],
+        family=row["family"],
+        reml=row["reml"] != "false",
+        inference="wald",
+        intervals="profile",
+    )
     result = fit_model(pd.read_csv(REF / "data" / f"{row['data']}.csv"), spec, factors=factors)
     assert result.ok and not result.warnings, (case, result.error, result.warnings)
     return result
@@ -67,8 +74,11 @@ def test_profile_limits_match_lme4(case: str) -> None:
     got = {_lme4_name(g, t): (lo, hi) for g, t, lo, hi in zip(vc["group"], vc["term"], vc["conf_low"], vc["conf_high"])}
     got |= {t: (lo, hi) for t, lo, hi in zip(fe["term"], fe["conf_low"], fe["conf_high"])}
     assert sorted(got) == sorted(ref.index), f"{case}: parameters {sorted(got)} vs lme4 {sorted(ref.index)}"
-    bad = [f"{name}: ({got[name][0]:.7g}, {got[name][1]:.7g}) vs lme4 ({r.low:.7g}, {r.high:.7g})"
-           for name, r in ref.iterrows() if not (_close(got[name][0], r.low) and _close(got[name][1], r.high))]
+    bad = [
+        f"{name}: ({got[name][0]:.7g}, {got[name][1]:.7g}) vs lme4 ({r.low:.7g}, {r.high:.7g})"
+        for name, r in ref.iterrows()
+        if not (_close(got[name][0], r.low) and _close(got[name][1], r.high))
+    ]
     assert not bad, f"{case} (rtol {PROFILE_RTOL}): " + "; ".join(bad)
     assert (fe["interval"] == "profile").all()
 
@@ -84,13 +94,15 @@ def test_profile_interval_of_a_quadratic_deviance_is_the_wald_interval() -> None
         d = par - est
         return float(d @ prec @ d)
 
-    low, high = profile.profile_limits(deviance, est, 0, np.array([-np.inf, -np.inf]), np.array([np.inf, np.inf]),
-                                       np.array([1.0, 1.0]))
+    low, high = profile.profile_limits(
+        deviance, est, 0, np.array([-np.inf, -np.inf]), np.array([np.inf, np.inf]), np.array([1.0, 1.0])
+    )
     assert low == pytest.approx(1.0 - 1.959963985 * 2.0, rel=1e-6)
     assert high == pytest.approx(1.0 + 1.959963985 * 2.0, rel=1e-6)
     # a bound the profile does not reach is the limit, as lme4 reports an SD's 0
-    low, _ = profile.profile_limits(deviance, est, 0, np.array([0.5, -np.inf]), np.array([np.inf, np.inf]),
-                                    np.array([1.0, 1.0]))
+    low, _ = profile.profile_limits(
+        deviance, est, 0, np.array([0.5, -np.inf]), np.array([np.inf, np.inf]), np.array([1.0, 1.0])
+    )
     assert low == 0.5
 
 
@@ -105,14 +117,24 @@ def test_study_with_profile_intervals_has_variance_component_coverage() -> None:
     from glmm_steps.batch import run_batch
     from glmm_steps.simulate import design_from_config
 
-    design = design_from_config({
-        "levels": [{"name": "hospital_id", "n": 6}, {"name": "patient_id", "n": 4}],
-        "repeated": {"name": "time", "values": [1, 2, 3]},
-        "outcomes": {"bp": {"family": "gaussian", "intercept": 120.0, "coefficients": {"time": 0.5},
-                            "random_sd": {"hospital_id": 2.0, "patient_id": 1.0}, "residual_sd": 2.0}},
-    })
-    spec = ModelSpec.from_config("s", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
-                                       "intervals": "profile"})
+    design = design_from_config(
+        {
+            "levels": [{"name": "hospital_id", "n": 6}, {"name": "patient_id", "n": 4}],
+            "repeated": {"name": "time", "values": [1, 2, 3]},
+            "outcomes": {
+                "bp": {
+                    "family": "gaussian",
+                    "intercept": 120.0,
+                    "coefficients": {"time": 0.5},
+                    "random_sd": {"hospital_id": 2.0, "patient_id": 1.0},
+                    "residual_sd": 2.0,
+                }
+            },
+        }
+    )
+    spec = ModelSpec.from_config(
+        "s", {"dataset": "d", "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)", "intervals": "profile"}
+    )
     estimates, fits = run_batch(design, spec, "base", [(i, 300 + i) for i in range(4)])
     sds = estimates[estimates["effect"] == "ran_pars"]
     assert sds["conf_low"].notna().all() and (sds["conf_low"] <= sds["estimate"]).all()

@@ -12,15 +12,38 @@ NAN = float("nan")
 
 
 def _est(design, rep, effect, group, term, truth, est, se=NAN, low=NAN, high=NAN, p=NAN):
-    return {"model": "m", "design": design, "replicate": rep, "seed": 100 + rep, "effect": effect,
-            "group": group, "term": term, "true_value": truth, "estimate": est, "std_error": se,
-            "statistic": est / se, "p_value": p, "conf_low": low, "conf_high": high}
+    return {
+        "model": "m",
+        "design": design,
+        "replicate": rep,
+        "seed": 100 + rep,
+        "effect": effect,
+        "group": group,
+        "term": term,
+        "true_value": truth,
+        "estimate": est,
+        "std_error": se,
+        "statistic": est / se,
+        "p_value": p,
+        "conf_low": low,
+        "conf_high": high,
+    }
 
 
 def _fit(design, rep, status, converged, singular):
-    return {"model": "m", "design": design, "replicate": rep, "seed": 100 + rep, "status": status,
-            "converged": converged, "singular": singular, "nobs": 10, "logLik": -1.0,
-            "error": "boom" if status == "failed" else "", "warnings": ""}
+    return {
+        "model": "m",
+        "design": design,
+        "replicate": rep,
+        "seed": 100 + rep,
+        "status": status,
+        "converged": converged,
+        "singular": singular,
+        "nobs": 10,
+        "logLik": -1.0,
+        "error": "boom" if status == "failed" else "",
+        "warnings": "",
+    }
 
 
 @pytest.fixture()
@@ -29,15 +52,27 @@ def tables():
     # Slope x (true 1.0): estimates 0.5, 1.0, 1.5, 2.0; intervals cover 1.0 in replicates 0 and 1;
     # p < 0.05 in replicates 1, 2 and 3. SD of group g (true 2.0): 1, 3, 2, 2.
     rows = []
-    for rep, (est, se, low, high, p) in enumerate([(0.5, 0.5, -0.2, 1.2, 0.30), (1.0, 0.5, 0.6, 1.4, 0.01),
-                                                  (1.5, 0.25, 1.2, 1.8, 0.001), (2.0, 0.5, 1.1, 2.9, 0.04)]):
+    for rep, (est, se, low, high, p) in enumerate(
+        [
+            (0.5, 0.5, -0.2, 1.2, 0.30),
+            (1.0, 0.5, 0.6, 1.4, 0.01),
+            (1.5, 0.25, 1.2, 1.8, 0.001),
+            (2.0, 0.5, 1.1, 2.9, 0.04),
+        ]
+    ):
         rows.append(_est("a", rep, "fixed", "", "(Intercept)", 3.0, 3.0, 1.0, 1.0, 5.0, 0.01))
         rows.append(_est("a", rep, "fixed", "", "x", 1.0, est, se, low, high, p))
         rows.append(_est("a", rep, "ran_pars", "g", "sd__(Intercept)", 2.0, [1.0, 3.0, 2.0, 2.0][rep]))
-    fits = [_fit("a", 0, "ok", True, False), _fit("a", 1, "ok", True, False), _fit("a", 2, "singular", True, True),
-            _fit("a", 3, "ok", True, False), _fit("a", 4, "failed", False, False),
-            # Design "b": both replicates failed.
-            _fit("b", 5, "failed", False, False), _fit("b", 6, "failed", False, False)]
+    fits = [
+        _fit("a", 0, "ok", True, False),
+        _fit("a", 1, "ok", True, False),
+        _fit("a", 2, "singular", True, True),
+        _fit("a", 3, "ok", True, False),
+        _fit("a", 4, "failed", False, False),
+        # Design "b": both replicates failed.
+        _fit("b", 5, "failed", False, False),
+        _fit("b", 6, "failed", False, False),
+    ]
     return pd.DataFrame(rows, columns=ESTIMATE_COLUMNS), pd.DataFrame(fits, columns=FIT_COLUMNS)
 
 
@@ -95,10 +130,18 @@ def test_files_round_trip(tables, tmp_path):
     estimates.to_csv(tmp_path / "e.csv", index=False)
     fits.to_csv(tmp_path / "f.csv", index=False)
     assert read_tables([tmp_path / "e.csv"], ESTIMATE_COLUMNS)["group"].tolist()[:3] == ["", "", "g"]
-    outputs = {"table": str(tmp_path / "recovery.csv"),
-               **{p: str(tmp_path / f"{p}.png") for p in ("estimates", "coverage", "power")}}
-    table = recovery_to_files([str(tmp_path / "e.csv")], [str(tmp_path / "f.csv")], outputs, 0.05, None,
-                              {"a": {"levels.g.n": 4}, "b": {"levels.g.n": 8}})
+    outputs = {
+        "table": str(tmp_path / "recovery.csv"),
+        **{p: str(tmp_path / f"{p}.png") for p in ("estimates", "coverage", "power")},
+    }
+    table = recovery_to_files(
+        [str(tmp_path / "e.csv")],
+        [str(tmp_path / "f.csv")],
+        outputs,
+        0.05,
+        None,
+        {"a": {"levels.g.n": 4}, "b": {"levels.g.n": 8}},
+    )
     assert list(table["levels.g.n"]) == [4] * 3 + [8] * 3
     pd.testing.assert_frame_equal(table.drop(columns="levels.g.n"), summarise(*tables))
     for p in ("estimates", "coverage", "power"):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, STUDY, clone_command, comparable_results, fresh_clone, run_clone, stderr_lines
 
-from conftest import STUDY, ROOT, clone_command, comparable_results, fresh_clone, run_clone, stderr_lines
 from glmm_steps import integrity, paths
 from glmm_steps.provenance import PATHS, sha256, verify_outputs
 
@@ -41,6 +41,7 @@ def test_manifest_lists_real_versions_and_checksums(clean_run):
         m = json.loads(path.read_text())
         assert m["seeds"] == ["seed-5", "seed-6"]
         from importlib.metadata import version
+
         for pkg in ("snakemake", "pandas", "numpy", "scipy", "statsmodels", "mixedlm", "matplotlib"):
             assert m["packages"][pkg] == version(pkg)
         assert m["platform"]["machine"] and m["python"].count(".") == 2
@@ -71,8 +72,13 @@ def test_corrupted_and_deleted_outputs_are_rebuilt(clean_run):
 def launcher(clone: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``glmm-steps run study.yaml ARGS`` in ``clone``, with the clone's own package."""
     (clone / "study.yaml").write_text(yaml.safe_dump(STUDY))
-    proc = subprocess.run([sys.executable, "-m", "glmm_steps.cli", "run", "study.yaml", *args], cwd=clone,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(clone)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "glmm_steps.cli", "run", "study.yaml", *args],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(clone)),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-4000:])
     return proc
@@ -81,8 +87,7 @@ def launcher(clone: Path, *args: str, check: bool = True) -> subprocess.Complete
 def test_killed_run_resumes_to_the_same_numbers(clean_run, tmp_path):
     clone = fresh_clone(tmp_path / "clone_k")
     cmd, env = clone_command(clone, "--cores", "1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     # Kill the whole run (Snakemake and its job) as soon as the second fit has started.
     deadline = time.monotonic() + 300
     logs = clone / "results" / "logs" / "fit"
@@ -127,8 +132,10 @@ def test_every_listed_file_is_rebuilt_and_nothing_else_removed(clean_run, tmp_pa
     rel = f"results/models/bp_lmm/{bp.parent.name}"
     assert f"checksum mismatch: {rel}/seed-5/fit.zip differs from {rel}/manifest.json; rebuilding it" in lines
     assert f"missing: results/data/study/seed-6/data.csv (listed in {rel}/manifest.json); rebuilding it" in lines
-    assert (f"unreadable manifest: results/models/events_glmm/{events.name}/manifest.json "
-            "(truncated, edited or of an older version); rebuilding it") in lines
+    assert (
+        f"unreadable manifest: results/models/events_glmm/{events.name}/manifest.json "
+        "(truncated, edited or of an older version); rebuilding it"
+    ) in lines
     assert "Traceback" not in proc.stderr
     for v in victims:
         assert v.read_text() == "not the workflow's\n"
@@ -150,9 +157,13 @@ def test_a_copy_of_the_results_folder_is_a_separate_folder(clean_run):
         stats.write_text(json.dumps(record | {"wall_time_s": record["wall_time_s"] + 1}, indent=2) + "\n")
         before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
         (clean_run / "old.yaml").write_text(yaml.safe_dump(STUDY | {"results_dir": "results_old"}))
-        proc = subprocess.run([sys.executable, "-m", "glmm_steps.cli", "run", "old.yaml", "--cores", "2"],
-                              cwd=clean_run, capture_output=True, text=True,
-                              env=dict(os.environ, PYTHONPATH=str(clean_run)))
+        proc = subprocess.run(
+            [sys.executable, "-m", "glmm_steps.cli", "run", "old.yaml", "--cores", "2"],
+            cwd=clean_run,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(clean_run)),
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "checksum mismatch" not in proc.stderr
         assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
@@ -179,7 +190,9 @@ def test_a_second_run_is_refused_before_it_removes_anything(clean_run):
         deadline = time.monotonic() + 300
         while not integrity.is_locked(results) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        refused = "another run is using the results folder results; wait for it to end (or give this run another results_dir)"
+        refused = (
+            "another run is using the results folder results; wait for it to end (or give this run another results_dir)"
+        )
         second = launcher(clean_run, "--cores", "1", check=False)
         assert (second.returncode, stderr_lines(second)) == (1, [refused])
         second = run_clone(clean_run, "--cores", "1", check=False)
@@ -192,8 +205,12 @@ def test_a_second_run_is_refused_before_it_removes_anything(clean_run):
 
 
 def test_report_and_nothing_written_outside_results(clean_run):
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     tracked = {Path(f).parts[0] for f in files} | {"study.yaml"}
     run_clone(clean_run, "--report", "results/report.html")
     html = (clean_run / "results" / "report.html").read_text()

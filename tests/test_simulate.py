@@ -32,8 +32,12 @@ def test_design_shape_and_ids(design):
 
 def test_same_seed_same_bytes_and_matches_committed_file(design, tmp_path, root):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    simulate_to_files(load_config(root / "config" / "config.yaml").config["datasets"]["bp_study"]["simulate"],
-                      123, str(a), str(tmp_path / "truth.json"))
+    simulate_to_files(
+        load_config(root / "config" / "config.yaml").config["datasets"]["bp_study"]["simulate"],
+        123,
+        str(a),
+        str(tmp_path / "truth.json"),
+    )
     data, _ = simulate(design, 123)
     data.to_csv(b, index=False, lineterminator="\n")
     committed = root / "tests" / "reference" / "data" / "bp_study_seed123.csv"
@@ -62,8 +66,12 @@ def test_large_design_recovers_the_truth():
     """Sample moments of a big replicate match the parameters (checks the generator,
     not the fit): the grand mean of a gaussian outcome and the within-patient slope
     (every level's spread: test_every_levels_spread_matches_the_config)."""
-    design = Design((Level("h", 50), Level("p", 40)), "t", (1, 2, 3, 4, 5),
-                    (Outcome("y", "gaussian", 10.0, {"t": 0.5}, {"h": 2.0, "p": 1.0}, residual_sd=0.5),))
+    design = Design(
+        (Level("h", 50), Level("p", 40)),
+        "t",
+        (1, 2, 3, 4, 5),
+        (Outcome("y", "gaussian", 10.0, {"t": 0.5}, {"h": 2.0, "p": 1.0}, residual_sd=0.5),),
+    )
     data, _ = simulate(design, 1)
     # mean over everything: 10 + 0.5 * 3 plus hospital noise averaged over 50 hospitals (sd 2/sqrt(50))
     assert abs(data["y"].mean() - 11.5) < 4 * 2 / np.sqrt(50)
@@ -82,9 +90,12 @@ def test_binomial_trials_column():
 
 def test_integer_intercept_and_coefficients_simulate_as_floats():
     """A Design built in Python may carry ints (the config path converts them)."""
-    as_ints = Design((Level("g", 4),), "x", (0, 1, 2), (Outcome("y", "gaussian", 10, {"x": 2}, {"g": 1}, residual_sd=1),))
-    as_floats = Design((Level("g", 4),), "x", (0, 1, 2),
-                       (Outcome("y", "gaussian", 10.0, {"x": 2.0}, {"g": 1.0}, residual_sd=1.0),))
+    as_ints = Design(
+        (Level("g", 4),), "x", (0, 1, 2), (Outcome("y", "gaussian", 10, {"x": 2}, {"g": 1}, residual_sd=1),)
+    )
+    as_floats = Design(
+        (Level("g", 4),), "x", (0, 1, 2), (Outcome("y", "gaussian", 10.0, {"x": 2.0}, {"g": 1.0}, residual_sd=1.0),)
+    )
     pd.testing.assert_frame_equal(simulate(as_ints, 5)[0], simulate(as_floats, 5)[0])
 
 
@@ -141,18 +152,24 @@ def _assert_sd_matches(name: str, estimate: tuple[float, float], sd: float, wher
     sd_hat = np.sqrt(max(variance, 0.0))
     assert se < MAX_REL_SE * sd, f"{where} {name}: SE {se:.3g} too large for a tight check of sd {sd}"
     assert abs(sd_hat - sd) <= Z_MAX * se, (
-        f"{where} {name}: empirical sd {sd_hat:.4f}, config {sd}, {abs(sd_hat - sd) / se:.1f} standard errors apart")
+        f"{where} {name}: empirical sd {sd_hat:.4f}, config {sd}, {abs(sd_hat - sd) / se:.1f} standard errors apart"
+    )
 
 
-@pytest.mark.parametrize("outcome", [
-    Outcome("y", "gaussian", 10.0, {"visit": 0.5}, {"region": 2.0, "hospital": 1.0, "patient": 0.5},
-            residual_sd=0.7),
-    # Many trials / large counts: the empirical logit / log of a row is its linear
-    # predictor plus small sampling noise (variance ~1/(n p (1-p)) or 1/mu), which the
-    # method of moments takes as the within-unit variance.
-    Outcome("k", "binomial", 0.0, {"visit": 0.3}, {"region": 0.5, "hospital": 0.3, "patient": 0.2}, trials=5000),
-    Outcome("c", "poisson", 8.0, {"visit": -0.2}, {"region": 0.4, "hospital": 0.25, "patient": 0.15}),
-], ids=lambda o: o.family)
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(
+            "y", "gaussian", 10.0, {"visit": 0.5}, {"region": 2.0, "hospital": 1.0, "patient": 0.5}, residual_sd=0.7
+        ),
+        # Many trials / large counts: the empirical logit / log of a row is its linear
+        # predictor plus small sampling noise (variance ~1/(n p (1-p)) or 1/mu), which the
+        # method of moments takes as the within-unit variance.
+        Outcome("k", "binomial", 0.0, {"visit": 0.3}, {"region": 0.5, "hospital": 0.3, "patient": 0.2}, trials=5000),
+        Outcome("c", "poisson", 8.0, {"visit": -0.2}, {"region": 0.4, "hospital": 0.25, "patient": 0.15}),
+    ],
+    ids=lambda o: o.family,
+)
 def test_every_levels_spread_matches_the_config(outcome):
     """The SD of each level's simulated effects (and the gaussian residual SD), estimated
     from the data on the link scale, is the config's within a few standard errors."""
@@ -181,8 +198,10 @@ def test_binomial_and_poisson_rates_match_the_config():
     errors of a mean over iid top-level units (regions)."""
     sds = {"region": 0.6, "hospital": 0.4, "patient": 0.3}
     total_sd = np.sqrt(sum(s * s for s in sds.values()))
-    outcomes = (Outcome("event", "binomial", -1.0, {"visit": 0.5}, sds),
-                Outcome("count", "poisson", 0.5, {"visit": 0.25}, sds))
+    outcomes = (
+        Outcome("event", "binomial", -1.0, {"visit": 0.5}, sds),
+        Outcome("count", "poisson", 0.5, {"visit": 0.25}, sds),
+    )
     design = Design((Level("region", 400), Level("hospital", 4), Level("patient", 5)), "visit", VISITS, outcomes)
     data, _ = simulate(design, 7)
     nodes, weights = np.polynomial.hermite_e.hermegauss(60)
@@ -198,4 +217,5 @@ def test_binomial_and_poisson_rates_match_the_config():
             assert se < 0.05 * expected, f"{o.family} visit {visit}: SE {se:.3g} too large"
             assert abs(observed - expected) <= Z_MAX * se, (
                 f"{o.family} visit {visit}: observed rate {observed:.4f}, config's {expected:.4f}, "
-                f"{abs(observed - expected) / se:.1f} standard errors apart")
+                f"{abs(observed - expected) / se:.1f} standard errors apart"
+            )

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import STUDY, clone_command, comparable_results, fresh_clone
 
 pytestmark = pytest.mark.slow
@@ -46,23 +45,31 @@ def slurm_cluster() -> None:
     absence is a failure (CI must not pass without running these tests)."""
     if shutil.which("sinfo") is None:
         if _in_ci():
-            pytest.fail("CI must run the SLURM tests, but 'sinfo' is not on PATH (.ci/run starts "
-                        "a cluster with ci/slurm/start.sh)")
-        pytest.skip("SLURM is not installed ('sinfo' not on PATH); CI runs these tests on a local "
-                    "cluster (bash ci/slurm/start.sh)")
+            pytest.fail(
+                "CI must run the SLURM tests, but 'sinfo' is not on PATH (.ci/run starts "
+                "a cluster with ci/slurm/start.sh)"
+            )
+        pytest.skip(
+            "SLURM is not installed ('sinfo' not on PATH); CI runs these tests on a local "
+            "cluster (bash ci/slurm/start.sh)"
+        )
     proc = subprocess.run(["sinfo", "--noheader", "-o", "%t"], capture_output=True, text=True, timeout=30)
     states = proc.stdout.split()
     if proc.returncode != 0 or not {"idle", "mix", "alloc"} & set(states):
-        pytest.fail(f"SLURM is installed but has no usable node (sinfo: {(proc.stdout + proc.stderr).strip()!r}); "
-                    "start the test cluster with `bash ci/slurm/start.sh`")
+        pytest.fail(
+            f"SLURM is installed but has no usable node (sinfo: {(proc.stdout + proc.stderr).strip()!r}); "
+            "start the test cluster with `bash ci/slurm/start.sh`"
+        )
 
 
 def _our_jobs(prefix: str) -> dict[int, str]:
     """SLURM job id -> state of the jobs this test submitted (their names start with ``prefix``)."""
-    out = subprocess.run(["squeue", "--noheader", "-t", "all", "-o", "%i %j %T"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return {int(i): state for i, name, state in (line.split() for line in out.splitlines())
-            if name.startswith(prefix + "_")}
+    out = subprocess.run(
+        ["squeue", "--noheader", "-t", "all", "-o", "%i %j %T"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return {
+        int(i): state for i, name, state in (line.split() for line in out.splitlines()) if name.startswith(prefix + "_")
+    }
 
 
 def _cancel_all(prefix: str) -> None:
@@ -95,12 +102,12 @@ class Scenario:
     """What the SLURM scenario left behind, for the tests to check."""
 
     clone: Path
-    victim: int               # the SLURM job id that was cancelled
-    first: str                # output of the run it was cancelled in
+    victim: int  # the SLURM job id that was cancelled
+    first: str  # output of the run it was cancelled in
     first_rc: int
-    survivor: str             # the replicate whose job was not cancelled
+    survivor: str  # the replicate whose job was not cancelled
     mtimes: dict[str, float]  # that replicate's outputs after the first run
-    second: str               # output of the rerun
+    second: str  # output of the rerun
     second_rc: int
 
 
@@ -111,19 +118,31 @@ def cancelled_and_resumed(slurm_cluster, tmp_path_factory) -> Scenario:
     clone = fresh_clone(tmp_path_factory.mktemp("clone_slurm"))
     prefix = f"glmmtest{os.getpid()}t{int(time.time())}"  # unique: squeue remembers old jobs
     # No retry: the cancelled job must stay failed so that the rerun has work to finish.
-    cmd, env = clone_command(clone, "--profile", str(clone / "profiles" / "slurm"), *FAST_POLL,
-                             "--slurm-jobname-prefix", prefix, "--retries", "0")
+    cmd, env = clone_command(
+        clone,
+        "--profile",
+        str(clone / "profiles" / "slurm"),
+        *FAST_POLL,
+        "--slurm-jobname-prefix",
+        prefix,
+        "--retries",
+        "0",
+    )
     try:
-        proc = subprocess.Popen(cmd, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         victim = None
         deadline = time.monotonic() + WAIT_S
         while victim is None and proc.poll() is None and time.monotonic() < deadline:
             jobs = _our_jobs(prefix)
             last = max(jobs, default=None)
             # The later of the two replicate jobs, once it has started the workflow.
-            if len(jobs) == 2 and jobs[last] == "RUNNING" and any(
-                    p.stat().st_size for p in (clone / ".snakemake" / "slurm_logs").glob(f"*/{last}.log")):
+            if (
+                len(jobs) == 2
+                and jobs[last] == "RUNNING"
+                and any(p.stat().st_size for p in (clone / ".snakemake" / "slurm_logs").glob(f"*/{last}.log"))
+            ):
                 subprocess.run(["scancel", str(last)], check=True, timeout=30)
                 victim = last
             time.sleep(0.5)
@@ -134,8 +153,14 @@ def cancelled_and_resumed(slurm_cluster, tmp_path_factory) -> Scenario:
             pytest.fail(f"the SLURM run did not finish in {WAIT_S} s")
         assert victim is not None, f"no SLURM job to cancel; the run said:\n{first[-3000:]}"
         # The replicate whose job was not cancelled has every model's tables.
-        survivor = next((rep for rep in ("seed-5", "seed-6") if len(list(
-            clone.glob(f"results/models/*/[0-9a-f]*/{rep}/fixed_effects.csv"))) == len(STUDY["models"])), None)
+        survivor = next(
+            (
+                rep
+                for rep in ("seed-5", "seed-6")
+                if len(list(clone.glob(f"results/models/*/[0-9a-f]*/{rep}/fixed_effects.csv"))) == len(STUDY["models"])
+            ),
+            None,
+        )
         assert survivor is not None, f"no replicate finished; the run said:\n{first[-3000:]}"
         outputs = [p for p in clone.glob(f"results/models/*/[0-9a-f]*/{survivor}/**/*") if p.is_file()]
         outputs += [p for p in clone.glob(f"results/data/*/{survivor}/*")]
@@ -143,8 +168,9 @@ def cancelled_and_resumed(slurm_cluster, tmp_path_factory) -> Scenario:
         rerun = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=WAIT_S)
     finally:
         _cancel_all(prefix)
-    return Scenario(clone, victim, first, proc.returncode, survivor, mtimes,
-                    rerun.stdout + rerun.stderr, rerun.returncode)
+    return Scenario(
+        clone, victim, first, proc.returncode, survivor, mtimes, rerun.stdout + rerun.stderr, rerun.returncode
+    )
 
 
 def test_cancelled_job_is_reported_with_its_id_and_log(cancelled_and_resumed):
@@ -198,8 +224,10 @@ def test_without_sbatch_the_slurm_profile_stops_with_one_line(tmp_path):
     proc = subprocess.run(cmd, cwd=clone, env=dict(env, PATH=str(bin_dir)), capture_output=True, text=True)
     assert proc.returncode == 1
     # the last thing said (the progress display ends with blank lines)
-    assert [ln for ln in proc.stderr.splitlines() if ln.strip()][-1] == ("error: the SLURM profile needs a SLURM cluster: 'sbatch' is not "
-                                            "on PATH (run locally with --profile profiles/default)")
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()][-1] == (
+        "error: the SLURM profile needs a SLURM cluster: 'sbatch' is not "
+        "on PATH (run locally with --profile profiles/default)"
+    )
     assert "Traceback" not in proc.stderr
     # no output: only the run's lock on its results folder (glmm_steps.integrity)
     assert sorted(p.name for p in (clone / "results").iterdir()) == [".gitkeep", ".glmm-steps"]

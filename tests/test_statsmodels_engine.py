@@ -33,33 +33,40 @@ def _lme4(case: str, quantity: str) -> float:
 
 # ---- layout: what MixedLM can express ------------------------------------------------
 
+
 def _nest(pairs: set[tuple[str, str]]):
     """contains(outer, inner) from a set of (outer, inner) pairs."""
     return lambda outer, inner: (outer, inner) in pairs
 
 
-@pytest.mark.parametrize("formula, pairs, groups, re_term", [
-    ("y ~ x + (1 + x | g)", set(), "g", 0),
-    ("y ~ x + (1 + x || g)", set(), "g", None),          # every column a variance component
-    ("y ~ x + (1 | g) + (0 + x | g)", set(), "g", 0),
-    ("y ~ 1 + (1 | a) + (1 | b)", {("a", "b")}, "a", 0),  # b nested in a
-    ("y ~ 1 + (1 | a/b)", {("a", "b:a")}, "a", 0),
-    ("y ~ 1 + (1 | a) + (1 | b)", set(), None, None),    # crossed: one group of all rows
-    ("y ~ x + (1 + x | a) + (1 | b)", {("a", "b")}, "a", 0),
-])
+@pytest.mark.parametrize(
+    "formula, pairs, groups, re_term",
+    [
+        ("y ~ x + (1 + x | g)", set(), "g", 0),
+        ("y ~ x + (1 + x || g)", set(), "g", None),  # every column a variance component
+        ("y ~ x + (1 | g) + (0 + x | g)", set(), "g", 0),
+        ("y ~ 1 + (1 | a) + (1 | b)", {("a", "b")}, "a", 0),  # b nested in a
+        ("y ~ 1 + (1 | a/b)", {("a", "b:a")}, "a", 0),
+        ("y ~ 1 + (1 | a) + (1 | b)", set(), None, None),  # crossed: one group of all rows
+        ("y ~ x + (1 + x | a) + (1 | b)", {("a", "b")}, "a", 0),
+    ],
+)
 def test_layout(formula, pairs, groups, re_term):
     lay = sme.layout(parse(formula), "gaussian", _nest(pairs))
     assert (lay.groups, lay.re_term) == (groups, re_term)
 
 
-@pytest.mark.parametrize("formula, family, needle", [
-    # correlated slopes on a factor that does not contain the other one
-    ("y ~ x + (1 + x | b) + (1 | a)", "gaussian", r"cannot fit \(1 \+ x \| b\): .*'a' is not"),
-    ("y ~ x + (1 + x | a) + (1 + z | b)", "gaussian", r"cannot fit \(1 \+ z \| b\) beside \(1 \+ x \| a\)"),
-    ("y ~ x + (1 + x | g)", "binomial", r"cannot fit \(1 \+ x \| g\): its Bayesian GLMMs"),
-    ("y ~ x + offset(log(e)) + (1 | g)", "poisson", "cannot fit offset"),
-    ("cbind(s, f) ~ x + (1 | g)", "binomial", "cannot fit a cbind"),
-])
+@pytest.mark.parametrize(
+    "formula, family, needle",
+    [
+        # correlated slopes on a factor that does not contain the other one
+        ("y ~ x + (1 + x | b) + (1 | a)", "gaussian", r"cannot fit \(1 \+ x \| b\): .*'a' is not"),
+        ("y ~ x + (1 + x | a) + (1 + z | b)", "gaussian", r"cannot fit \(1 \+ z \| b\) beside \(1 \+ x \| a\)"),
+        ("y ~ x + (1 + x | g)", "binomial", r"cannot fit \(1 \+ x \| g\): its Bayesian GLMMs"),
+        ("y ~ x + offset(log(e)) + (1 | g)", "poisson", "cannot fit offset"),
+        ("cbind(s, f) ~ x + (1 | g)", "binomial", "cannot fit a cbind"),
+    ],
+)
 def test_layout_refuses_naming_the_term(formula, family, needle):
     with pytest.raises(GlmmError, match=needle):
         sme.layout(parse(formula), family, _nest({("a", "b")}))
@@ -73,6 +80,7 @@ def test_nesting_from_data():
 
 
 # ---- the optimum ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def bp_fits(bp_data):
@@ -88,8 +96,9 @@ def test_reaches_lme4_where_the_default_fit_does_not(bp_data, bp_fits):
     lme4 = _lme4("bp_lmm_reml", "logLik")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        default = smf.mixedlm("bp ~ time", bp_data, groups="hospital_id", re_formula="1",
-                              vc_formula={"patient_id": "0 + C(patient_id)"}).fit(reml=True)
+        default = smf.mixedlm(
+            "bp ~ time", bp_data, groups="hospital_id", re_formula="1", vc_formula={"patient_id": "0 + C(patient_id)"}
+        ).fit(reml=True)
     assert default.llf < lme4 - 1.0  # measured: -1545.92 vs -1543.35
     res = bp_fits[1]
     assert abs(res.loglik - lme4) / res.nobs < 1e-9
@@ -120,8 +129,10 @@ def test_crossed_fit_uses_one_group_and_lme4_names():
     assert res.details["groups"] == "batch"  # nested: cask:batch within batch
     assert set(res.varcorr["group"]) == {"batch", "cask:batch", "Residual"}
     data = pd.read_csv(REF / "data" / "Penicillin.csv")
-    res = fit_model(data, ModelSpec("p", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)",
-                                    engine="statsmodels", reml=False))
+    res = fit_model(
+        data,
+        ModelSpec("p", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", engine="statsmodels", reml=False),
+    )
     assert res.details["groups"].startswith("(one group")
     assert res.ngroups == {"plate": 24, "sample": 6}
 
@@ -137,10 +148,12 @@ def test_gaussian_offset_is_subtracted(bp_data):
 
 # ---- binomial / Poisson: variational Bayes, labelled ---------------------------------
 
+
 def test_variational_glmm_is_labelled_and_reproducible():
     cbpp = pd.read_csv(REF / "data" / "cbpp.csv")
-    spec = ModelSpec("cbpp", "cbpp", "incidence ~ period + (1 | herd)", "poisson",
-                     engine="statsmodels", approximation="variational")
+    spec = ModelSpec(
+        "cbpp", "cbpp", "incidence ~ period + (1 | herd)", "poisson", engine="statsmodels", approximation="variational"
+    )
     res = fit_model(cbpp, spec, factors=("period",))
     again = fit_model(cbpp, spec, factors=("period",))
     pd.testing.assert_frame_equal(res.fixef, again.fixef)  # fixed seed

@@ -16,8 +16,15 @@ from glmm_steps.logs import progress
 SMALL = {
     "levels": [{"name": "site", "n": 3}, {"name": "subject", "n": 4}],
     "repeated": {"name": "visit", "values": [0, 1, 2]},
-    "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                       "random_sd": {"site": 1.0, "subject": 0.5}, "residual_sd": 1.0}},
+    "outcomes": {
+        "y": {
+            "family": "gaussian",
+            "intercept": 10,
+            "coefficients": {"visit": 1.0},
+            "random_sd": {"site": 1.0, "subject": 0.5},
+            "residual_sd": 1.0,
+        }
+    },
 }
 
 
@@ -55,8 +62,12 @@ def test_sweep_crosses_keys_into_named_design_points():
     config = _config(sweep={"levels.site.n": [2, 5], "outcomes.y.coefficients.visit": [0, 0.25]})
     plan = check_config(config)
     points = plan.study_designs["sim"]
-    assert list(points) == ["site.n=2,y.coefficients.visit=0", "site.n=2,y.coefficients.visit=0.25",
-                            "site.n=5,y.coefficients.visit=0", "site.n=5,y.coefficients.visit=0.25"]
+    assert list(points) == [
+        "site.n=2,y.coefficients.visit=0",
+        "site.n=2,y.coefficients.visit=0.25",
+        "site.n=5,y.coefficients.visit=0",
+        "site.n=5,y.coefficients.visit=0.25",
+    ]
     last = points["site.n=5,y.coefficients.visit=0.25"].spec
     assert last["levels"][0]["n"] == 5 and last["outcomes"]["y"]["coefficients"]["visit"] == 0.25
     assert config["datasets"]["sim"]["simulate"]["levels"][0]["n"] == 3, "the base design is untouched"
@@ -69,7 +80,8 @@ def test_sweep_crosses_keys_into_named_design_points():
 
 def test_sweep_errors_name_the_key():
     assert "datasets.sim.sweep.levels.clinic.n: the design has no 'levels.clinic'" in _error(
-        _config(sweep={"levels.clinic.n": [2]}))
+        _config(sweep={"levels.clinic.n": [2]})
+    )
     msg = _error(_config(sweep={"levels.site.n": [0, 2]}))
     assert msg.startswith("config error: datasets.sim.sweep.levels.site.n:") and "must be >= 1, got 0" in msg
     cfg = _config()
@@ -115,8 +127,19 @@ def test_recovery_settings_are_not_fit_settings():
     cfg["models"]["m"]["power_terms"] = ["visit"]
     plan = check_config(cfg)
     assert plan.config["models"]["m"]["alpha"] == 0.05
-    assert set(plan.fit_entry("m")) == {"dataset", "formula", "family", "reml", "engine", "nagq", "verify",
-                                        "verify_rtol", "verify_loglik_tol", "compare_with", "table_format"}
+    assert set(plan.fit_entry("m")) == {
+        "dataset",
+        "formula",
+        "family",
+        "reml",
+        "engine",
+        "nagq",
+        "verify",
+        "verify_rtol",
+        "verify_loglik_tol",
+        "compare_with",
+        "table_format",
+    }
 
 
 def test_default_config_has_a_small_study(root):

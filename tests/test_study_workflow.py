@@ -12,8 +12,8 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import run_snakemake
+
 from glmm_steps.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -23,13 +23,22 @@ pytestmark = pytest.mark.slow
 STUDY = {
     "datasets": {
         "tiny": {
-            "replicates": 6, "base_seed": 11, "batch_size": 4,
+            "replicates": 6,
+            "base_seed": 11,
+            "batch_size": 4,
             "sweep": {"levels.site.n": [1, 4]},
             "simulate": {
                 "levels": [{"name": "site", "n": 4}, {"name": "subject", "n": 5}],
                 "repeated": {"name": "visit", "values": [0, 1, 2]},
-                "outcomes": {"y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                                   "random_sd": {"site": 1.0, "subject": 0.5}, "residual_sd": 1.0}},
+                "outcomes": {
+                    "y": {
+                        "family": "gaussian",
+                        "intercept": 10,
+                        "coefficients": {"visit": 1.0},
+                        "random_sd": {"site": 1.0, "subject": 0.5},
+                        "residual_sd": 1.0,
+                    }
+                },
             },
         },
     },
@@ -130,8 +139,14 @@ def test_wald_interval_coverage_is_nominal_within_monte_carlo_error(root):
     error, interval or truth would move coverage far outside. Measured: 0.94 for the
     intercept, 0.95 for the visit slope."""
     threads = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    proc = subprocess.run([sys.executable, "-c", COVERAGE_STUDY, str(COVERAGE_REPLICATES)], capture_output=True,
-                          check=False, text=True, env=dict(os.environ, PYTHONPATH=str(root), **threads), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", COVERAGE_STUDY, str(COVERAGE_REPLICATES)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(root), **threads),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.DataFrame(json.loads(proc.stdout.strip().splitlines()[-1])).set_index("term")
     mcse = math.sqrt(NOMINAL * (1 - NOMINAL) / COVERAGE_REPLICATES)
@@ -139,7 +154,8 @@ def test_wald_interval_coverage_is_nominal_within_monte_carlo_error(root):
         row = table.loc[term]
         assert row["n_estimated"] == COVERAGE_REPLICATES and row["n_failed"] == 0, row
         assert abs(row["coverage"] - NOMINAL) <= 3 * mcse, (
-            f"{term}: coverage {row['coverage']:.3f}, nominal {NOMINAL} +- {3 * mcse:.3f} (3 MCSE)")
+            f"{term}: coverage {row['coverage']:.3f}, nominal {NOMINAL} +- {3 * mcse:.3f} (3 MCSE)"
+        )
 
 
 def test_report_holds_the_study(study_run):

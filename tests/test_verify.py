@@ -32,9 +32,13 @@ def test_engines_agree_on_the_reference_study(verified):
     assert table["agree"].all(), table.to_string()
     # one row per fixed effect, variance (with the residual) and the logLik
     assert list(zip(table["quantity"], table["group"], table["term"])) == [
-        ("fixed_effect", "", "(Intercept)"), ("fixed_effect", "", "time"),
-        ("variance", "hospital_id", "(Intercept)"), ("variance", "patient_id", "(Intercept)"),
-        ("variance", "Residual", "(Intercept)"), ("logLik", "", "")]
+        ("fixed_effect", "", "(Intercept)"),
+        ("fixed_effect", "", "time"),
+        ("variance", "hospital_id", "(Intercept)"),
+        ("variance", "patient_id", "(Intercept)"),
+        ("variance", "Residual", "(Intercept)"),
+        ("logLik", "", ""),
+    ]
     assert table["rel_diff"].max() < 1e-6  # measured: both reach lme4's optimum
     assert verify.verdict(table) == "agree"
 
@@ -71,13 +75,16 @@ def test_verdict_in_the_run_summary(verified, tmp_path):
     rows = []
     for name, tab in (("good", table), ("bad", table.assign(agree=[True] * 5 + [False]))):
         folder = tmp_path / name
-        write_json(glance(dataclasses.replace(primary, spec=dataclasses.replace(SPEC, name=name))),
-                   folder / "fit_stats.json")
+        write_json(
+            glance(dataclasses.replace(primary, spec=dataclasses.replace(SPEC, name=name))), folder / "fit_stats.json"
+        )
         write_csv(tab, folder / "verification.csv")
         rows.append(folder)
     write_json(glance(primary), tmp_path / "plain" / "fit_stats.json")
-    summary = summarize([f / "fit_stats.json" for f in rows] + [tmp_path / "plain" / "fit_stats.json"],
-                        [f / "verification.csv" for f in rows])
+    summary = summarize(
+        [f / "fit_stats.json" for f in rows] + [tmp_path / "plain" / "fit_stats.json"],
+        [f / "verification.csv" for f in rows],
+    )
     assert summary["verification"].tolist()[0] == "agree"
     assert summary["verification"].tolist()[1].startswith("DISAGREE: logLik")
     assert summary["verification"].tolist()[2] == ""

@@ -17,8 +17,9 @@ def test_version_key_tracks_what_determines_results():
     assert version_key(dict(MODEL, formula="y ~ 1 + (1 | g)"), DATA, engine_version="1.3.0") != base
     assert version_key(dict(MODEL, reml=False), DATA, engine_version="1.3.0") != base
     assert version_key(MODEL, DATA, engine_version="1.4.0") != base
-    assert version_key(MODEL, {"path": "a.csv"}, engine_version="1.3.0", data_sha256="aa") != \
-        version_key(MODEL, {"path": "a.csv"}, engine_version="1.3.0", data_sha256="bb")
+    assert version_key(MODEL, {"path": "a.csv"}, engine_version="1.3.0", data_sha256="aa") != version_key(
+        MODEL, {"path": "a.csv"}, engine_version="1.3.0", data_sha256="bb"
+    )
 
 
 def test_manifest_checksums_and_verification(tmp_path, root):
@@ -27,8 +28,16 @@ def test_manifest_checksums_and_verification(tmp_path, root):
     table.parent.mkdir(parents=True)
     data.write_text("y,x\n1,2\n")
     table.write_text("term,estimate\nx,1\n")
-    manifest = build_manifest(model="m", version_key="abc", config_excerpt={"model": MODEL}, seeds=["seed-1"],
-                              inputs=[str(data)], outputs=[str(table)], repo=root, results=results)
+    manifest = build_manifest(
+        model="m",
+        version_key="abc",
+        config_excerpt={"model": MODEL},
+        seeds=["seed-1"],
+        inputs=[str(data)],
+        outputs=[str(table)],
+        repo=root,
+        results=results,
+    )
     # paths relative to the results folder
     assert manifest["inputs"]["../data.csv"] == sha256(data)
     assert manifest["outputs"] == {"v/fixed_effects.csv": sha256(table)}
@@ -46,13 +55,25 @@ def test_manifest_checksums_and_verification(tmp_path, root):
 def _version(models, model, key, created, formula, est):
     folder = models / model / key
     (folder / "seed-1").mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps({
-        "model": model, "version": key, "created": created, "seeds": ["seed-1"],
-        "config": {"model": {"formula": formula, "dataset": "d"}}, "git": {"commit": "c" * 40, "dirty": False},
-        "packages": {"mixedlm": "1.3.0"}}))
-    pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, est]}).to_csv(folder / "seed-1" / "fixed_effects.csv", index=False)
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "version": key,
+                "created": created,
+                "seeds": ["seed-1"],
+                "config": {"model": {"formula": formula, "dataset": "d"}},
+                "git": {"commit": "c" * 40, "dirty": False},
+                "packages": {"mixedlm": "1.3.0"},
+            }
+        )
+    )
+    pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, est]}).to_csv(
+        folder / "seed-1" / "fixed_effects.csv", index=False
+    )
     pd.DataFrame({"group": ["g", "Residual"], "term": ["(Intercept)"] * 2, "variance": [2.0, 1.0]}).to_csv(
-        folder / "seed-1" / "variance_components.csv", index=False)
+        folder / "seed-1" / "variance_components.csv", index=False
+    )
     (folder / "seed-1" / "fit_stats.json").write_text(json.dumps({"logLik": -10.0, "AIC": 28.0, "BIC": 30.0}))
     return folder / "seed-1"
 
@@ -92,11 +113,18 @@ def test_compare_shows_a_change_of_standard_error(tmp_path):
     for name, se in (("a", 0.10), ("b", 0.15)):
         f = tmp_path / name
         f.mkdir()
-        pd.DataFrame({"term": ["(Intercept)", "x"], "estimate": [1.0, 0.5], "std_error": [0.2, se],
-                      "conf_low": [1.0 - 1.96 * 0.2, 0.5 - 1.96 * se],
-                      "conf_high": [1.0 + 1.96 * 0.2, 0.5 + 1.96 * se]}).to_csv(f / "fixed_effects.csv", index=False)
-        pd.DataFrame({"group": ["g"], "term": ["(Intercept)"], "variance": [2.0], "sd": [2.0 ** 0.5]}).to_csv(
-            f / "variance_components.csv", index=False)
+        pd.DataFrame(
+            {
+                "term": ["(Intercept)", "x"],
+                "estimate": [1.0, 0.5],
+                "std_error": [0.2, se],
+                "conf_low": [1.0 - 1.96 * 0.2, 0.5 - 1.96 * se],
+                "conf_high": [1.0 + 1.96 * 0.2, 0.5 + 1.96 * se],
+            }
+        ).to_csv(f / "fixed_effects.csv", index=False)
+        pd.DataFrame({"group": ["g"], "term": ["(Intercept)"], "variance": [2.0], "sd": [2.0**0.5]}).to_csv(
+            f / "variance_components.csv", index=False
+        )
         (f / "fit_stats.json").write_text(json.dumps({"logLik": -10.0, "AIC": 28.0, "BIC": 30.0}))
         folders.append(f)
     diff = compare_versions(*folders).set_index(["table", "term"])

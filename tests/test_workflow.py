@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REFERENCE, run_snakemake, stderr_lines
 
 pytestmark = pytest.mark.slow
@@ -23,10 +22,19 @@ TINY = {
                 "levels": [{"name": "site", "n": 4}, {"name": "subject", "n": 5}],
                 "repeated": {"name": "visit", "values": [0, 1, 2]},
                 "outcomes": {
-                    "y": {"family": "gaussian", "intercept": 10, "coefficients": {"visit": 1.0},
-                          "random_sd": {"site": 1.0, "subject": 0.5}, "residual_sd": 1.0},
-                    "event": {"family": "binomial", "intercept": 0, "coefficients": {"visit": 0.5},
-                              "random_sd": {"subject": 0.5}},
+                    "y": {
+                        "family": "gaussian",
+                        "intercept": 10,
+                        "coefficients": {"visit": 1.0},
+                        "random_sd": {"site": 1.0, "subject": 0.5},
+                        "residual_sd": 1.0,
+                    },
+                    "event": {
+                        "family": "binomial",
+                        "intercept": 0,
+                        "coefficients": {"visit": 0.5},
+                        "random_sd": {"subject": 0.5},
+                    },
                 },
             },
         },
@@ -36,10 +44,21 @@ TINY = {
         "y_lmm": {"dataset": "tiny", "formula": "y ~ visit + (1 | site) + (1 | subject)"},
         "event_glmm": {"dataset": "tiny", "formula": "event ~ visit + (1 | subject)", "family": "binomial"},
         # verified at a tolerance no two engines meet: a deliberate mismatch the run reports
-        "sleep_slopes": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)", "reml": False,
-                         "verify": True, "verify_rtol": 1e-12, "verify_loglik_tol": 1e-12},
-        "sleep_intercept": {"dataset": "sleep", "formula": "Reaction ~ Days + (1 | Subject)",
-                            "engine": "statsmodels", "compare_with": ["sleep_slopes"], "verify": True},
+        "sleep_slopes": {
+            "dataset": "sleep",
+            "formula": "Reaction ~ Days + (Days | Subject)",
+            "reml": False,
+            "verify": True,
+            "verify_rtol": 1e-12,
+            "verify_loglik_tol": 1e-12,
+        },
+        "sleep_intercept": {
+            "dataset": "sleep",
+            "formula": "Reaction ~ Days + (1 | Subject)",
+            "engine": "statsmodels",
+            "compare_with": ["sleep_slopes"],
+            "verify": True,
+        },
         # `huge` (~1e202) passes every data check but the engine cannot fit it: the
         # failure is recorded and the run goes on.
         "doomed": {"dataset": "sleep", "formula": "huge ~ Days + (1 | Subject)"},
@@ -54,8 +73,11 @@ def _write_config(workdir: Path, config: dict) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +96,25 @@ def test_every_output_and_the_failure_recorded(tiny_run):
     # the run ends by counting fits per status, so the failed one is not missed
     assert "1 failed" in proc.stderr and "results/summary.csv" in proc.stderr
     models = workdir / "results" / "models"
-    for model, reps in {"y_lmm": ["seed-1", "seed-2"], "event_glmm": ["seed-1", "seed-2"],
-                        "sleep_slopes": ["file"], "sleep_intercept": ["file"], "doomed": ["file"]}.items():
+    for model, reps in {
+        "y_lmm": ["seed-1", "seed-2"],
+        "event_glmm": ["seed-1", "seed-2"],
+        "sleep_slopes": ["file"],
+        "sleep_intercept": ["file"],
+        "doomed": ["file"],
+    }.items():
         for rep in reps:
             folder = models / model / "latest" / rep
-            for name in ("fixed_effects.csv", "variance_components.csv", "random_effects.csv",
-                         "predictions.csv", "fit_stats.json", "plots/trajectories.png",
-                         "plots/caterpillar.png", "plots/diagnostics.png"):
+            for name in (
+                "fixed_effects.csv",
+                "variance_components.csv",
+                "random_effects.csv",
+                "predictions.csv",
+                "fit_stats.json",
+                "plots/trajectories.png",
+                "plots/caterpillar.png",
+                "plots/diagnostics.png",
+            ):
                 assert (folder / name).is_file(), folder / name
     assert (workdir / "results" / "data" / "tiny" / "seed-2" / "truth.json").is_file()
     summary = pd.read_csv(workdir / "results" / "summary.csv")
@@ -129,9 +163,10 @@ def test_run_prints_progress_and_a_closing_summary(tiny_run):
     assert len(lines) <= 45, out
     assert "jobid:" not in out and "rule fit:" not in out
     assert re.search(r"^\s*total\s+\d+", out, re.M)  # jobs to do, before the progress display
-    closing = out[out.index("fitted 5 models, 7 fits: "):].splitlines()
-    assert re.fullmatch(r"fitted 5 models, 7 fits: (\d+ \w+, )*1 failed(, \d+ \w+)* \(see results/summary.csv\)",
-                        closing[0]), closing[0]
+    closing = out[out.index("fitted 5 models, 7 fits: ") :].splitlines()
+    assert re.fullmatch(
+        r"fitted 5 models, 7 fits: (\d+ \w+, )*1 failed(, \d+ \w+)* \(see results/summary.csv\)", closing[0]
+    ), closing[0]
     assert any(ln.startswith("  doomed (data file): failed: ") for ln in closing)
     # ok, but verified with an impossible tolerance: the disagreement is listed too
     assert any(ln.startswith("  sleep_slopes (data file): ok: engines DISAGREE: ") for ln in closing)
@@ -205,14 +240,18 @@ def test_default_config_matches_lme4(tmp_path, root):
     assert data.read_bytes() == (REFERENCE / "data" / "bp_study_seed123.csv").read_bytes()
     fixtures = pd.read_csv(REFERENCE / "lme4_fixtures.csv")
     ref = fixtures[fixtures["case"] == "bp_lmm_reml"]
-    fe = pd.read_csv(tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "fixed_effects.csv").set_index("term")
+    fe = pd.read_csv(
+        tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "fixed_effects.csv"
+    ).set_index("term")
     for _, row in ref[ref["quantity"] == "fixef"].iterrows():
         assert fe.loc[row["term"], "estimate"] == pytest.approx(row["value"], rel=1e-6)
     vc = pd.read_csv(tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "variance_components.csv")
     for _, row in ref[ref["quantity"] == "variance"].iterrows():
         got = vc[(vc["group"] == row["group"]) & (vc["term"] == row["term"])]["variance"].item()
         assert got == pytest.approx(row["value"], rel=1e-4)
-    stats = json.loads((tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "fit_stats.json").read_text())
+    stats = json.loads(
+        (tmp_path / "results" / "models" / "bp_lmm" / "latest" / "seed-123" / "fit_stats.json").read_text()
+    )
     loglik = ref[ref["quantity"] == "logLik"]["value"].item()
     assert abs(stats["logLik"] - loglik) / 500 < 1e-6
     summary = pd.read_csv(tmp_path / "results" / "summary.csv")

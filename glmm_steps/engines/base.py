@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
 # The statsmodels engine's binomial/Poisson fits, by config value: Bayesian
 # approximations, so every output says they are not maximum likelihood. (statsmodels'
 # other one, fit_map, is not offered: the joint posterior mode of a hierarchical model
@@ -68,8 +67,11 @@ class ModelSpec:
             nagq=int(entry.get("nagq", 1)),
             approximation=entry.get("approximation"),
             # A study model's power test (`test`) is its fixed-effect test.
-            inference=(entry.get("inference") or (entry.get("test") if entry.get("test") != "lrt" else None)
-                       or default_inference(entry)),
+            inference=(
+                entry.get("inference")
+                or (entry.get("test") if entry.get("test") != "lrt" else None)
+                or default_inference(entry)
+            ),
             intervals=entry.get("intervals", "wald"),
         )
 

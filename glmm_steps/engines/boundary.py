@@ -49,11 +49,14 @@ def boundary_parameters(varcorr: pd.DataFrame, tol: float = TOL) -> list[str]:
             at_one = [(t, r) for t, r in partners if np.isfinite(r) and abs(r) > 1 - NEAR_ONE]
             if at_one:
                 other, r = at_one[0]
-                found.append(f"the correlation of {other} and {term} for {group} is estimated at "
-                             f"{'+1' if r > 0 else '-1'} (SDs {np.sqrt(var[other]):.3g} and {np.sqrt(var[term]):.3g})")
+                found.append(
+                    f"the correlation of {other} and {term} for {group} is estimated at "
+                    f"{'+1' if r > 0 else '-1'} (SDs {np.sqrt(var[other]):.3g} and {np.sqrt(var[term]):.3g})"
+                )
             else:
-                found.append(f"the covariance matrix of {group} is singular: {term} is a combination of "
-                             f"{', '.join(terms[:i])}")
+                found.append(
+                    f"the covariance matrix of {group} is singular: {term} is a combination of {', '.join(terms[:i])}"
+                )
     return found
 
 

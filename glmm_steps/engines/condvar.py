@@ -53,8 +53,9 @@ def _rowwise_block_products(left: sparse.csr_matrix, right: np.ndarray, k: int) 
     return out
 
 
-def conditional_variances(precision: sparse.spmatrix, lam: sparse.spmatrix,
-                          terms: list[tuple[int, int]], scale: float = 1.0) -> list[np.ndarray] | None:
+def conditional_variances(
+    precision: sparse.spmatrix, lam: sparse.spmatrix, terms: list[tuple[int, int]], scale: float = 1.0
+) -> list[np.ndarray] | None:
     """Diagonal of ``scale * lam @ inv(precision) @ lam.T``, per random-effect term.
 
     ``terms`` lists (levels, terms per level) for each block of the random effects in
@@ -78,8 +79,9 @@ def conditional_variances(precision: sparse.spmatrix, lam: sparse.spmatrix,
     inverse = {big: np.linalg.inv(blocks)}
     if len(outer):
         A12 = A[inner][:, outer].tocsr()
-        block_inverse = sparse.bsr_matrix((inverse[big], np.arange(n1), np.arange(n1 + 1)),
-                                          shape=(len(inner), len(inner)))
+        block_inverse = sparse.bsr_matrix(
+            (inverse[big], np.arange(n1), np.arange(n1 + 1)), shape=(len(inner), len(inner))
+        )
         V = (block_inverse @ A12).tocsr()
         schur = A[outer][:, outer].toarray() - (A12.T @ V).toarray()
         S_inv = linalg.cho_solve(linalg.cho_factor(schur, lower=True), np.eye(len(outer)))
@@ -87,7 +89,7 @@ def conditional_variances(precision: sparse.spmatrix, lam: sparse.spmatrix,
         for first in range(0, n1, levels_per_batch):
             rows = slice(first * k1, min(first + levels_per_batch, n1) * k1)
             V_rows = V[rows]
-            inverse[big][first:first + levels_per_batch] += _rowwise_block_products(V_rows, V_rows @ S_inv, k1)
+            inverse[big][first : first + levels_per_batch] += _rowwise_block_products(V_rows, V_rows @ S_inv, k1)
         at = 0
         for i, (n, k) in enumerate(terms):
             if i != big:
@@ -97,7 +99,7 @@ def conditional_variances(precision: sparse.spmatrix, lam: sparse.spmatrix,
     L = sparse.csc_matrix(lam)
     out = []
     for i, (n, k) in enumerate(terms):
-        lam_blocks = _diagonal_blocks(L[starts[i]:starts[i + 1]][:, starts[i]:starts[i + 1]], n, k)
+        lam_blocks = _diagonal_blocks(L[starts[i] : starts[i + 1]][:, starts[i] : starts[i + 1]], n, k)
         if lam_blocks is None:
             return None
         out.append(scale * np.einsum("lij,ljm,lim->li", lam_blocks, inverse[i], lam_blocks))

@@ -42,8 +42,7 @@ def numerical_hessian(f: Callable[[np.ndarray], float], x: np.ndarray, step: flo
         hess[i, i] = (f(x + eye[i]) - 2 * f0 + f(x - eye[i])) / h[i] ** 2
         for j in range(i):
             hess[i, j] = hess[j, i] = (
-                f(x + eye[i] + eye[j]) - f(x + eye[i] - eye[j])
-                - f(x - eye[i] + eye[j]) + f(x - eye[i] - eye[j])
+                f(x + eye[i] + eye[j]) - f(x + eye[i] - eye[j]) - f(x - eye[i] + eye[j]) + f(x - eye[i] - eye[j])
             ) / (4 * h[i] * h[j])
     return hess
 
@@ -62,8 +61,13 @@ def _lowers(f: Callable[[np.ndarray], float], x: np.ndarray, direction: np.ndarr
     return best
 
 
-def check_hessian(deviance: Callable[[np.ndarray], float], par: np.ndarray, free: np.ndarray,
-                  lower: np.ndarray | None = None, singular: bool = False) -> tuple[bool | None, str | None]:
+def check_hessian(
+    deviance: Callable[[np.ndarray], float],
+    par: np.ndarray,
+    free: np.ndarray,
+    lower: np.ndarray | None = None,
+    singular: bool = False,
+) -> tuple[bool | None, str | None]:
     """Check that ``par`` is a proper minimum of ``deviance`` over the parameters
     flagged in the boolean mask ``free`` (the others, on a boundary, stay fixed).
     ``lower`` are the parameters' lower bounds (default none); ``singular`` says the
@@ -92,11 +96,15 @@ def check_hessian(deviance: Callable[[np.ndarray], float], par: np.ndarray, free
     for k in np.flatnonzero(ev < 0):
         drop = _lowers(on_free, x, vectors[:, k], lower[free])
         if drop > DROP:
-            return False, (f"Hessian of the deviance is not positive definite (eigenvalue {ev[k]:.3g}): the "
-                           f"deviance drops by {drop:.3g} next to the reported optimum, a saddle point, not a minimum")
+            return False, (
+                f"Hessian of the deviance is not positive definite (eigenvalue {ev[k]:.3g}): the "
+                f"deviance drops by {drop:.3g} next to the reported optimum, a saddle point, not a minimum"
+            )
     if singular:
         return True, None
     if ev.min() < max(FLAT, REL_TOL * ev.max()):
-        return False, (f"Hessian of the deviance is not positive definite (smallest eigenvalue {ev.min():.3g}): "
-                       "some parameters are not determined by the data")
+        return False, (
+            f"Hessian of the deviance is not positive definite (smallest eigenvalue {ev.min():.3g}): "
+            "some parameters are not determined by the data"
+        )
     return True, None

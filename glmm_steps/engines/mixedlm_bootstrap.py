@@ -48,15 +48,18 @@ def simulate_response(model, family: str, rng: np.random.Generator) -> np.ndarra
 def _estimates(fit, sdcor: _SdCor, names: list[str], gaussian: bool) -> list[tuple[str, str, str, float]]:
     sigma = float(fit.sigma) if gaussian else 1.0
     rows = [("fixed", "", n, float(b)) for n, b in zip(names, np.asarray(fit.beta, dtype=float))]
-    rows += [("ran_pars", g, t, float(v))
-             for (g, t), v in zip(sdcor.labels, sdcor.from_theta(np.asarray(fit.theta, dtype=float), sigma))]
+    rows += [
+        ("ran_pars", g, t, float(v))
+        for (g, t), v in zip(sdcor.labels, sdcor.from_theta(np.asarray(fit.theta, dtype=float), sigma))
+    ]
     if gaussian:
         rows.append(("ran_pars", "Residual", "(Intercept)", sigma))
     return rows
 
 
-def refits(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix,
-           replicates: list[tuple[int, int]]) -> pd.DataFrame:
+def refits(
+    frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix, replicates: list[tuple[int, int]]
+) -> pd.DataFrame:
     """Fit ``spec`` to ``frame`` coded as ``design`` (the fit step's model matrix), then
     for each (index, seed) simulate a response
     (``numpy.random.default_rng(seed)``) and refit. Returns REFIT_COLUMNS rows: per

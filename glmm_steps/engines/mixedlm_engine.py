@@ -12,8 +12,8 @@ import pandas as pd
 
 from glmm_steps.engines.base import RANEF_COLUMNS, TESTS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.boundary import boundary_message
-from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.condvar import conditional_variances
+from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
 from glmm_steps.engines.mixedlm_profile import profile_intervals
 from glmm_steps.formula import Formula
@@ -34,8 +34,9 @@ def _family(name: str):
     return {"binomial": families.Binomial, "poisson": families.Poisson}[name]()
 
 
-def engine_inputs(formula: Formula, design: ModelMatrix, frame: pd.DataFrame
-                  ) -> tuple[str, pd.DataFrame, dict[str, str], dict[str, str]]:
+def engine_inputs(
+    formula: Formula, design: ModelMatrix, frame: pd.DataFrame
+) -> tuple[str, pd.DataFrame, dict[str, str], dict[str, str]]:
     """mixedlm's formula and data for ``design``: the prepared numeric columns under
     safe names (``y__``, ``x__1``, ``z1__2``, grouping factors ``g__1``), so mixedlm only
     ever sees plain columns, whatever transforms the user wrote. Returns
@@ -86,8 +87,7 @@ def _group_name(name: str, groups: dict[str, str]) -> str:
     return groups.get(base, name) if k.isdigit() else name
 
 
-def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix,
-                 reml: bool | None = None):
+def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix, reml: bool | None = None):
     """Fit mixedlm to ``design`` as the fit step does (trials as weights, the offset),
     by REML as ``spec`` says unless ``reml`` is given. Returns ``(model, column_names,
     group_names)`` (see :func:`engine_inputs`); warnings and printed checks are left to
@@ -121,16 +121,20 @@ def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None
         for i in range(len(terms)):
             for j in range(i + 1, len(terms)):
                 if grp.cov[i, j] != 0 or grp.corr is not None:
-                    rows.append({
-                        "group": gname,
-                        "term": f"cor({terms[i]},{terms[j]})",
-                        "variance": float(grp.cov[i, j]),
-                        "sd": np.nan,
-                        "correlation": float(grp.corr[i, j]),
-                    })
+                    rows.append(
+                        {
+                            "group": gname,
+                            "term": f"cor({terms[i]},{terms[j]})",
+                            "variance": float(grp.cov[i, j]),
+                            "sd": np.nan,
+                            "correlation": float(grp.corr[i, j]),
+                        }
+                    )
     if model.isLMM():
         sigma = float(model.sigma)
-        rows.append({"group": "Residual", "term": "(Intercept)", "variance": sigma**2, "sd": sigma, "correlation": np.nan})
+        rows.append(
+            {"group": "Residual", "term": "(Intercept)", "variance": sigma**2, "sd": sigma, "correlation": np.nan}
+        )
     return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
 
@@ -148,12 +152,11 @@ def _cond_variances(model) -> dict[str, dict[str, np.ndarray]]:
     if len(set(names)) == len(names):
         if hasattr(model, "_weighted_projection"):
             system = model._weighted_projection
-            precision, lam, scale = system.random_factor.precision, system.lambda_matrix, model.sigma ** 2
+            precision, lam, scale = system.random_factor.precision, system.lambda_matrix, model.sigma**2
         else:
             system = model._working_random_system
             precision, lam, scale = system.precision, system.Lambda, 1.0
-        variances = conditional_variances(precision, lam, [(s.n_levels, s.n_terms) for s in structures],
-                                          float(scale))
+        variances = conditional_variances(precision, lam, [(s.n_levels, s.n_terms) for s in structures], float(scale))
     if variances is None:
         return model.ranef(condVar=True).condVar
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -186,13 +189,17 @@ def _ranef(model, names: dict[str, str], columns: dict[str, str] | None = None) 
     for group, terms in values.items():
         for term, estimate in terms.items():
             n = len(estimate)
-            parts.append(pd.DataFrame({
-                "group": np.repeat(_group_name(group, names), n),
-                "level": levels[group],
-                "term": np.repeat(columns.get(term, term), n),
-                "estimate": np.asarray(estimate, dtype=float),
-                "cond_sd": np.sqrt(np.maximum(np.asarray(variances[group][term], dtype=float), 0.0)),
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "group": np.repeat(_group_name(group, names), n),
+                        "level": levels[group],
+                        "term": np.repeat(columns.get(term, term), n),
+                        "estimate": np.asarray(estimate, dtype=float),
+                        "cond_sd": np.sqrt(np.maximum(np.asarray(variances[group][term], dtype=float), 0.0)),
+                    }
+                )
+            )
     if not parts:
         return pd.DataFrame(columns=RANEF_COLUMNS)
     return pd.concat(parts, ignore_index=True)
@@ -216,8 +223,12 @@ def _hessian(model) -> tuple[bool | None, str | None]:
     if model.nobs() > HESSIAN_MAX_NOBS:
         return None, f"Hessian not checked: more than {HESSIAN_MAX_NOBS} rows"
     theta = np.asarray(model.theta, dtype=float)
-    lower = np.array([lo if lo is not None else -np.inf
-                      for lo, _ in _build_theta_bounds(model.matrices.random_structures, len(theta))])
+    lower = np.array(
+        [
+            lo if lo is not None else -np.inf
+            for lo, _ in _build_theta_bounds(model.matrices.random_structures, len(theta))
+        ]
+    )
     free = ~((lower == 0) & (np.abs(theta) < BOUNDARY_TOL))
     par = theta
     if getattr(model, "joint_fit", False):
@@ -242,8 +253,14 @@ def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[np.ndarray | None, np.nda
         return None, None, []
     if not isinstance(parts, SatterthwaiteParts):
         if model.nobs() > HESSIAN_MAX_NOBS:
-            return None, None, [f"Satterthwaite df not computed (more than {HESSIAN_MAX_NOBS} rows): "
-                                "marginal means and predictions use the normal reference"]
+            return (
+                None,
+                None,
+                [
+                    f"Satterthwaite df not computed (more than {HESSIAN_MAX_NOBS} rows): "
+                    "marginal means and predictions use the normal reference"
+                ],
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -253,8 +270,15 @@ def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[np.ndarray | None, np.nda
     return parts.jac, parts.vcov_varpar, []
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
-        design: ModelMatrix | None = None, ddf: bool = False) -> FitResult:
+def fit(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    formula: Formula,
+    *,
+    random_effects: bool = True,
+    design: ModelMatrix | None = None,
+    ddf: bool = False,
+) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
     ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
     than the fit itself). ``design`` is the model matrix of :func:`glmm_steps.model_matrix.build`
@@ -294,26 +318,34 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     varcorr = _varcorr(model, group_names, column_names)
     # mixedlm's singular-fit warning says "variance components estimated as zero" even
     # when a correlation is at +-1: say which parameter is on the boundary instead.
-    caught_text = [boundary_message(varcorr) if str(w.message).startswith(_MIXEDLM_SINGULAR) else str(w.message)
-                   for w in caught]
+    caught_text = [
+        boundary_message(varcorr) if str(w.message).startswith(_MIXEDLM_SINGULAR) else str(w.message) for w in caught
+    ]
     if singular and not any(m.startswith("boundary (singular) fit") for m in caught_text):
         caught_text.append(boundary_message(varcorr))
-    messages = list(dict.fromkeys(
-        caught_text + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
-        + gradient + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
-    ))
+    messages = list(
+        dict.fromkeys(
+            caught_text
+            + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+            + gradient
+            + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
+        )
+    )
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
     # mixedlm drops a column it finds collinear (a constant covariate): test what was fitted
     fitted_names = set(names)
-    terms = {t: kept for t, cols in design.term_columns.items()
-             if t != "(Intercept)" and (kept := [c for c in cols if c in fitted_names])}
+    terms = {
+        t: kept
+        for t, cols in design.term_columns.items()
+        if t != "(Intercept)" and (kept := [c for c in cols if c in fitted_names])
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum; failures are reported
-        fixef, anova_table, test, test_messages, parts = fixed_effect_inference(model, spec, names, terms,
-                                                                                        frame)
+        fixef, anova_table, test, test_messages, parts = fixed_effect_inference(model, spec, names, terms, frame)
     messages += test_messages
     optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
     if spec.intervals == "profile":
+
         def refit_ml():
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
@@ -321,8 +353,9 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optional["intervals"], profile_messages = profile_intervals(model, spec, refit_ml, names, group_names,
-                                                                            column_names)
+            optional["intervals"], profile_messages = profile_intervals(
+                model, spec, refit_ml, names, group_names, column_names
+            )
         messages += profile_messages
     if ddf:
         optional["vcov_jacobian"], optional["vcov_varpar"], ddf_notes = _ddf_parts(model, spec, parts)
@@ -387,8 +420,9 @@ class Refitter:
         # What lmer() says about the structure (too few levels, dropped columns) holds for
         # every replicate; what it says about this fit's optimum (singular, not converged)
         # does not: each refit says that for itself.
-        self.structure_warnings = [str(w.message) for w in caught
-                                   if not str(w.message).startswith((_NOT_CONVERGED[:24], _SINGULAR[:24]))]
+        self.structure_warnings = [
+            str(w.message) for w in caught if not str(w.message).startswith((_NOT_CONVERGED[:24], _SINGULAR[:24]))
+        ]
         self.structure_printed = [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
         self.spec, self.frame = spec, frame
         self.names = [self.column_names.get(n, n) for n in self.model.matrices.fixed_names]
@@ -409,28 +443,45 @@ class Refitter:
             # settings are those lmer() passes, so they equal a full fit's.
             ctrl = self.control
             model = self.model.refit(
-                np.asarray(response, dtype=float), start=None, method=ctrl.optimizer,
+                np.asarray(response, dtype=float),
+                start=None,
+                method=ctrl.optimizer,
                 options=ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
-                restart_edge=ctrl.restart_edge, use_analytic_gradient=ctrl.use_analytic_gradient)
+                restart_edge=ctrl.restart_edge,
+                use_analytic_gradient=ctrl.use_analytic_gradient,
+            )
         converged = bool(model.converged)
         # The warnings lmer() itself adds after its optimizer (refit does not).
-        lmer_warnings = (([_NOT_CONVERGED] if ctrl.check_conv and not converged else [])
-                         + ([_SINGULAR] if ctrl.check_singular and model.isSingular(tol=ctrl.boundary_tol) else []))
+        lmer_warnings = ([_NOT_CONVERGED] if ctrl.check_conv and not converged else []) + (
+            [_SINGULAR] if ctrl.check_singular and model.isSingular(tol=ctrl.boundary_tol) else []
+        )
         gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
         varcorr = _varcorr(model, self.group_names, self.column_names)
         singular = bool(model.isSingular())
         # In the order a full fit records them, the singular-fit warning saying which
         # parameter is on the boundary as there (see fit).
-        caught_text = [boundary_message(varcorr) if m.startswith(_MIXEDLM_SINGULAR) else m
-                       for m in self.structure_warnings + [str(w.message) for w in caught] + lmer_warnings]
+        caught_text = [
+            boundary_message(varcorr) if m.startswith(_MIXEDLM_SINGULAR) else m
+            for m in self.structure_warnings + [str(w.message) for w in caught] + lmer_warnings
+        ]
         if singular and not any(m.startswith("boundary (singular) fit") for m in caught_text):
             caught_text.append(boundary_message(varcorr))
-        messages = list(dict.fromkeys(
-            caught_text + self.structure_printed
-            + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()] + gradient))
+        messages = list(
+            dict.fromkeys(
+                caught_text
+                + self.structure_printed
+                + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+                + gradient
+            )
+        )
         if self.spec.inference == "wald":
-            fixef = pd.DataFrame({"term": self.names, "estimate": np.asarray(model.beta, dtype=float),
-                                  "std_error": np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float)))})
+            fixef = pd.DataFrame(
+                {
+                    "term": self.names,
+                    "estimate": np.asarray(model.beta, dtype=float),
+                    "std_error": np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float))),
+                }
+            )
             test, test_messages = TESTS["wald"], []
         else:
             # The refitted lmer is a whole model: its Satterthwaite or Kenward-Roger tests
@@ -438,8 +489,7 @@ class Refitter:
             # which a study does not read).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # deviance evaluations next to the optimum
-                fixef, _, test, test_messages, _ = fixed_effect_inference(model, self.spec, self.names, {},
-                                                                          self.frame)
+                fixef, _, test, test_messages, _ = fixed_effect_inference(model, self.spec, self.names, {}, self.frame)
             messages += [m for m in test_messages if m not in messages]
         return FitResult(
             spec=self.spec,

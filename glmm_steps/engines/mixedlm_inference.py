@@ -70,11 +70,11 @@ def _structure_covariances(model) -> list[np.ndarray]:
         if s.correlated:
             lower = np.zeros((t, t))
             idx = [(i, j) for j in range(t) for i in range(j, t)]
-            for value, (i, j) in zip(theta[at:at + len(idx)], idx):
+            for value, (i, j) in zip(theta[at : at + len(idx)], idx):
                 lower[i, j] = value
             at += len(idx)
         else:
-            lower = np.diag(theta[at:at + t])
+            lower = np.diag(theta[at : at + t])
             at += t
         out.append(sigma2 * lower @ lower.T)
     return out
@@ -90,7 +90,7 @@ def kenward_roger(model) -> KenwardRogerParts:
     G, ggamma, at = [], [], 0
     for s, cov in zip(m.random_structures, _structure_covariances(model)):
         t, width = s.n_terms, s.n_levels * s.n_terms
-        Zs = Z[:, at:at + width]
+        Zs = Z[:, at : at + width]
         at += width
         cols = [Zs[:, i::t] for i in range(t)]
         pairs = [(i, j) for j in range(t) for i in range(j, t)] if s.correlated else [(i, i) for i in range(t)]
@@ -103,8 +103,9 @@ def kenward_roger(model) -> KenwardRogerParts:
     return kenward_roger_parts(X, G, np.asarray(ggamma), np.asarray(model.vcov(), dtype=float))
 
 
-def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[str]], frame: pd.DataFrame
-                           ) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str], Any]:
+def fixed_effect_inference(
+    model, spec, names: list[str], terms: dict[str, list[str]], frame: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str], Any]:
     """The tests ``spec.inference`` asks for, on a fitted mixedlm model whose
     coefficients are ``names`` (R's), fixed-effect terms ``terms`` (term label -> its
     coefficient names, R's ``assign`` without the intercept, from
@@ -118,8 +119,7 @@ def fixed_effect_inference(model, spec, names: list[str], terms: dict[str, list[
     messages: list[str] = []
     method = spec.inference if spec.family == "gaussian" else "wald"
     if method == "kenward_roger" and model.matrices.n_obs > KR_MAX_NOBS:
-        messages.append(f"Kenward-Roger needs n x n matrices: more than {KR_MAX_NOBS} rows, "
-                        f"Satterthwaite df instead")
+        messages.append(f"Kenward-Roger needs n x n matrices: more than {KR_MAX_NOBS} rows, Satterthwaite df instead")
         method = "satterthwaite"
     parts = None
     while method != "wald" and parts is None:

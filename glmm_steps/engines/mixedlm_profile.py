@@ -61,7 +61,7 @@ class _SdCor:
                         L[i, j] = theta[at]
                         at += 1
             else:
-                L = np.diag(theta[at:at + t])
+                L = np.diag(theta[at : at + t])
                 at += t
             cov = sigma**2 * L @ L.T
             sd = np.sqrt(np.diag(cov))
@@ -72,7 +72,7 @@ class _SdCor:
     def to_theta(self, par: np.ndarray, sigma: float) -> np.ndarray:
         out, at = [], 0
         for t, correlated, pairs in self.blocks:
-            sd = par[at:at + t] / sigma
+            sd = par[at : at + t] / sigma
             at += t
             if not correlated:
                 out += list(sd)
@@ -94,8 +94,14 @@ class _SdCor:
         return np.array([max(0.3 * abs(v), 0.05 * unit) if k == "sd" else 0.2 for v, k in zip(par, self.kinds)])
 
 
-def lmm_profile(model, ml_model, names: list[str], group_names: dict[str, str], level: float = 0.95,
-                columns: dict[str, str] | None = None) -> pd.DataFrame:
+def lmm_profile(
+    model,
+    ml_model,
+    names: list[str],
+    group_names: dict[str, str],
+    level: float = 0.95,
+    columns: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Profile intervals of an ``lmer`` fit: ``ml_model`` is the same model fitted by ML
     (lme4 profiles the ML deviance; it may be ``model`` itself), ``names`` the R names
     of the fixed effects. Returns PROFILE_COLUMNS rows: random-effect SDs and
@@ -133,16 +139,18 @@ def lmm_profile(model, ml_model, names: list[str], group_names: dict[str, str], 
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
 
 
-def glmm_profile(model, names: list[str], group_names: dict[str, str], level: float = 0.95,
-                 columns: dict[str, str] | None = None) -> pd.DataFrame:
+def glmm_profile(
+    model, names: list[str], group_names: dict[str, str], level: float = 0.95, columns: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Profile intervals of a ``glmer`` fit, every parameter on the deviance in
     (SDs, correlations, beta) that lme4 profiles. Rows as :func:`lmm_profile`."""
     from mixedlm.estimation.joint_glmm import JointGLMMObjective
 
     m = model.matrices
     sdcor = _SdCor(m.random_structures, group_names, columns)
-    objective = JointGLMMObjective(m, model.family, model.nAGQ, pirls_maxiter=model.pirls_maxiter,
-                                   pirls_tol=model.pirls_tol)
+    objective = JointGLMMObjective(
+        m, model.family, model.nAGQ, pirls_maxiter=model.pirls_maxiter, pirls_tol=model.pirls_tol
+    )
     n_vc = len(sdcor.kinds)
 
     def deviance(par: np.ndarray) -> float:
@@ -163,8 +171,9 @@ def glmm_profile(model, names: list[str], group_names: dict[str, str], level: fl
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
 
 
-def profile_intervals(model, spec, refit_ml, names: list[str], group_names: dict[str, str],
-                      columns: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def profile_intervals(
+    model, spec, refit_ml, names: list[str], group_names: dict[str, str], columns: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """The fit step's profile intervals: (PROFILE_COLUMNS table, warnings). ``refit_ml()``
     returns the model refitted by ML (called for a REML ``lmer`` fit only, as lme4's
     ``profile`` refits it); ``group_names`` and ``columns`` map the engine's group and

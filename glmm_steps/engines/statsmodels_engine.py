@@ -87,11 +87,16 @@ def needs_nesting(formula: Formula) -> bool:
     """Whether :func:`layout` can refuse ``formula`` depending on how its grouping
     factors nest: a correlated term with several columns, and more than one factor."""
     return len({t.group_name for t in formula.random}) > 1 and any(
-        t.correlated and _structural_columns(t) > 1 for t in formula.random)
+        t.correlated and _structural_columns(t) > 1 for t in formula.random
+    )
 
 
-def layout(formula: Formula, family: str, contains: Callable[[str, str], bool] | None,
-           n_columns: Callable[[int], int] | None = None) -> Layout:
+def layout(
+    formula: Formula,
+    family: str,
+    contains: Callable[[str, str], bool] | None,
+    n_columns: Callable[[int], int] | None = None,
+) -> Layout:
     """Decide how ``formula`` is fitted by statsmodels, or raise GlmmError naming the
     term it cannot express.
 
@@ -110,11 +115,14 @@ def layout(formula: Formula, family: str, contains: Callable[[str, str], bool] |
                 "independent random effects only; write it with || or use engine: mixedlm"
             )
         if formula.offset:
-            raise GlmmError("engine statsmodels cannot fit offset(): its Bayesian GLMMs take no "
-                            "offset; use engine: mixedlm")
+            raise GlmmError(
+                "engine statsmodels cannot fit offset(): its Bayesian GLMMs take no offset; use engine: mixedlm"
+            )
         if formula.trials:
-            raise GlmmError("engine statsmodels cannot fit a cbind() response: its Bayesian "
-                            "binomial GLMM takes 0/1 outcomes only; use engine: mixedlm")
+            raise GlmmError(
+                "engine statsmodels cannot fit a cbind() response: its Bayesian "
+                "binomial GLMM takes 0/1 outcomes only; use engine: mixedlm"
+            )
         return Layout(groups=None, re_term=None)
     if len(blocks) > 1:
         raise GlmmError(
@@ -191,17 +199,17 @@ def _design(frame: pd.DataFrame, formula: Formula, design: ModelMatrix):
     text, data, column_names, _ = engine_inputs(formula, design, frame)
     mm = build_model_matrices(parse_formula(text), data)
     if len(mm.random_structures) != len(formula.random):
-        raise GlmmError(f"formula {formula.text!r}: mixedlm built {len(mm.random_structures)} "
-                        f"random terms, expected {len(formula.random)}")
+        raise GlmmError(
+            f"formula {formula.text!r}: mixedlm built {len(mm.random_structures)} "
+            f"random terms, expected {len(formula.random)}"
+        )
     Z = mm.Z.tocsr()
     rows = np.arange(mm.n_obs)
     terms, offset = [], 0
     for term, st in zip(formula.random, mm.random_structures):
         codes = np.asarray(st.level_indices, dtype=np.int64)
         t = st.n_terms
-        values = np.column_stack([
-            np.asarray(Z[rows, offset + codes * t + j]).ravel() for j in range(t)
-        ])
+        values = np.column_stack([np.asarray(Z[rows, offset + codes * t + j]).ravel() for j in range(t)])
         levels = [str(k) for k, _ in sorted(st.level_map.items(), key=lambda kv: kv[1])]
         terms.append(_Term(term, codes, levels, [column_names.get(n, n) for n in st.term_names], values))
         offset += st.n_levels * t
@@ -225,7 +233,8 @@ class _Component:
 def _components(terms: list[_Term], re_term: int | None) -> list[_Component]:
     return [
         _Component(i, j, t.term.group_name, name, t.codes, t.levels, t.values[:, j])
-        for i, t in enumerate(terms) if i != re_term
+        for i, t in enumerate(terms)
+        if i != re_term
         for j, name in enumerate(t.names)
     ]
 
@@ -255,9 +264,13 @@ def _attempt(model, reml: bool, method: str, **kwargs):
         try:
             res = model.fit(reml=reml, method=method, **kwargs)
         except Exception as e:  # one optimizer failing is a recorded attempt, not a failed fit
-            return None, {"method": method, "logLik": None, "converged": False,
-                          "error": f"{type(e).__name__}: {e}",
-                          "seconds": round(time.perf_counter() - start, 3)}
+            return None, {
+                "method": method,
+                "logLik": None,
+                "converged": False,
+                "error": f"{type(e).__name__}: {e}",
+                "seconds": round(time.perf_counter() - start, 3),
+            }
     record = {
         "method": method,
         "logLik": float(res.llf),
@@ -350,8 +363,9 @@ def _singular(cov_rel: np.ndarray, comp_var: np.ndarray) -> bool:
     return False
 
 
-def _varcorr(terms: list[_Term], re_term: int | None, cov: np.ndarray,
-             comp_var: np.ndarray, residual: float | None) -> pd.DataFrame:
+def _varcorr(
+    terms: list[_Term], re_term: int | None, cov: np.ndarray, comp_var: np.ndarray, residual: float | None
+) -> pd.DataFrame:
     """VarCorr rows in formula order: a term's variances, then its correlations
     (covariance in ``variance``), and last the residual (gaussian only)."""
     rows, c = [], 0
@@ -364,16 +378,30 @@ def _varcorr(terms: list[_Term], re_term: int | None, cov: np.ndarray,
             for a in range(len(t.names)):
                 for b in range(a + 1, len(t.names)):
                     cor = cov[a, b] / (sd[a] * sd[b]) if sd[a] * sd[b] > 0 else np.nan
-                    rows.append({"group": g, "term": f"cor({t.names[a]},{t.names[b]})",
-                                 "variance": cov[a, b], "sd": np.nan, "correlation": cor})
+                    rows.append(
+                        {
+                            "group": g,
+                            "term": f"cor({t.names[a]},{t.names[b]})",
+                            "variance": cov[a, b],
+                            "sd": np.nan,
+                            "correlation": cor,
+                        }
+                    )
             continue
         for name in t.names:
             v = float(comp_var[c])
             rows.append({"group": g, "term": name, "variance": v, "sd": np.sqrt(max(v, 0.0)), "correlation": np.nan})
             c += 1
     if residual is not None:
-        rows.append({"group": "Residual", "term": "(Intercept)", "variance": residual,
-                     "sd": np.sqrt(residual), "correlation": np.nan})
+        rows.append(
+            {
+                "group": "Residual",
+                "term": "(Intercept)",
+                "variance": residual,
+                "sd": np.sqrt(residual),
+                "correlation": np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
 
@@ -382,9 +410,14 @@ def _ranef_rows(terms: list[_Term], term: int, column: int, levels, estimates, c
     ``levels`` (level codes), with a sort key."""
     t = terms[term]
     return [
-        {"group": t.term.group_name, "level": t.levels[k], "term": t.names[column],
-         "estimate": float(e), "cond_sd": float(np.sqrt(max(v, 0.0))),
-         "_order": (term, int(k), column)}
+        {
+            "group": t.term.group_name,
+            "level": t.levels[k],
+            "term": t.names[column],
+            "estimate": float(e),
+            "cond_sd": float(np.sqrt(max(v, 0.0))),
+            "_order": (term, int(k), column),
+        }
         for k, e, v in zip(levels, estimates, cond_var)
     ]
 
@@ -395,14 +428,18 @@ def _ranef_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RANEF_COLUMNS)
 
 
-def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataFrame,
-             y: np.ndarray, terms: list[_Term]) -> FitResult:
+def _fit_lmm(
+    frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataFrame, y: np.ndarray, terms: list[_Term]
+) -> FitResult:
     import statsmodels
     from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
 
-    lay = layout(formula, "gaussian",
-                 lambda o, i: nested(_codes_of(terms, o), _codes_of(terms, i)),
-                 lambda i: terms[i].values.shape[1])
+    lay = layout(
+        formula,
+        "gaussian",
+        lambda o, i: nested(_codes_of(terms, o), _codes_of(terms, i)),
+        lambda i: terms[i].values.shape[1],
+    )
     offset = _offset(frame, formula)
     n = len(y)
     groups = _codes_of(terms, lay.groups) if lay.groups is not None else np.zeros(n, dtype=np.int64)
@@ -418,8 +455,7 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
         [b[0] for b in blocks],
     )
     Xa, yo = X.to_numpy(), y - offset
-    model = MixedLM(yo, Xa, groups=groups, exog_re=None if re is None else re.values,
-                    exog_vc=vc if comps else None)
+    model = MixedLM(yo, Xa, groups=groups, exog_re=None if re is None else re.values, exog_vc=vc if comps else None)
 
     best, chosen, attempts, grad_max = _optimize(model, spec.reml)
     scale = float(best.scale)
@@ -445,8 +481,9 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
             k = len(re.names)
         for c, blk in zip(comps, blocks):
             cols = blk[1][g]
-            ranef_rows += _ranef_rows(terms, c.term, c.column, cols, b[k:k + len(cols)],
-                                      cond_var[g][k:k + len(cols)])
+            ranef_rows += _ranef_rows(
+                terms, c.term, c.column, cols, b[k : k + len(cols)], cond_var[g][k : k + len(cols)]
+            )
             k += len(cols)
 
     singular = _singular(cov_rel, comp_var)
@@ -454,8 +491,10 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
     npar = X.shape[1] + (len(cov_rel) * (len(cov_rel) + 1)) // 2 + len(comps) + 1
     warns = []
     if grad_max > GRADIENT_TOL:
-        warns.append(f"gradient of the log-likelihood at the optimum is {grad_max:.2g} "
-                     f"(> {GRADIENT_TOL:g}): the optimizers may not have converged")
+        warns.append(
+            f"gradient of the log-likelihood at the optimum is {grad_max:.2g} "
+            f"(> {GRADIENT_TOL:g}): the optimizers may not have converged"
+        )
     varcorr = _varcorr(terms, lay.re_term, cov_rel * scale, comp_var * scale, scale)
     if singular:
         warns.append(boundary_message(varcorr))
@@ -472,8 +511,7 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
     return FitResult(
         spec=spec,
         engine_version=statsmodels.__version__,
-        fixef=pd.DataFrame({"term": list(X.columns), "estimate": beta,
-                            "std_error": np.sqrt(np.diag(vcov))}),
+        fixef=pd.DataFrame({"term": list(X.columns), "estimate": beta, "std_error": np.sqrt(np.diag(vcov))}),
         vcov=np.asarray(vcov, dtype=float),
         varcorr=varcorr,
         ranef=_ranef_table(ranef_rows),
@@ -499,8 +537,9 @@ def _fit_lmm(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataF
 # ---- binomial / Poisson: Bayesian GLMMs -----------------------------------------------
 
 
-def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataFrame,
-               y: np.ndarray, terms: list[_Term]) -> FitResult:
+def _fit_bayes(
+    frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.DataFrame, y: np.ndarray, terms: list[_Term]
+) -> FitResult:
     import statsmodels
     from scipy import sparse
     from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
@@ -510,15 +549,25 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
     widths = [len(c.levels) for c in comps]
     starts = np.concatenate([[0], np.cumsum(widths)])
     n = len(y)
-    Z = sparse.csr_array((
-        np.concatenate([c.values for c in comps]),
-        (np.tile(np.arange(n), len(comps)), np.concatenate([s + c.codes for s, c in zip(starts, comps)])),
-    ), shape=(n, int(starts[-1])))
+    Z = sparse.csr_array(
+        (
+            np.concatenate([c.values for c in comps]),
+            (np.tile(np.arange(n), len(comps)), np.concatenate([s + c.codes for s, c in zip(starts, comps)])),
+        ),
+        shape=(n, int(starts[-1])),
+    )
     cls = BinomialBayesMixedGLM if spec.family == "binomial" else PoissonBayesMixedGLM
-    model = cls(y, X.to_numpy(), exog_vc=Z, ident=np.repeat(np.arange(len(comps)), widths),
-                vcp_p=LOG_SD_PRIOR_SD, fe_p=FIXED_PRIOR_SD, fep_names=list(X.columns),
-                vcp_names=[f"{c.group}|{c.name}" for c in comps],
-                vc_names=[f"{c.group}|{c.name}|{lv}" for c in comps for lv in c.levels])
+    model = cls(
+        y,
+        X.to_numpy(),
+        exog_vc=Z,
+        ident=np.repeat(np.arange(len(comps)), widths),
+        vcp_p=LOG_SD_PRIOR_SD,
+        fe_p=FIXED_PRIOR_SD,
+        fep_names=list(X.columns),
+        vcp_names=[f"{c.group}|{c.name}" for c in comps],
+        vc_names=[f"{c.group}|{c.name}|{lv}" for c in comps for lv in c.levels],
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = model.fit_vb(rng=BAYES_SEED)
@@ -535,11 +584,15 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
         "model": cls.__name__,
         "approximation": spec.approximation,
         "not_maximum_likelihood": "posterior estimates under the priors below; no log-likelihood",
-        "prior": {"fixed_effects": f"normal(0, {FIXED_PRIOR_SD:g})",
-                  "log_sd": f"normal(0, {LOG_SD_PRIOR_SD:g}) for the log of each random-effect sd"},
-        "estimates": ("posterior means (fixed effects, random effects), exp(posterior mean of "
-                      "log sd) for each sd; std_error is the posterior sd of the mean-field "
-                      "approximation, which understates uncertainty"),
+        "prior": {
+            "fixed_effects": f"normal(0, {FIXED_PRIOR_SD:g})",
+            "log_sd": f"normal(0, {LOG_SD_PRIOR_SD:g}) for the log of each random-effect sd",
+        },
+        "estimates": (
+            "posterior means (fixed effects, random effects), exp(posterior mean of "
+            "log sd) for each sd; std_error is the posterior sd of the mean-field "
+            "approximation, which understates uncertainty"
+        ),
         "seed": BAYES_SEED,
         "optimizer_success": bool(opt.success),
         "optimizer_message": str(opt.message),
@@ -551,8 +604,7 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
     return FitResult(
         spec=spec,
         engine_version=statsmodels.__version__,
-        fixef=pd.DataFrame({"term": list(X.columns), "estimate": fe,
-                            "std_error": np.asarray(res.fe_sd, dtype=float)}),
+        fixef=pd.DataFrame({"term": list(X.columns), "estimate": fe, "std_error": np.asarray(res.fe_sd, dtype=float)}),
         varcorr=_varcorr(terms, None, np.zeros((0, 0)), sd**2, None),
         ranef=_ranef_table(ranef_rows),
         frame=frame,
@@ -570,8 +622,15 @@ def _fit_bayes(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, X: pd.Dat
     )
 
 
-def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effects: bool = True,
-        design: ModelMatrix | None = None, ddf: bool = False) -> FitResult:
+def fit(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    formula: Formula,
+    *,
+    random_effects: bool = True,
+    design: ModelMatrix | None = None,
+    ddf: bool = False,
+) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with
     statsmodels: MixedLM for gaussian models, a Bayesian GLMM for binomial/Poisson
     models with ``spec.approximation`` set. Raises GlmmError for a formula statsmodels
@@ -585,8 +644,10 @@ def fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, *, random_effect
     if spec.family == "gaussian":
         result = _fit_lmm(frame, spec, formula, X, y, terms)
     elif spec.approximation is None:
-        raise GlmmError(f"engine statsmodels fits {spec.family} models only by a Bayesian "
-                        "approximation: set approximation: variational")
+        raise GlmmError(
+            f"engine statsmodels fits {spec.family} models only by a Bayesian "
+            "approximation: set approximation: variational"
+        )
     else:
         result = _fit_bayes(frame, spec, formula, X, y, terms)
     if not random_effects:
