@@ -236,3 +236,10 @@ def report_tables():
 def report_table_path(key):
     """Where the HTML page of report table ``key`` goes (under results/report/)."""
     return out("report_table", name=key.replace("__", "/"))
+
+
+def bootstrap_intervals(w):
+    """The extract step's bootstrap limits, for a model with `intervals: bootstrap`."""
+    if PLAN.config["models"][w.model].get("intervals") != "bootstrap":
+        return []
+    return [out("bootstrap", model=w.model, version=w.version, replicate=w.replicate)]

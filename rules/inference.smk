@@ -35,10 +35,3 @@ rule bootstrap:
         out("log", rule="bootstrap", name="{model}_{version}_{replicate}"),
     script:
         "../scripts/bootstrap.py"
-
-
-def bootstrap_intervals(w):
-    """The extract step's bootstrap limits, for a model with `intervals: bootstrap`."""
-    if PLAN.config["models"][w.model].get("intervals") != "bootstrap":
-        return []
-    return [out("bootstrap", model=w.model, version=w.version, replicate=w.replicate)]

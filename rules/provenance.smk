@@ -20,7 +20,8 @@ rule manifest:
             "dataset": PLAN.config["datasets"][PLAN.dataset_of(w.model)],
         },
         seeds=lambda w: [f.replicate for f in PLAN.fits_of(w.model)],
-        results=PLAN.results,
+        # {results}/models/{model}/{version}/manifest.json: the results folder it lies in
+        results=lambda w, output: os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(output[0])))),
     script:
         "../scripts/manifest.py"
 
