@@ -219,3 +219,39 @@ def test_binomial_and_poisson_rates_match_the_config():
                 f"{o.family} visit {visit}: observed rate {observed:.4f}, config's {expected:.4f}, "
                 f"{abs(observed - expected) / se:.1f} standard errors apart"
             )
+
+
+def test_random_slopes_spread_and_correlation_match_the_config():
+    """A random slope's SD and its correlation with the intercept, as drawn: per-subject
+    least-squares lines on many visits estimate each subject's (intercept, slope) with a
+    known sampling covariance sigma^2 (X'X)^-1; the covariance of the estimates less that
+    is the drawn one. 4,000 subjects put the SDs' standard errors near 1% and the
+    correlation's near 0.012; each must lie within 4 of them."""
+    from glmm_steps.simulate import design_from_config
+
+    n, visits, sd0, sd1, cor, sigma = 4000, np.arange(10.0), 1.0, 0.3, 0.5, 0.5
+    spec = {
+        "levels": [{"name": "subject", "n": n}],
+        "repeated": {"name": "visit", "values": visits.tolist()},
+        "outcomes": {
+            "y": {
+                "family": "gaussian",
+                "intercept": 2.0,
+                "coefficients": {"visit": 0.5},
+                "random_sd": {"subject": sd0},
+                "residual_sd": sigma,
+                "random_slopes": {"subject": {"term": "visit", "sd": sd1, "cor": cor}},
+            }
+        },
+    }
+    data, _ = simulate(design_from_config(spec), 7)
+    y = data.sort_values(["subject", "visit"])["y"].to_numpy(float).reshape(n, len(visits))
+    X = np.column_stack([np.ones_like(visits), visits])
+    coef = np.linalg.solve(X.T @ X, X.T @ y.T).T  # one (intercept, slope) per subject
+    drawn = np.cov(coef.T) - sigma**2 * np.linalg.inv(X.T @ X)
+    sd_hat = np.sqrt(np.diag(drawn))
+    cor_hat = drawn[0, 1] / (sd_hat[0] * sd_hat[1])
+    total = np.diag(np.cov(coef.T))
+    se_sd = np.sqrt(2.0 / (n - 1)) * total / (2 * np.array([sd0, sd1]))  # delta method on each variance
+    assert np.all(np.abs(sd_hat - [sd0, sd1]) < 4 * se_sd), (sd_hat, se_sd)
+    assert abs(cor_hat - cor) < 4 * (1 - cor**2) / np.sqrt(n), cor_hat
