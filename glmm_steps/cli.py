@@ -94,14 +94,19 @@ def check_options(options: list[str]) -> None:
 
 def profile_options(options: list[str]) -> list[str]:
     """profiles/default's settings as command-line options, after ``--workflow-profile
-    none`` (so Snakemake prints no notice that it applied it); nothing when the user's
-    ``options`` name a profile themselves. ``key: true`` is ``--key``, ``false`` is left
+    none`` (so Snakemake prints no notice that it applied it); with a ``--profile`` of
+    the user's only ``--workflow-profile none``, and nothing with a ``--workflow-profile``. ``key: true`` is ``--key``, ``false`` is left
     out, a value or a one-item list is ``--key=value`` (so a target after it is never
     read as its value)."""
     import yaml
 
-    if any(o.split("=", 1)[0] in ("--profile", "--workflow-profile") for o in options):
+    names = {o.split("=", 1)[0] for o in options}
+    if "--workflow-profile" in names:
         return []
+    if "--profile" in names:
+        # a profile of its own (profiles/slurm) carries every setting; profiles/default's
+        # progress display would hide a failed SLURM job group
+        return ["--workflow-profile", "none"]
     args = ["--workflow-profile", "none"]
     for key, value in (yaml.safe_load(PROFILE.read_text(encoding="utf-8")) or {}).items():
         if isinstance(value, list) and len(value) == 1:

@@ -109,7 +109,8 @@ def test_default_profile_settings_are_passed_as_options():
         value = value[0] if isinstance(value, list) else value
         assert (f"--{key}" in args) == (value is True), key
         assert (f"--{key}={value}" in args) == (value not in (True, False)), key
-    assert profile_options(["--profile", "profiles/slurm"]) == []
+    assert profile_options(["--profile", "profiles/slurm"]) == ["--workflow-profile", "none"]
+    assert profile_options(["--workflow-profile", "profiles/default"]) == []
 
 
 @pytest.mark.slow

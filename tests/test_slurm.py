@@ -122,6 +122,8 @@ def cancelled_and_resumed(slurm_cluster, tmp_path_factory) -> Scenario:
         clone,
         "--profile",
         str(clone / "profiles" / "slurm"),
+        "--workflow-profile",
+        "none",
         *FAST_POLL,
         "--slurm-jobname-prefix",
         prefix,
@@ -220,7 +222,7 @@ def test_without_sbatch_the_slurm_profile_stops_with_one_line(tmp_path):
             if exe.name not in SLURM_TOOLS and not target.exists() and not target.is_symlink():
                 target.symlink_to(exe)
     clone = fresh_clone(tmp_path / "clone")
-    cmd, env = clone_command(clone, "--profile", str(clone / "profiles" / "slurm"))
+    cmd, env = clone_command(clone, "--profile", str(clone / "profiles" / "slurm"), "--workflow-profile", "none")
     proc = subprocess.run(cmd, cwd=clone, env=dict(env, PATH=str(bin_dir)), capture_output=True, text=True)
     assert proc.returncode == 1
     # the last thing said (the progress display ends with blank lines)
