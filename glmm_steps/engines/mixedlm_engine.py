@@ -80,6 +80,21 @@ def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: di
     return model, theta, evals
 
 
+def _safe_columns(labels: list[str], values: np.ndarray, prefix: str, data: dict, names: dict) -> list[str]:
+    """The terms of one part of an engine formula: ``1`` (or ``0`` when ``labels`` has no
+    ``(Intercept)``) first, then each other column as ``<prefix>__<j>``, its values put
+    in ``data`` and its lme4 label in ``names``."""
+    cols = [] if "(Intercept)" in labels else ["0"]
+    for j, label in enumerate(labels):
+        if label == "(Intercept)":
+            cols.insert(0, "1")
+            continue
+        data[f"{prefix}__{j}"] = values[:, j]
+        names[f"{prefix}__{j}"] = label
+        cols.append(f"{prefix}__{j}")
+    return cols
+
+
 def engine_inputs(
     formula: Formula, design: ModelMatrix, frame: pd.DataFrame
 ) -> tuple[str, pd.DataFrame, dict[str, str], dict[str, str]]:
@@ -90,30 +105,12 @@ def engine_inputs(
     names back to lme4's (``(Intercept)`` keeps its name)."""
     data = {"y__": design.response}
     names: dict[str, str] = {}
-    fixed = []
-    for j, name in enumerate(design.fixed_names):
-        if name == "(Intercept)":
-            fixed.insert(0, "1")
-            continue
-        data[f"x__{j}"] = design.X[:, j]
-        names[f"x__{j}"] = name
-        fixed.append(f"x__{j}")
-    if "1" not in fixed:
-        fixed.insert(0, "0")
+    fixed = _safe_columns(design.fixed_names, design.X, "x", data, names)
     safe_group = {g: f"g__{k}" for k, g in enumerate(formula.grouping_factors)}
     groups: dict[str, str] = {}
     bars = []
     for i, (term, block) in enumerate(zip(formula.random, design.random)):
-        cols = []
-        for j, name in enumerate(block.names):
-            if name == "(Intercept)":
-                cols.insert(0, "1")
-                continue
-            data[f"z{i}__{j}"] = block.values[:, j]
-            names[f"z{i}__{j}"] = name
-            cols.append(f"z{i}__{j}")
-        if "1" not in cols:
-            cols.insert(0, "0")
+        cols = _safe_columns(block.names, block.values, f"z{i}", data, names)
         group = ":".join(safe_group[g] for g in term.group)
         groups[group] = term.group_name
         bars.append(f"({' + '.join(cols)} {'|' if term.correlated else '||'} {group})")
