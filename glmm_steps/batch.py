@@ -298,8 +298,9 @@ def run_batch(
     (and, for a likelihood-ratio test row, :func:`lrt_row`, ``compare_with`` too).
 
     Where :func:`refittable`, and unless ``refit`` is False, replicates refit one
-    template with their new response (the same estimates as a full fit, without the
-    per-replicate work the tables do not read: fitted values, Hessian check).
+    template with their new response (the same estimates, tests, convergence and
+    Hessian checks as a full fit, without the per-replicate work the tables do not
+    read: fitted values, conditional modes, AIC/BIC).
 
     Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
     and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after

@@ -322,14 +322,11 @@ def fixed_effect_tests(
 ) -> pd.DataFrame:
     """One t test per coefficient: term, estimate, std_error (Kenward-Roger's adjusted
     one for KR parts), df."""
-    rows = []
     one = satterthwaite_t if isinstance(parts, SatterthwaiteParts) else kenward_roger_t
-    for j, name in enumerate(names):
-        L = np.zeros(len(beta))
-        L[j] = 1.0
-        est, se, df = one(L, beta, parts)
-        rows.append({"term": name, "estimate": est, "std_error": se, "df": df})
-    return pd.DataFrame(rows, columns=["term", "estimate", "std_error", "df"])
+    tests = [one(L, beta, parts) for L in np.eye(len(beta))]
+    # Built from columns: a study makes this table for every replicate.
+    est, se, df = (np.array([t[k] for t in tests], dtype=float) for k in range(3))
+    return pd.DataFrame({"term": list(names), "estimate": est, "std_error": se, "df": df})
 
 
 def t_test(

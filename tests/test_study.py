@@ -217,6 +217,25 @@ def test_refitting_replicates_equals_fitting_each_from_scratch():
     pd.testing.assert_frame_equal(e_refit, e_full, rtol=1e-10)
 
 
+def test_refit_path_flags_an_undetermined_optimum_as_a_full_fit_does():
+    """The refit path runs a full fit's convergence checks, the Hessian check
+    included: site:subject is subject again (subjects are numbered across sites), so
+    their two variances are determined only as a sum and most fits are hessian_not_pd."""
+    from glmm_steps.engines.base import ModelSpec
+    from glmm_steps.simulate import design_from_config
+
+    design = design_from_config(SMALL)
+    formula = "y ~ visit + (1 | site) + (1 | site:subject) + (1 | subject)"
+    spec = ModelSpec.from_config("m", {"dataset": "sim", "formula": formula, "residuals": {"nsim": 0}})
+    assert batch.refittable(design, spec)
+    replicates = [(i, study.replicate_seed(3, i)) for i in range(6)]
+    e_refit, f_refit = batch.run_batch(design, spec, "base", replicates)
+    e_full, f_full = batch.run_batch(design, spec, "base", replicates, refit=False)
+    assert set(f_full["status"]) == {"hessian_not_pd", "ok"}
+    pd.testing.assert_frame_equal(f_refit, f_full)
+    pd.testing.assert_frame_equal(e_refit, e_full, rtol=1e-8)
+
+
 def test_models_the_refit_path_does_not_take():
     from glmm_steps.engines.base import ModelSpec
     from glmm_steps.simulate import design_from_config

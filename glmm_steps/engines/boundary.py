@@ -23,13 +23,18 @@ def boundary_parameters(varcorr: pd.DataFrame, tol: float = TOL) -> list[str]:
     table (columns group, term, variance, sd, correlation; a ``cor(a,b)`` row holds the
     covariance in ``variance``; gaussian fits end with the ``Residual`` row). Empty
     when no grouping factor is singular."""
-    resid = varcorr[varcorr["group"] == "Residual"]
-    scale = float(resid["variance"].iloc[0]) if len(resid) else 1.0
+    # Plain lists, not a groupby: a study calls this for each singular replicate.
+    columns = zip(*(varcorr[c].tolist() for c in ("group", "term", "variance", "correlation")))
+    by_group: dict[str, list[tuple[str, float, float]]] = {}
+    for group, term, variance, correlation in columns:
+        by_group.setdefault(group, []).append((term, float(variance), float(correlation)))
+    resid = by_group.pop("Residual", [])
+    scale = resid[0][1] if resid else 1.0
     found = []
-    for group, rows in varcorr[varcorr["group"] != "Residual"].groupby("group", sort=False):
-        terms = [t for t in rows["term"] if not str(t).startswith("cor(")]
-        var = dict(zip(rows["term"], rows["variance"].astype(float)))
-        cor = dict(zip(rows["term"], rows["correlation"].astype(float)))
+    for group, rows in by_group.items():
+        terms = [t for t, _, _ in rows if not str(t).startswith("cor(")]
+        var = {t: v for t, v, _ in rows}
+        cor = {t: r for t, _, r in rows}
         k = len(terms)
         cov = np.diag([var[t] for t in terms])
         for i in range(k):

@@ -12,7 +12,15 @@ import pandas as pd
 
 from glmm_steps import families as families_mod
 from glmm_steps.engines import mixedlm_gamma
-from glmm_steps.engines.base import RANEF_COLUMNS, TESTS, VARCORR_COLUMNS, FitResult, ModelSpec
+from glmm_steps.engines.base import (
+    ANOVA_COLUMNS,
+    INTERVAL_COLUMNS,
+    RANEF_COLUMNS,
+    TESTS,
+    VARCORR_COLUMNS,
+    FitResult,
+    ModelSpec,
+)
 from glmm_steps.engines.boundary import boundary_message
 from glmm_steps.engines.condvar import conditional_variances
 from glmm_steps.engines.convergence import check_hessian
@@ -167,32 +175,37 @@ def engine_fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: M
 
 def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
     columns = columns or {}
-    rows = []
+    # Rows as tuples and the table from columns: a study makes this for every replicate.
+    rows: list[tuple[str, str, float, float, float]] = []
     vc = model.VarCorr()
     for mname, grp in vc.groups.items():
         gname = _group_name(mname, names)
         terms = [columns.get(t, t) for t in grp.term_names]
         for i, t in enumerate(terms):
             var = float(grp.cov[i, i])
-            rows.append({"group": gname, "term": t, "variance": var, "sd": float(np.sqrt(var)), "correlation": np.nan})
+            rows.append((gname, t, var, float(np.sqrt(var)), np.nan))
         for i in range(len(terms)):
             for j in range(i + 1, len(terms)):
                 if grp.cov[i, j] != 0 or grp.corr is not None:
                     rows.append(
-                        {
-                            "group": gname,
-                            "term": f"cor({terms[i]},{terms[j]})",
-                            "variance": float(grp.cov[i, j]),
-                            "sd": np.nan,
-                            "correlation": float(grp.corr[i, j]),
-                        }
+                        (gname, f"cor({terms[i]},{terms[j]})", float(grp.cov[i, j]), np.nan, float(grp.corr[i, j]))
                     )
     if model.isLMM():
         sigma = float(model.sigma)
-        rows.append(
-            {"group": "Residual", "term": "(Intercept)", "variance": sigma**2, "sd": sigma, "correlation": np.nan}
-        )
-    return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
+        rows.append(("Residual", "(Intercept)", sigma**2, sigma, np.nan))
+    if not rows:
+        return pd.DataFrame(columns=VARCORR_COLUMNS)
+    group, term, variance, sd, correlation = zip(*rows)
+    return pd.DataFrame(
+        {
+            "group": list(group),
+            "term": list(term),
+            "variance": np.array(variance, dtype=float),
+            "sd": np.array(sd, dtype=float),
+            "correlation": np.array(correlation, dtype=float),
+        },
+        columns=VARCORR_COLUMNS,
+    )
 
 
 def _cond_variances(model) -> dict[str, dict[str, np.ndarray]]:
@@ -275,10 +288,12 @@ def _deviance(model, spec: ModelSpec) -> float:
     return float(np.sum(np.asarray(model.residuals(type="deviance"), dtype=float) ** 2))
 
 
-def _hessian(model, deviance=None) -> tuple[bool | None, str | None]:
+def _hessian(model, deviance=None, singular: bool | None = None) -> tuple[bool | None, str | None]:
     """(hessian_ok, message) for the deviance at the optimum over the parameters the
     optimizer moved: theta, plus beta for GLMMs fitted jointly (as lme4 checks).
-    Skipped (None) above HESSIAN_MAX_NOBS rows, where it would cost as much as the fit."""
+    Skipped (None) above HESSIAN_MAX_NOBS rows, where it would cost as much as the fit.
+    ``deviance``: the model's deviance function (mixedlm's ``as_function`` when not
+    given), ``singular``: the model's ``isSingular()`` when the caller has it."""
     from mixedlm.estimation.reml import _build_theta_bounds
 
     if model.nobs() > HESSIAN_MAX_NOBS:
@@ -297,7 +312,8 @@ def _hessian(model, deviance=None) -> tuple[bool | None, str | None]:
         par = np.r_[theta, beta]
         free = np.r_[free, np.ones(len(beta), dtype=bool)]
         lower = np.r_[lower, np.full(len(beta), -np.inf)]
-    return check_hessian(deviance or model.as_function("deviance"), par, free, lower, singular=bool(model.isSingular()))
+    singular = bool(model.isSingular()) if singular is None else singular
+    return check_hessian(deviance or model.as_function("deviance"), par, free, lower, singular=singular)
 
 
 def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
@@ -521,19 +537,25 @@ _SINGULAR = "Model is singular (boundary fit). Some variance components are esti
 
 
 _NO_RANEF = pd.DataFrame(columns=RANEF_COLUMNS)
+_NO_ANOVA = pd.DataFrame(columns=ANOVA_COLUMNS)
+_NO_INTERVALS = pd.DataFrame(columns=INTERVAL_COLUMNS)
 
 
 class Refitter:
     """One linear mixed model's structure, refitted to new responses (lme4's ``refit``,
-    as simr does): the formula, model frame and matrices are built once, from ``frame``;
-    each call optimizes afresh from lme4's default start, so its numbers are those of a
-    full :func:`fit` of the same data. Only what a study's tables read is computed per
-    call: fixed effects and standard errors, variance components, logLik, convergence
-    (optimizer flag and gradient check) and singularity; no fitted values, conditional
-    modes or Hessian check."""
+    as simr does): the formula, model frame and matrices are built once, from ``frame``,
+    and so is mixedlm's optimizer with its response-free products (``LMMOptimizer``'s
+    ``with_response``, which mixedlm's own bootstrap refits with); each call optimizes
+    afresh from lme4's default start with lmer()'s optimizer settings, so its numbers
+    are those of a full :func:`fit` of the same data. Only what a study's tables read
+    is computed per call: fixed effects and standard errors (and the model's
+    Satterthwaite or Kenward-Roger tests), variance components, logLik, convergence
+    (optimizer flag, gradient and Hessian checks, as :func:`fit`) and singularity; no
+    fitted values or conditional modes."""
 
     def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix | None = None):
         import mixedlm
+        from mixedlm.estimation.reml import LMMOptimizer
 
         if spec.family != "gaussian" or formula.trials or formula.offset or formula.response != formula.outcome:
             raise ValueError("Refitter supports gaussian models of a plain response without trials or offset")
@@ -553,37 +575,76 @@ class Refitter:
         self.spec, self.frame = spec, frame
         self.names = [self.column_names.get(n, n) for n in self.model.matrices.fixed_names]
         self.version = mixedlm.__version__
-        self.control = self.model.control
+        ctrl = self.control = self.model.control
+        # The matrices lmer() fitted (after its model checks), and its optimizer call.
+        self.optimizer = LMMOptimizer(self.model.matrices, REML=spec.reml, use_rust=ctrl.use_rust)
+        self.settings = {
+            "method": ctrl.optimizer,
+            "maxiter": ctrl.maxiter,
+            "options": ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
+            "restart_edge": ctrl.restart_edge,
+            "use_analytic_gradient": ctrl.use_analytic_gradient,
+        }
+
+    def _refit(self, response: np.ndarray):
+        """The refitted ``LmerResult`` and the optimizer that fitted it (its deviance
+        evaluator, for the checks and tests). As lmer() fits, from lme4's default start
+        (start=None, not the template's optimum: a replicate's numbers do not depend on
+        which replicate built the template)."""
+        from mixedlm.models.lmer import LmerResult
+
+        optimizer = self.optimizer.with_response(np.asarray(response, dtype=float))
+        opt = optimizer.optimize(start=None, **self.settings)
+        template = self.model
+        model = LmerResult(
+            formula=template.formula,
+            matrices=optimizer.matrices,
+            theta=opt.theta,
+            beta=opt.beta,
+            sigma=opt.sigma,
+            u=opt.u,
+            deviance=opt.deviance,
+            REML=template.REML,
+            converged=opt.converged,
+            n_iter=opt.n_iter,
+            gradient_norm=opt.gradient_norm,
+            at_boundary=opt.at_boundary,
+            message=opt.message,
+            function_evals=opt.function_evals,
+            optimizer=opt.optimizer,
+            control=self.control,
+        )
+        return model, optimizer
 
     def __call__(self, response: np.ndarray) -> FitResult:
         """Refit to ``response`` (one value per row of the template frame, same order);
         returns a FitResult as :func:`fit` with ``random_effects=False`` gives it,
-        without fitted values, AIC/BIC, deviance or the Hessian check."""
+        without fitted values, AIC/BIC or deviance. Its ``vcov`` is sigma^2 times the
+        inverse of the fixed effects' information at the optimum, from the optimizer's
+        own evaluation (mixedlm's ``vcov()`` refactors the system to get the same
+        matrix, equal to about 1e-13)."""
         import mixedlm
 
         printed = io.StringIO()
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
             warnings.simplefilter("always")
-            # start=None: lme4's default start, not the template's optimum, so a replicate's
-            # numbers do not depend on which replicate built the template; the optimizer
-            # settings are those lmer() passes, so they equal a full fit's.
-            ctrl = self.control
-            model = self.model.refit(
-                np.asarray(response, dtype=float),
-                start=None,
-                method=ctrl.optimizer,
-                options=ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
-                restart_edge=ctrl.restart_edge,
-                use_analytic_gradient=ctrl.use_analytic_gradient,
-            )
+            model, optimizer = self._refit(response)
+        ctrl = self.control
         converged = bool(model.converged)
+        singular = bool(model.isSingular())  # at its default tol, 1e-4, lmer()'s boundary_tol too
+        at_boundary = singular if ctrl.boundary_tol == 1e-4 else bool(model.isSingular(tol=ctrl.boundary_tol))
         # The warnings lmer() itself adds after its optimizer (refit does not).
         lmer_warnings = ([_NOT_CONVERGED] if ctrl.check_conv and not converged else []) + (
-            [_SINGULAR] if ctrl.check_singular and model.isSingular(tol=ctrl.boundary_tol) else []
+            [_SINGULAR] if ctrl.check_singular and at_boundary else []
         )
         gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
+        converged = converged and not gradient
+        # The Hessian check of a full fit, on the same deviance function (mixedlm's
+        # as_function("deviance") is this optimizer's objective).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hessian_ok, hessian_msg = _hessian(model, optimizer.objective, singular) if converged else (None, None)
         varcorr = _varcorr(model, self.group_names, self.column_names)
-        singular = bool(model.isSingular())
         # In the order a full fit records them, the singular-fit warning saying which
         # parameter is on the boundary as there (see fit).
         caught_text = [
@@ -598,24 +659,33 @@ class Refitter:
                 + self.structure_printed
                 + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
                 + gradient
+                + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
             )
         )
+        notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
+        core = optimizer._evaluate_core(np.asarray(model.theta, dtype=float))
+        if core is None:
+            raise FloatingPointError("the random-effects system is singular at the estimates")
+        info = np.asarray(core.fixed_information, dtype=float)
+        vcov = float(model.sigma) ** 2 * np.linalg.inv((info + info.T) / 2)
         if self.spec.inference == "wald":
             fixef = pd.DataFrame(
                 {
                     "term": self.names,
                     "estimate": np.asarray(model.beta, dtype=float),
-                    "std_error": np.sqrt(np.diag(np.asarray(model.vcov(), dtype=float))),
+                    "std_error": np.sqrt(np.diag(vcov)),
                 }
             )
-            test, test_messages = TESTS["wald"], []
+            test = TESTS["wald"]
         else:
             # The refitted lmer is a whole model: its Satterthwaite or Kenward-Roger tests
             # come from it as a full fit's do (fixed_effect_inference; no type III table,
             # which a study does not read).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # deviance evaluations next to the optimum
-                fixef, _, test, test_messages, _ = fixed_effect_inference(model, self.spec, self.names, {}, self.frame)
+                fixef, _, test, test_messages, _ = fixed_effect_inference(
+                    model, self.spec, self.names, {}, self.frame, vcov=vcov, evaluator=optimizer
+                )
             messages += [m for m in test_messages if m not in messages]
         return FitResult(
             spec=self.spec,
@@ -624,11 +694,17 @@ class Refitter:
             test=test,
             npar=int(model.npar()),
             varcorr=varcorr,
-            ranef=_NO_RANEF,  # shared, never written: an empty table per replicate costs 0.5 ms
+            # shared, never written: an empty table per replicate costs 0.5 ms
+            ranef=_NO_RANEF,
+            anova=_NO_ANOVA,
+            intervals=_NO_INTERVALS,
             nobs=int(model.nobs()),
             loglik=float(model.logLik().value),
-            converged=converged and not gradient,
+            converged=converged,
             singular=singular,
+            hessian_ok=hessian_ok,
             warnings=messages,
+            notes=notes,
+            vcov=vcov,
             optimizer=str(getattr(model, "optimizer", "")),
         )

@@ -26,21 +26,34 @@ from glmm_steps.inference import (
     satterthwaite_parts,
 )
 
+_NO_ANOVA = pd.DataFrame(columns=ANOVA_COLUMNS)
 
-def satterthwaite(model) -> SatterthwaiteParts:
+
+def satterthwaite(model, evaluator=None, vcov: np.ndarray | None = None) -> SatterthwaiteParts:
     """lmerTest's parts for a fitted ``lmer``: the Hessian of the deviance in
-    (theta, sigma) and the Jacobian of vcov(beta) in them."""
+    (theta, sigma) and the Jacobian of vcov(beta) in them. ``evaluator``: an
+    ``LMMOptimizer`` of the model's matrices and response (built here when not
+    given; a study's refit passes the one it optimized with), ``vcov``: the model's
+    vcov of beta when the caller has it."""
     from mixedlm.estimation.reml import LMMOptimizer
 
-    evaluator = LMMOptimizer(model.matrices, REML=bool(model.REML))
+    evaluator = evaluator if evaluator is not None else LMMOptimizer(model.matrices, REML=bool(model.REML))
     n, p = model.matrices.n_obs, model.matrices.n_fixed
     reml = bool(model.REML)
+    # The differences step sigma with theta fixed, and the Hessian and Jacobian step
+    # each theta by the same amounts: one factorization per distinct theta (33 of the
+    # 97 evaluations for two variance parameters), with the same numbers.
+    cache: dict[bytes, Any] = {}
 
     def core(theta):
-        result = evaluator._evaluate_core(np.asarray(theta, dtype=float))
-        if result is None:
-            raise FloatingPointError("the random-effects system is singular next to the estimates")
-        return result
+        theta = np.asarray(theta, dtype=float)
+        key = theta.tobytes()
+        if key not in cache:
+            result = evaluator._evaluate_core(theta)
+            if result is None:
+                raise FloatingPointError("the random-effects system is singular next to the estimates")
+            cache[key] = result
+        return cache[key]
 
     def deviance_vp(varpar):
         c = core(varpar[:-1])
@@ -55,7 +68,8 @@ def satterthwaite(model) -> SatterthwaiteParts:
         return varpar[-1] ** 2 * np.linalg.inv((info + info.T) / 2)
 
     varpar = np.r_[np.asarray(model.theta, dtype=float), float(model.sigma)]
-    return satterthwaite_parts(deviance_vp, covbeta, varpar, np.asarray(model.vcov(), dtype=float))
+    vcov = np.asarray(model.vcov(), dtype=float) if vcov is None else vcov
+    return satterthwaite_parts(deviance_vp, covbeta, varpar, vcov)
 
 
 def _structure_covariances(model) -> list[np.ndarray]:
@@ -104,7 +118,13 @@ def kenward_roger(model) -> KenwardRogerParts:
 
 
 def fixed_effect_inference(
-    model, spec, names: list[str], terms: dict[str, list[str]], frame: pd.DataFrame, vcov: np.ndarray | None = None
+    model,
+    spec,
+    names: list[str],
+    terms: dict[str, list[str]],
+    frame: pd.DataFrame,
+    vcov: np.ndarray | None = None,
+    evaluator=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str], Any]:
     """The tests ``spec.inference`` asks for, on a fitted mixedlm model whose
     coefficients are ``names`` (R's), fixed-effect terms ``terms`` (term label -> its
@@ -114,7 +134,8 @@ def fixed_effect_inference(
     KenwardRogerParts or None for Wald). A method that cannot be
     computed falls back (Kenward-Roger to Satterthwaite, Satterthwaite to Wald z, as
     lmerTest does) with a warning saying so. ``vcov``: the fixed effects' covariance
-    when it is not mixedlm's (a Gamma GLMM's, scaled by its dispersion)."""
+    when it is not mixedlm's (a Gamma GLMM's, scaled by its dispersion) or the caller
+    has it; ``evaluator``: the deviance evaluator :func:`satterthwaite` may reuse."""
     beta = np.asarray(model.beta, dtype=float)
     vcov = np.asarray(model.vcov(), dtype=float) if vcov is None else vcov
     messages: list[str] = []
@@ -125,7 +146,7 @@ def fixed_effect_inference(
     parts = None
     while method != "wald" and parts is None:
         try:
-            parts = kenward_roger(model) if method == "kenward_roger" else satterthwaite(model)
+            parts = kenward_roger(model) if method == "kenward_roger" else satterthwaite(model, evaluator, vcov)
         except (np.linalg.LinAlgError, FloatingPointError, NotImplementedError, ValueError) as e:
             fallback = "satterthwaite" if method == "kenward_roger" else "wald"
             messages.append(f"{TESTS[method]} tests failed ({e}); {TESTS[fallback]} tests instead")
@@ -135,7 +156,7 @@ def fixed_effect_inference(
         fixef = pd.DataFrame({"term": names, "estimate": beta, "std_error": se})
     else:
         fixef = fixed_effect_tests(names, beta, parts)
-    table = pd.DataFrame(columns=ANOVA_COLUMNS)
+    table = _NO_ANOVA  # shared, never changed: a study's refits ask for no anova table
     if terms:
         try:
             contrasts = anova.type3_contrasts(np.asarray(model.matrices.X, dtype=float), names, terms, frame)
