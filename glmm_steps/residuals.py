@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from glmm_steps import families, model_matrix
 from glmm_steps import formula as formula_mod
 from glmm_steps.engines.base import FitResult
