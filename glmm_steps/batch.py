@@ -14,9 +14,10 @@ import dataclasses
 import functools
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from glmm_steps import extract, model_matrix
+from glmm_steps import extract, families, model_matrix
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
 from glmm_steps.fit import _failed, engine_errors, fit_model
@@ -191,18 +192,28 @@ def fit_record(result: FitResult) -> dict[str, Any]:
 def refittable(design: Design, spec: ModelSpec) -> bool:
     """Whether a study's replicates of ``design`` can refit one template of ``spec``
     with new responses (:class:`~glmm_steps.engines.mixedlm_engine.Refitter`): a
-    gaussian mixedlm model of a simulated outcome, without trials or offset, on a
-    design whose rows are the same in every replicate, with Wald intervals. The
-    refit model carries its own Satterthwaite or Kenward-Roger tests (the Refitter
-    computes them from the refitted lmer, as a full fit does); profile intervals
-    (``intervals: profile``) need the full fit's ML refits and profiles, so such a
-    model fits each replicate in full; so does one whose replicates get simulation
-    residual tests (``residuals: {nsim: > 0}``: they need the full fit's model), which a
-    study that wants the refit path's speed turns off with ``residuals: {nsim: 0}``."""
+    mixedlm model of a simulated outcome, gaussian (lmer), binomial or Poisson (glmer,
+    any link, Laplace or ``nagq``), without trials or offset, on a design whose rows
+    are the same in every replicate, with Wald intervals. Each refit optimizes from
+    lme4's default start, so its estimates, standard errors, logLik, status and
+    warnings are a full fit's; it runs the full fit's convergence checks (optimizer
+    flag, gradient, Hessian). A negative binomial model (its theta search refits
+    glmer many times) and a Gamma model (its own objective) fit each replicate in
+    full. The refit model carries its own Satterthwaite or Kenward-Roger tests (the
+    Refitter computes them from the refitted lmer, as a full fit does); profile
+    intervals (``intervals: profile``) need the full fit's ML refits and profiles, so
+    such a model fits each replicate in full; so does one whose replicates get
+    simulation residual tests (``residuals: {nsim: > 0}``: they need the full fit's
+    model), which a study that wants the refit path's speed turns off with
+    ``residuals: {nsim: 0}``. A replicate whose response is the same on every row
+    (a rare binary outcome, say) is fitted in full, so it fails with the data
+    check's message as a full fit does."""
+    from glmm_steps.engines.mixedlm_engine import REFIT_FAMILIES
+
     formula = parse(spec.formula)
     return (
         spec.engine == "mixedlm"
-        and spec.family == "gaussian"
+        and spec.family in REFIT_FAMILIES
         and not formula.trials
         and not formula.offset
         and formula.response == formula.outcome
@@ -211,6 +222,17 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
         and spec.intervals == "wald"
         and spec.residual_nsim == 0
     )
+
+
+def _checks_pass(family: str, response: np.ndarray) -> bool:
+    """Whether the data checks of a full fit (:func:`glmm_steps.data.model_frame`)
+    accept this simulated response: not the same on every row, 0 or 1 for a binomial
+    model, counts for a Poisson one."""
+    if not (response != response[0]).any():
+        return False
+    if family == "binomial":
+        return bool(np.isin(response, (0.0, 1.0)).all())
+    return not families.bad_response(family, response)[0].any()
 
 
 class _Refits:
@@ -242,8 +264,11 @@ class _Refits:
             except (GlmmError, *engine_errors()):
                 return None
             self.truth = truth
+        response = draw_response(self.design, self.response, seed, self.rows)
+        if not _checks_pass(self.spec.family, response):
+            return None  # the full path's data checks refuse it, in their words
         try:
-            result = self.refit(draw_response(self.design, self.response, seed, self.rows))
+            result = self.refit(response)
         except engine_errors() as e:
             result = _failed(self.spec, f"{type(e).__name__}: {e}")
         return {**self.truth, "seed": int(seed)}, result

@@ -199,6 +199,39 @@ def test_refit_path_gives_the_study_test_of_a_full_fit(test):
     assert fixed["df"].isna().all() == (test == "wald")
 
 
+@pytest.mark.parametrize(
+    ("family", "intercept", "replicates"),
+    [("binomial", -0.5, 4), ("poisson", 0.5, 3), ("binomial", -6.0, 4)],
+    ids=["binomial", "poisson", "rare-binary"],
+)
+def test_glmm_refits_equal_full_fits(family, intercept, replicates):
+    """A binomial or Poisson study refits one glmer template (issue 17): each replicate's
+    estimates, Wald standard errors, logLik, status and warnings are those of a full fit
+    of the same replicate. A rare outcome's replicates with no event at all (the last
+    two of the third case) are fitted in full and fail with the data check's message."""
+    design = design_from_config(_design(outcome={"family": family, "intercept": intercept, "residual_sd": None}))
+    model = ModelSpec.from_config(
+        "m",
+        {
+            "dataset": "d",
+            "formula": "y ~ time + (1 | hospital) + (1 | patient)",
+            "family": family,
+            "residuals": {"nsim": 0},
+        },
+    )
+    assert batch.refittable(design, model)
+    replicates = [(i, study.replicate_seed(5, i)) for i in range(replicates)]
+    fast, fast_fits = batch.run_batch(design, model, "base", replicates)
+    full, full_fits = batch.run_batch(design, model, "base", replicates, refit=False)
+    pd.testing.assert_frame_equal(fast_fits, full_fits)
+    pd.testing.assert_frame_equal(fast, full, rtol=1e-8)
+    assert (full_fits["status"] != "failed").sum() >= 2  # the refit path had replicates to fit
+    fixed = fast[fast["effect"] == "fixed"]
+    assert (fixed["test"] == "Wald z").all() and fixed["std_error"].notna().all()
+    if intercept < -5:
+        assert full_fits["error"].str.contains("has the same value (0) on every row", regex=False).sum() == 2
+
+
 @pytest.mark.slow
 def test_power_matches_the_design_effect_formula():
     """A cluster-randomised trial (arms per hospital, m patients each, random hospital

@@ -531,8 +531,13 @@ def fit(
     )
 
 
-# The warnings mixedlm's lmer() adds after optimizing (lmer_fit.py), which refit() does not.
+# The warnings mixedlm's lmer() and glmer() add after optimizing (lmer_fit.py,
+# glmer_fit.py), which their optimizers do not.
 _NOT_CONVERGED = "Model failed to converge. Consider increasing maxiter or trying a different optimizer."
+_PIRLS_NOT_CONVERGED = (
+    "Model failed to converge: the inner PIRLS solver did not converge. "
+    "Consider increasing pirls_maxiter or inspecting the response and model specification."
+)
 _SINGULAR = "Model is singular (boundary fit). Some variance components are estimated as zero or near-zero."
 
 
@@ -541,30 +546,48 @@ _NO_ANOVA = pd.DataFrame(columns=ANOVA_COLUMNS)
 _NO_INTERVALS = pd.DataFrame(columns=INTERVAL_COLUMNS)
 
 
+# The families a Refitter refits: lmer, and glmer's binomial and Poisson (one glmer
+# fit per replicate; the negative binomial's theta search and the Gamma GLMM's own
+# objective are fitted in full).
+REFIT_FAMILIES = ("gaussian", "binomial", "poisson")
+
+
 class Refitter:
-    """One linear mixed model's structure, refitted to new responses (lme4's ``refit``,
-    as simr does): the formula, model frame and matrices are built once, from ``frame``,
-    and so is mixedlm's optimizer with its response-free products (``LMMOptimizer``'s
-    ``with_response``, which mixedlm's own bootstrap refits with); each call optimizes
-    afresh from lme4's default start with lmer()'s optimizer settings, so its numbers
-    are those of a full :func:`fit` of the same data. Only what a study's tables read
-    is computed per call: fixed effects and standard errors (and the model's
-    Satterthwaite or Kenward-Roger tests), variance components, logLik, convergence
-    (optimizer flag, gradient and Hessian checks, as :func:`fit`) and singularity; no
-    fitted values or conditional modes."""
+    """One mixed model's structure, refitted to new responses (lme4's ``refit``, as
+    simr does): the formula, model frame and matrices are built once, from ``frame``.
+    A linear mixed model also keeps mixedlm's optimizer with its response-free products
+    (``LMMOptimizer.with_response``, which mixedlm's own bootstrap refits with); a
+    binomial or Poisson GLMM gets a glmer optimizer of the template's matrices with the
+    new response (as mixedlm's ``refit``; its native problem holds the response). Each
+    call optimizes afresh from lme4's default start with lmer()'s or glmer()'s
+    optimizer settings, so its numbers are those of a full :func:`fit` of the same
+    data. Only what a study's tables read is computed per call: fixed effects and
+    standard errors (and a linear model's Satterthwaite or Kenward-Roger tests),
+    variance components, logLik, convergence (optimizer flag, gradient and Hessian
+    checks, as :func:`fit`) and singularity; no fitted values or conditional modes."""
 
     def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix | None = None):
         import mixedlm
-        from mixedlm.estimation.reml import LMMOptimizer
 
-        if spec.family != "gaussian" or formula.trials or formula.offset or formula.response != formula.outcome:
-            raise ValueError("Refitter supports gaussian models of a plain response without trials or offset")
+        if spec.family not in REFIT_FAMILIES or formula.trials or formula.offset or formula.response != formula.outcome:
+            raise ValueError(
+                f"Refitter supports {', '.join(REFIT_FAMILIES)} models of a plain response without trials or offset"
+            )
         design = design if design is not None else build(formula, frame)
         text, data, self.column_names, self.group_names = engine_inputs(formula, design, frame)
+        self.glmm = spec.family != "gaussian"
         printed = io.StringIO()
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
             warnings.simplefilter("always")
-            self.model = mixedlm.lmer(text, data, REML=spec.reml)
+            if self.glmm:
+                from mixedlm.models.control import GlmerControl
+
+                self.family = _family(spec.family, spec.link)
+                self.model = mixedlm.glmer(text, data, family=self.family, nAGQ=spec.nagq)
+                self.control = GlmerControl()  # what glmer() fits with when given none
+            else:
+                self.model = mixedlm.lmer(text, data, REML=spec.reml)
+                self.control = self.model.control
         # What lmer() says about the structure (too few levels, dropped columns) holds for
         # every replicate; what it says about this fit's optimum (singular, not converged)
         # does not: each refit says that for itself.
@@ -575,27 +598,67 @@ class Refitter:
         self.spec, self.frame = spec, frame
         self.names = [self.column_names.get(n, n) for n in self.model.matrices.fixed_names]
         self.version = mixedlm.__version__
-        ctrl = self.control = self.model.control
-        # The matrices lmer() fitted (after its model checks), and its optimizer call.
-        self.optimizer = LMMOptimizer(self.model.matrices, REML=spec.reml, use_rust=ctrl.use_rust)
+        ctrl = self.control
+        # The matrices the template fitted (after mixedlm's model checks), and the
+        # optimizer call lmer() or glmer() makes.
         self.settings = {
             "method": ctrl.optimizer,
             "maxiter": ctrl.maxiter,
             "options": ctrl.get_scipy_options(optimizer=ctrl.optimizer, maxiter=ctrl.maxiter),
             "restart_edge": ctrl.restart_edge,
-            "use_analytic_gradient": ctrl.use_analytic_gradient,
         }
+        if not self.glmm:
+            from mixedlm.estimation.reml import LMMOptimizer
+
+            self.optimizer = LMMOptimizer(self.model.matrices, REML=spec.reml, use_rust=ctrl.use_rust)
+            self.settings["use_analytic_gradient"] = ctrl.use_analytic_gradient
 
     def _refit(self, response: np.ndarray):
-        """The refitted ``LmerResult`` and the optimizer that fitted it (its deviance
-        evaluator, for the checks and tests). As lmer() fits, from lme4's default start
-        (start=None, not the template's optimum: a replicate's numbers do not depend on
-        which replicate built the template)."""
+        """The refitted mixedlm result and the optimizer that fitted it (its deviance
+        evaluator, for the checks and tests). As lmer() and glmer() fit, from lme4's
+        default start (start=None, not the template's optimum: a replicate's numbers do
+        not depend on which replicate built the template)."""
+        response = np.asarray(response, dtype=float)
+        template, ctrl = self.model, self.control
+        if self.glmm:
+            import dataclasses
+
+            from mixedlm.estimation.laplace import GLMMOptimizer
+            from mixedlm.models.glmer import GlmerResult
+
+            matrices = dataclasses.replace(template.matrices, y=response)
+            optimizer = GLMMOptimizer(
+                matrices,
+                self.family,
+                nAGQ=template.nAGQ,
+                pirls_maxiter=ctrl.pirls_maxiter,
+                pirls_tol=ctrl.tolPwrss,
+                nAGQ0initStep=ctrl.nAGQ0initStep,
+            )
+            opt = optimizer.optimize(start=None, **self.settings)
+            model = GlmerResult(
+                formula=template.formula,
+                matrices=matrices,
+                family=self.family,
+                theta=opt.theta,
+                beta=opt.beta,
+                u=opt.u,
+                deviance=opt.deviance,
+                converged=opt.converged,
+                n_iter=opt.n_iter,
+                nAGQ=template.nAGQ,
+                pirls_converged=opt.pirls_converged,
+                pirls_maxiter=optimizer.pirls_maxiter,
+                pirls_tol=optimizer.pirls_tol,
+                joint_fit=opt.joint_fit,
+                message=opt.message,
+                optimizer=self.settings["method"],
+            )
+            return model, optimizer
         from mixedlm.models.lmer import LmerResult
 
-        optimizer = self.optimizer.with_response(np.asarray(response, dtype=float))
+        optimizer = self.optimizer.with_response(response)
         opt = optimizer.optimize(start=None, **self.settings)
-        template = self.model
         model = LmerResult(
             formula=template.formula,
             matrices=optimizer.matrices,
@@ -612,17 +675,18 @@ class Refitter:
             message=opt.message,
             function_evals=opt.function_evals,
             optimizer=opt.optimizer,
-            control=self.control,
+            control=ctrl,
         )
         return model, optimizer
 
     def __call__(self, response: np.ndarray) -> FitResult:
         """Refit to ``response`` (one value per row of the template frame, same order);
         returns a FitResult as :func:`fit` with ``random_effects=False`` gives it,
-        without fitted values, AIC/BIC or deviance. Its ``vcov`` is sigma^2 times the
-        inverse of the fixed effects' information at the optimum, from the optimizer's
-        own evaluation (mixedlm's ``vcov()`` refactors the system to get the same
-        matrix, equal to about 1e-13)."""
+        without fitted values, AIC/BIC or deviance. A linear model's ``vcov`` is
+        sigma^2 times the inverse of the fixed effects' information at the optimum, from
+        the optimizer's own evaluation (mixedlm's ``vcov()`` refactors the system to get
+        the same matrix, equal to about 1e-13); a GLMM's is mixedlm's ``vcov()``, as a
+        full fit's."""
         import mixedlm
 
         printed = io.StringIO()
@@ -633,17 +697,22 @@ class Refitter:
         converged = bool(model.converged)
         singular = bool(model.isSingular())  # at its default tol, 1e-4, lmer()'s boundary_tol too
         at_boundary = singular if ctrl.boundary_tol == 1e-4 else bool(model.isSingular(tol=ctrl.boundary_tol))
-        # The warnings lmer() itself adds after its optimizer (refit does not).
-        lmer_warnings = ([_NOT_CONVERGED] if ctrl.check_conv and not converged else []) + (
+        # The warnings lmer() and glmer() add after their optimizer (the optimizer does not).
+        not_converged = _NOT_CONVERGED
+        if self.glmm and not model.pirls_converged:
+            not_converged = _PIRLS_NOT_CONVERGED
+        lmer_warnings = ([not_converged] if ctrl.check_conv and not converged else []) + (
             [_SINGULAR] if ctrl.check_singular and at_boundary else []
         )
         gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
         converged = converged and not gradient
-        # The Hessian check of a full fit, on the same deviance function (mixedlm's
-        # as_function("deviance") is this optimizer's objective).
+        # The Hessian check of a full fit, on the same deviance function: mixedlm's
+        # as_function("deviance") is a new optimizer's objective (a GLMM fitted jointly:
+        # its joint objective in theta and beta) on the same matrices.
+        deviance = optimizer.joint_objective() if getattr(model, "joint_fit", False) else optimizer.objective
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hessian_ok, hessian_msg = _hessian(model, optimizer.objective, singular) if converged else (None, None)
+            hessian_ok, hessian_msg = _hessian(model, deviance, singular) if converged else (None, None)
         varcorr = _varcorr(model, self.group_names, self.column_names)
         # In the order a full fit records them, the singular-fit warning saying which
         # parameter is on the boundary as there (see fit).
@@ -663,12 +732,15 @@ class Refitter:
             )
         )
         notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
-        core = optimizer._evaluate_core(np.asarray(model.theta, dtype=float))
-        if core is None:
-            raise FloatingPointError("the random-effects system is singular at the estimates")
-        info = np.asarray(core.fixed_information, dtype=float)
-        vcov = float(model.sigma) ** 2 * np.linalg.inv((info + info.T) / 2)
-        if self.spec.inference == "wald":
+        if self.glmm:
+            vcov = np.asarray(model.vcov(), dtype=float)
+        else:
+            core = optimizer._evaluate_core(np.asarray(model.theta, dtype=float))
+            if core is None:
+                raise FloatingPointError("the random-effects system is singular at the estimates")
+            info = np.asarray(core.fixed_information, dtype=float)
+            vcov = float(model.sigma) ** 2 * np.linalg.inv((info + info.T) / 2)
+        if self.glmm or self.spec.inference == "wald":  # a GLMM's tests are Wald z, as glmer's
             fixef = pd.DataFrame(
                 {
                     "term": self.names,
