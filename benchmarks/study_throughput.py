@@ -18,7 +18,12 @@ invocation under 5 s. BLAS and mixedlm's native (rayon) pool get one thread in t
 loop, as a 1-thread batch job sets for itself (scripts/study_batch.py), so the loop
 and a job fit alike; snakemake runs without these settings, as a user's would.
 
-    python benchmarks/study_throughput.py [--replicates 1000] [--batch-size 100] [--cores 2]
+The model's test is ``--test`` (default satterthwaite, a gaussian model's default:
+lmerTest's t tests; the R loop then computes them with lmerTest too, and both print
+the mean Satterthwaite df of the time slope) or wald (z tests; R: lme4's summary).
+
+    python benchmarks/study_throughput.py [--replicates 1000] [--batch-size 500] [--cores 2]
+        [--test satterthwaite]
 """
 
 from __future__ import annotations
@@ -55,8 +60,9 @@ from glmm_steps.simulate import design_from_config, design_rows, draw_response  
 MODEL = "bp_lmm"
 
 
-def study_config(replicates: int, batch_size: int) -> dict:
-    """The benchmark's config: the default config's reference design as a study."""
+def study_config(replicates: int, batch_size: int, test: str = "satterthwaite") -> dict:
+    """The benchmark's config: the default config's reference design as a study whose
+    model tests its fixed effects with ``test``."""
     reference = read_yaml(ROOT / "config" / "config.yaml")["datasets"]["bp_study"]["simulate"]
     return {
         "max_jobs": 100_000,
@@ -68,6 +74,7 @@ def study_config(replicates: int, batch_size: int) -> dict:
                 "dataset": "reference",
                 "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
                 "power_terms": ["time"],
+                "test": test,
                 # no simulation residual tests: a power study's replicates refit
                 "residuals": {"nsim": 0},
             }
@@ -75,9 +82,10 @@ def study_config(replicates: int, batch_size: int) -> dict:
     }
 
 
-def run_loop(config_path: Path, out: Path) -> pd.DataFrame:
+def run_loop(config_path: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study as a plain loop in this process: every replicate simulated, fitted and
-    tidied in turn, then the recovery table and plots. Returns the recovery table."""
+    tidied in turn, then the recovery table and plots. Returns the recovery table and
+    the replicates' estimates."""
     plan = load_config(config_path)
     point = plan.design_point(MODEL, "base")
     design = design_from_config(point.spec)
@@ -95,13 +103,14 @@ def run_loop(config_path: Path, out: Path) -> pd.DataFrame:
     table = recovery.summarise(estimates, fits, 0.05, ["time"], ["base"])
     write_csv(table, out / "recovery.csv")
     study_plot.draw_all(estimates, table, ["base"], {p: str(out / f"{p}.png") for p in paths.RECOVERY_PLOTS})
-    return table
+    return table, estimates
 
 
-def run_r_loop(config_path: Path, out: Path) -> str | None:
+def run_r_loop(config_path: Path, out: Path, test: str) -> str | None:
     """The same replicates in an R lme4 refit loop (benchmarks/study_throughput.R), when
-    Rscript is present: the Python simulator's responses go to R as one column each.
-    Returns R's output, or None without R."""
+    Rscript is present: the Python simulator's responses go to R as one column each;
+    ``test`` satterthwaite takes lmerTest's tests of each refit. Returns R's output, or
+    None without R."""
     rscript = shutil.which("Rscript")
     if rscript is None:
         return None
@@ -116,7 +125,7 @@ def run_r_loop(config_path: Path, out: Path) -> str | None:
     path = out / "responses.csv"
     frame.to_csv(path, index=False, float_format="%.17g")
     proc = subprocess.run(
-        [rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path)],
+        [rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path), test],
         capture_output=True,
         text=True,
         check=False,
@@ -156,34 +165,41 @@ def run_snakemake(workdir: Path, config_path: Path, cores: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--test", choices=["satterthwaite", "wald"], default="satterthwaite")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="study_throughput_"))
     try:
         config_path = workdir / "config.yaml"
-        config_path.write_text(yaml.safe_dump(study_config(args.replicates, args.batch_size), sort_keys=False))
+        config_path.write_text(
+            yaml.safe_dump(study_config(args.replicates, args.batch_size, args.test), sort_keys=False)
+        )
         n_batches = -(-args.replicates // args.batch_size)
         print(
             f"study: {args.replicates} replicates of the reference design, {n_batches} batch jobs of "
-            f"{args.batch_size}, --cores {args.cores}; load average before: {os.getloadavg()[0]:.2f}"
+            f"{args.batch_size}, --cores {args.cores}, test {args.test}; load average before: "
+            f"{os.getloadavg()[0]:.2f}"
         )
 
         loop_dir = workdir / "loop"
         loop_dir.mkdir()
         start, cpu = time.perf_counter(), time.process_time()
-        loop_table = run_loop(config_path, loop_dir)
+        loop_table, loop_estimates = run_loop(config_path, loop_dir)
         loop, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
         print(
             f"loop (one process, same glmm_steps functions): {loop:.1f} s wall, {loop_cpu:.1f} s CPU "
             f"({1000 * loop / args.replicates:.1f} ms per replicate)"
         )
 
-        r_output = run_r_loop(config_path, loop_dir)
+        r_output = run_r_loop(config_path, loop_dir, args.test)
         slope = loop_table.loc[loop_table["term"] == "time", "mean_estimate"].iloc[0]
         print(r_output if r_output is not None else "R lme4 loop: Rscript not found, skipped")
         print(f"Python mean time estimate: {slope:.10g}")
+        if args.test == "satterthwaite":
+            df = loop_estimates.loc[loop_estimates["term"] == "time", "df"].mean()
+            print(f"Python mean time df: {df:.8g}")
 
         pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
         print(
@@ -206,7 +222,7 @@ def main() -> None:
             f"load average after: {os.getloadavg()[0]:.2f}"
         )
         if r_output is not None and "ms per replicate" in r_output:
-            r_ms = float(r_output.split("loop: ")[1].split(" ms")[0])
+            r_ms = float(r_output.split(" ms per replicate")[0].rsplit(" ", 1)[1])
             print(f"ratio R lme4 loop/loop: {r_ms / (1000 * loop / args.replicates):.2f}")
         print(f"ratio pipeline/loop: {pipeline / loop:.2f}")
     finally:

@@ -196,6 +196,7 @@ def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None
     if not rows:
         return pd.DataFrame(columns=VARCORR_COLUMNS)
     group, term, variance, sd, correlation = zip(*rows)
+    # In VARCORR_COLUMNS' order; naming the columns again would cost as much as the table.
     return pd.DataFrame(
         {
             "group": list(group),
@@ -203,8 +204,7 @@ def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None
             "variance": np.array(variance, dtype=float),
             "sd": np.array(sd, dtype=float),
             "correlation": np.array(correlation, dtype=float),
-        },
-        columns=VARCORR_COLUMNS,
+        }
     )
 
 
