@@ -112,10 +112,10 @@ def test_power_terms_checked():
 def test_absurd_job_count_is_refused_with_the_count():
     cfg = _config(replicates=1_000_000, sweep={"levels.site.n": [2, 3]})
     msg = _error(cfg)
-    # 1,000,000 / 100 per batch x 2 design points, + recovery, the report's tables and `all`
-    assert msg.startswith("config error: datasets.sim.replicates: this config makes 20,003 jobs")
-    assert "= 20,000 batch jobs" in msg and "max_jobs (2,000)" in msg
-    cfg["max_jobs"] = 20_003
+    # 1,000,000 / 500 per batch (the default) x 2 design points, + recovery, the report's tables and `all`
+    assert msg.startswith("config error: datasets.sim.replicates: this config makes 4,003 jobs")
+    assert "= 4,000 batch jobs" in msg and "max_jobs (2,000)" in msg
+    cfg["max_jobs"] = 4_003
     cfg["datasets"]["sim"]["replicates"] = 30  # the cap is configurable; keep the expansion small
     assert check_config(cfg).job_count == 2 + 3
 
