@@ -232,6 +232,22 @@ def test_glmm_refits_equal_full_fits(family, intercept, replicates):
         assert full_fits["error"].str.contains("has the same value (0) on every row", regex=False).sum() == 2
 
 
+def test_glmm_lrt_refits_equal_full_fits():
+    """`test: lrt` of a binomial study model: both models refit their templates, with the
+    likelihood-ratio rows of full fits."""
+    design = design_from_config(_design(outcome={"family": "binomial", "intercept": -0.5, "residual_sd": None}))
+    entry = {"dataset": "d", "family": "binomial", "residuals": {"nsim": 0}}
+    model = ModelSpec.from_config("m", {**entry, "formula": "y ~ time + (1 | hospital) + (1 | patient)", "test": "lrt"})
+    null = ModelSpec.from_config("m0", {**entry, "formula": "y ~ 1 + (1 | hospital) + (1 | patient)"})
+    assert batch.refittable(design, batch.ml_spec(model)) and batch.refittable(design, batch.ml_spec(null))
+    replicates = [(i, study.replicate_seed(5, i)) for i in range(2)]
+    fast, fast_fits = batch.run_batch(design, model, "base", replicates, compare_with=null)
+    full, full_fits = batch.run_batch(design, model, "base", replicates, compare_with=null, refit=False)
+    pd.testing.assert_frame_equal(fast_fits, full_fits)
+    pd.testing.assert_frame_equal(fast, full, rtol=1e-8)
+    assert (fast["effect"] == "lrt").sum() == 2
+
+
 @pytest.mark.slow
 def test_power_matches_the_design_effect_formula():
     """A cluster-randomised trial (arms per hospital, m patients each, random hospital
