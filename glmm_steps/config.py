@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from glmm_steps import answers, bootstrap, families, formula_size, inference, paths, pilot, profile, study, tables
+from glmm_steps import answers, bootstrap, families, inference, paths, pilot, profile, study, tables
 from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
 from glmm_steps.engines import SUPPORTED, engine_version
@@ -35,7 +35,7 @@ RECOVERY_KEYS = ("alpha", "power_terms", "target_power")  # model keys that chan
 MAX_SIMULATED_ROWS = 20_000_000
 # Fixed-effect terms a formula may expand to: c1*c2*...*c10 is 1,023. An interaction of
 # k variables has 2^k - 1 terms, so a typo of a few more stars must be refused, not built.
-MAX_FIXED_TERMS = 1000
+MAX_FIXED_TERMS = formula_mod.MAX_TERMS
 # exp(35) ~ 1.6e15 events per observation: beyond any real count, and near where
 # numpy's Poisson sampler gives up.
 MAX_LOG_MEAN = 35.0
@@ -521,11 +521,11 @@ def _check_model(
         close = difflib.get_close_matches(dataset, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (datasets: {', '.join(known)})"
         raise ConfigError(f"{where}.dataset", f"no dataset named '{dataset}'{hint}")
-    _check_formula_size(
-        where, model["formula"], designs[dataset].nrows if dataset in designs else None, f"dataset '{dataset}'"
-    )
     try:
         parsed = formula_mod.parse(model["formula"])
+        _check_formula_size(
+            where, parsed, designs[dataset].nrows if dataset in designs else None, f"dataset '{dataset}'"
+        )
         columns, label = _columns_of(dataset, config["datasets"][dataset], designs.get(dataset))
         formula_mod.check_columns(parsed, columns, label)
     except (ConfigError, DataError):
@@ -561,21 +561,10 @@ def _check_model(
     return parsed
 
 
-def _check_formula_size(where: str, text: Any, rows: int | None, label: str) -> None:
-    """Refuse a formula whose fixed part expands to more than MAX_FIXED_TERMS terms, or
-    to more terms than ``rows`` (each term is at least one column), before it is parsed."""
-    if not isinstance(text, str):
-        return
-    terms = formula_size.fixed_terms(text, MAX_FIXED_TERMS)
-    if terms is None:
-        return
-    if terms > MAX_FIXED_TERMS:
-        raise ConfigError(
-            f"{where}.formula",
-            f"the fixed part expands to more than {MAX_FIXED_TERMS:,} terms "
-            "(an interaction a*b*c*... of k variables has 2^k - 1); write the interactions "
-            "you mean, e.g. (a + b + c)^2 for those of two variables",
-        )
+def _check_formula_size(where: str, parsed: formula_mod.Formula, rows: int | None, label: str) -> None:
+    """Refuse a formula whose fixed part has more terms than ``rows`` (each term is at
+    least one column); the parser itself stops an expansion past MAX_FIXED_TERMS."""
+    terms = len(parsed.fixed_terms)
     if rows is not None and terms > rows:
         raise ConfigError(
             f"{where}.formula",
@@ -975,7 +964,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         if model["dataset"] in file_rows:
             _check_formula_size(
                 f"models.{name}",
-                model["formula"],
+                formula_mod.parse(model["formula"]),
                 file_rows[model["dataset"]],
                 config["datasets"][model["dataset"]]["path"],
             )
