@@ -73,9 +73,13 @@ def test_predictions_on_new_rows_match_r(case, fit_name, request):
         assert (pop["conf_low"] < pop["predicted"]).all() and (pop["predicted"] < pop["conf_high"]).all()
 
 
-def test_conditional_covariances_of_a_levels_effects_match_lme4(sleep_fit):
+@pytest.mark.parametrize("engine", ["mixedlm", "statsmodels"])
+def test_conditional_covariances_of_a_levels_effects_match_lme4(engine, sleep_fit):
     """ranef(condVar = TRUE)'s postVar for sleepstudy's correlated slopes: the
     variances (cond_sd^2) and the intercept-slope covariance of every subject."""
+    if engine != "mixedlm":
+        spec = _spec("sleep", "d", "Reaction ~ Days + (Days | Subject)", engine=engine)
+        sleep_fit = fit_model(pd.read_csv(DATA / "sleepstudy.csv"), spec, answers={})
     ref = _read("answers_condvar.csv").assign(level=lambda d: d["level"].astype(str)).set_index("level")
     ranef = sleep_fit.ranef.assign(level=lambda d: d["level"].astype(str))
     sd = ranef.pivot(index="level", columns="term", values="cond_sd").loc[ref.index]

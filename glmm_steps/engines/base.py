@@ -119,7 +119,7 @@ class FitResult:
     variance, sd, correlation (correlation rows have term ``cor(a,b)``, the
     covariance in ``variance``). ``ranef``: group, level, term, estimate, cond_sd;
     ``ranef_cov``: the conditional covariances between one level's random effects
-    (RANEF_COV_COLUMNS; None where the engine does not give them), which prediction
+    (RANEF_COV_COLUMNS; None where the engine did not compute them), which prediction
     intervals of seen levels with a random slope need.
     ``frame``: the rows fitted (formula columns), aligned with ``fitted``,
     ``fitted_marginal`` (fixed effects only) and ``observed``, all on the response
