@@ -31,8 +31,9 @@ factors, each with a random intercept (``(1 | g)``) and optionally correlated sl
 (``(1 + x | g)``, at most one slope per factor, of a covariate of the fixed part);
 a fixed part of plain (untransformed) variables without interactions, where
 
-- the first numeric variable that varies within the innermost unit is the repeated
-  covariate (its distinct values are every innermost unit's values);
+- of the numeric variables that vary within the innermost unit, the repeated covariate
+  is a random slope's variable, else the one with fewest distinct values (the first
+  in the formula on a tie); its distinct values become every innermost unit's values;
 - every other numeric variable is a covariate, drawn once per unit of the outermost
   level it is constant within (or per row when it varies within the innermost unit):
   binary with the pilot's proportion of 1s when its values are 0 and 1, else normal
@@ -164,7 +165,10 @@ def _structure(frame: pd.DataFrame, form: _Form, where: str) -> dict[str, Any]:
             f"no variable of the pilot's fixed part varies within '{innermost}': "
             "from_model needs a repeated covariate (e.g. time)",
         )
-    repeated = varying[0]
+    # The time-like variable: a slope's, else the one with fewest distinct values (days
+    # of a study, not a measurement that varies by row).
+    sloped = [v for v in varying if v in form.slopes.values()]
+    repeated = sloped[0] if sloped else min(varying, key=lambda v: frame[v].nunique())
     design: dict[str, Any] = {"levels": [], "repeated": {"name": repeated, "values": []}}
     parent = None
     for g in order:
