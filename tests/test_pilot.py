@@ -62,6 +62,7 @@ def test_checking_a_pilot_config_fits_nothing(no_fitting, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("simulate", "entry", "message"),
     [
+        ({"from_model": "power_lmm"}, SLEEP_PILOT, "'power_lmm' is not fitted to a data file"),
         ({"from_model": "pilot", "fixed_effects": {"Day": 1}}, SLEEP_PILOT, "fixed_effects.Day: not a fixed effect"),
         ({"from_model": "pilot", "extend": {"Reaction": 3}}, SLEEP_PILOT, "extend.Reaction: not a grouping factor"),
         ({"from_model": "pilot"}, {**SLEEP_PILOT, "formula": "Reaction ~ log1p(Days) + (1 | Subject)"}, "log1p"),
@@ -178,3 +179,25 @@ def test_a_design_file_that_is_not_one_is_refused(tmp_path):
     bad.write_text('{"levels": []}')
     with pytest.raises(GlmmError, match="not a pilot design"):
         pilot.read_design(bad)
+
+
+def test_a_binomial_pilot_with_nested_factors_has_lme4s_estimates():
+    """The reference study's 0/1 hypertension, hospitals then patients: the nesting and
+    units from the data, the estimates lme4's (Laplace, tolPwrss 1e-10)."""
+    entry = {
+        "dataset": "bp",
+        "formula": "hypertension ~ time + (1 | patient_id) + (1 | hospital_id)",
+        "family": "binomial",
+    }
+    design = pilot.fit_design(str(REFERENCE / "data" / "bp_study_seed123.csv"), "pilot", entry)
+    assert design["levels"] == [{"name": "hospital_id", "n": 10}, {"name": "patient_id", "n": 10}]
+    assert design["repeated"] == {"name": "time", "values": [1, 2, 3, 4, 5]}
+    ref = pd.read_csv(REFERENCE / "lme4_fixtures.csv", keep_default_na=False)
+    ref = ref[ref["case"] == "bp_hypertension_laplace_tolpwrss"]
+    value = {(q, g, t): float(v) for q, g, t, v in zip(ref["quantity"], ref["group"], ref["term"], ref["value"])}
+    o = design["outcomes"]["hypertension"]
+    assert o["family"] == "binomial" and "residual_sd" not in o
+    assert o["intercept"] == pytest.approx(value[("fixef", "", "(Intercept)")], rel=1e-4, abs=1e-6)
+    assert o["coefficients"]["time"] == pytest.approx(value[("fixef", "", "time")], rel=1e-4, abs=1e-6)
+    for g in ("hospital_id", "patient_id"):
+        assert o["random_sd"][g] ** 2 == pytest.approx(value[("variance", g, "(Intercept)")], rel=1e-3, abs=1e-6), g

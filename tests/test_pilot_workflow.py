@@ -76,12 +76,20 @@ def test_the_pilot_is_fitted_once_by_its_own_job(pilot_run, monkeypatch):
 
 
 def test_the_batches_simulate_the_pilot_with_its_overrides(pilot_run):
-    workdir, _, _ = pilot_run
+    workdir, config, _ = pilot_run
     study = workdir / "results" / "studies" / "pilot_power"
     fits = pd.concat(pd.read_csv(p) for p in study.rglob("fits.csv"))
     assert len(fits) == 8 and (fits["nobs"] == 30 * 12).all()
     table = pd.read_csv(study / "recovery.csv").set_index("term")
     assert table.loc["Days", "true_value"] == 5.0
+    # one replicate rerun alone simulates the same design from the pilot's file
+    rep = study / "base" / "replicates" / "rep-1"
+    run_snakemake(workdir, str(rep.relative_to(workdir) / "fixed_effects.csv"), "--configfile", str(config))
+    estimates = pd.concat(pd.read_csv(p) for p in study.rglob("estimates.csv"))
+    batch = estimates[(estimates["replicate"] == 1) & (estimates["term"] == "Days")]["estimate"].iloc[0]
+    alone = pd.read_csv(rep / "fixed_effects.csv").set_index("term").loc["Days", "estimate"]
+    assert alone == pytest.approx(batch, rel=1e-9)
+    assert len(pd.read_csv(rep / "data.csv")) == 30 * 12
 
 
 def test_rerun_nothing_then_what_a_change_needs(pilot_run):
