@@ -201,3 +201,15 @@ def test_a_binomial_pilot_with_nested_factors_has_lme4s_estimates():
     assert o["coefficients"]["time"] == pytest.approx(value[("fixef", "", "time")], rel=1e-4, abs=1e-6)
     for g in ("hospital_id", "patient_id"):
         assert o["random_sd"][g] ** 2 == pytest.approx(value[("variance", g, "(Intercept)")], rel=1e-3, abs=1e-6), g
+
+
+def test_a_slope_at_each_level_is_part_of_the_design(no_fitting):
+    entry = {
+        "dataset": "bp",
+        "formula": "bp ~ time + (1 + time | hospital_id) + (1 + time | patient_id)",
+    }
+    config = _config({"from_model": "pilot"}, entry)
+    config["datasets"]["bp"] = {"path": str(REFERENCE / "data" / "bp_study_seed123.csv")}
+    made = check_config(config).config["datasets"]["power"]["simulate"]
+    slopes = made["outcomes"]["bp"]["random_slopes"]
+    assert {g: s["term"] for g, s in slopes.items()} == {"hospital_id": "time", "patient_id": "time"}
