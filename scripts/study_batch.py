@@ -3,12 +3,13 @@
 from glmm_steps.batch import batch_to_files
 from glmm_steps.errors import GlmmError
 from glmm_steps.logs import fail, to_log
+from glmm_steps.pilot import resolve
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with to_log(sm.log[0]):
     try:
         fits = batch_to_files(
-            sm.params.design,
+            resolve(sm.params.design, list(sm.input.pilot), f"{sm.wildcards.model}'s study"),
             sm.wildcards.model,
             sm.params.model,
             sm.wildcards.design,
