@@ -92,10 +92,6 @@ def add_answers(
     result.variance_explained = variance_explained(result, formula, design, intercept)
     if result.vcov is None:
         return
-    if getattr(result.spec, "inference", None) == "kenward_roger" and (entry.get("emmeans") or entry.get("predict")):
-        result.notes.append(
-            "marginal means and predictions use Satterthwaite df (Kenward-Roger's are not computed for them yet)"
-        )
     try:
         result.effects = effects(result, formula, factors)
     except (GlmmError, ValueError, np.linalg.LinAlgError) as e:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from glmm_steps import answers, bootstrap, families, formula_size, inference, paths, pilot, profile, study, tables
+from glmm_steps import answers, bootstrap, families, inference, paths, pilot, profile, study, tables
 from glmm_steps import designs as design_mod
 from glmm_steps import formula as formula_mod
 from glmm_steps.engines import SUPPORTED, engine_version
@@ -35,7 +35,7 @@ RECOVERY_KEYS = ("alpha", "power_terms", "target_power")  # model keys that chan
 MAX_SIMULATED_ROWS = 20_000_000
 # Fixed-effect terms a formula may expand to: c1*c2*...*c10 is 1,023. An interaction of
 # k variables has 2^k - 1 terms, so a typo of a few more stars must be refused, not built.
-MAX_FIXED_TERMS = 1000
+MAX_FIXED_TERMS = formula_mod.MAX_TERMS
 # exp(35) ~ 1.6e15 events per observation: beyond any real count, and near where
 # numpy's Poisson sampler gives up.
 MAX_LOG_MEAN = 35.0
@@ -304,6 +304,9 @@ class Plan:
     # a data file's row count.
     rows: dict[str, int] = field(default_factory=dict)
     study_designs: dict[str, dict[str, study.DesignPoint]] = field(default_factory=dict)
+    # A study dataset made from a pilot fit: its `from_model` mapping (from_model,
+    # fixed_effects, extend); its design points' specs hold the pilot's structure only.
+    pilots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def results(self) -> str:
@@ -412,20 +415,26 @@ class Plan:
     @property
     def job_count(self) -> int:
         """Jobs a fresh run of the default target schedules, counted as Snakemake does."""
-        return count_jobs(self.config, self.fits)
+        return count_jobs(self.config, self.fits, self.pilots)
+
+    def pilot_of(self, model: str) -> dict[str, Any] | None:
+        """The ``from_model`` mapping of ``model``'s study dataset, or None when its
+        design is written out."""
+        return self.pilots.get(self.dataset_of(model))
 
 
 def _n_designs(spec: dict[str, Any]) -> int:
     return math.prod(len(values) for values in spec["sweep"].values())
 
 
-def count_jobs(config: dict[str, Any], fits) -> int:
+def count_jobs(config: dict[str, Any], fits, pilots: dict[str, dict[str, Any]] | None = None) -> int:
     """Jobs a fresh run of ``config`` schedules, ``all`` included (as Snakemake counts):
     a simulate job per seed used, fit, extract, plot, effects and effect_plot per
     per-seed fit (``fits``), predict_new and prediction_plot, emmeans for the fits that ask,
     verify and compare for the fits that ask, a manifest per model version, the catalog
     and the summary, per study model its batch jobs and one recovery job, and one job
-    writing the report's tables as HTML. Arithmetic
+    writing the report's tables as HTML, and a pilot_design job per pilot model a
+    studied dataset is made from (``pilots``: dataset -> from_model mapping). Arithmetic
     only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
     simulated = {(f.dataset, f.replicate) for f in fits if f.replicate != paths.replicate_id(None)}
     models = config["models"]
@@ -438,6 +447,8 @@ def count_jobs(config: dict[str, Any], fits) -> int:
     count += sum(2 + 2 * bool(models[f.model].get("predict")) + bool(models[f.model].get("emmeans")) for f in fits)
     count += 2 if fits else 0  # the catalog and the summary (a config of studies alone has neither)
     studies = 0
+    studied = {m["dataset"] for m in config["models"].values()}
+    count += len({p["from_model"] for d, p in (pilots or {}).items() if d in studied})
     for model in config["models"].values():
         spec = config["datasets"][model["dataset"]]
         if "replicates" in spec:
@@ -521,11 +532,11 @@ def _check_model(
         close = difflib.get_close_matches(dataset, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (datasets: {', '.join(known)})"
         raise ConfigError(f"{where}.dataset", f"no dataset named '{dataset}'{hint}")
-    _check_formula_size(
-        where, model["formula"], designs[dataset].nrows if dataset in designs else None, f"dataset '{dataset}'"
-    )
     try:
         parsed = formula_mod.parse(model["formula"])
+        _check_formula_size(
+            where, parsed, designs[dataset].nrows if dataset in designs else None, f"dataset '{dataset}'"
+        )
         columns, label = _columns_of(dataset, config["datasets"][dataset], designs.get(dataset))
         formula_mod.check_columns(parsed, columns, label)
     except (ConfigError, DataError):
@@ -561,21 +572,10 @@ def _check_model(
     return parsed
 
 
-def _check_formula_size(where: str, text: Any, rows: int | None, label: str) -> None:
-    """Refuse a formula whose fixed part expands to more than MAX_FIXED_TERMS terms, or
-    to more terms than ``rows`` (each term is at least one column), before it is parsed."""
-    if not isinstance(text, str):
-        return
-    terms = formula_size.fixed_terms(text, MAX_FIXED_TERMS)
-    if terms is None:
-        return
-    if terms > MAX_FIXED_TERMS:
-        raise ConfigError(
-            f"{where}.formula",
-            f"the fixed part expands to more than {MAX_FIXED_TERMS:,} terms "
-            "(an interaction a*b*c*... of k variables has 2^k - 1); write the interactions "
-            "you mean, e.g. (a + b + c)^2 for those of two variables",
-        )
+def _check_formula_size(where: str, parsed: formula_mod.Formula, rows: int | None, label: str) -> None:
+    """Refuse a formula whose fixed part has more terms than ``rows`` (each term is at
+    least one column); the parser itself stops an expansion past MAX_FIXED_TERMS."""
+    terms = len(parsed.fixed_terms)
     if rows is not None and terms > rows:
         raise ConfigError(
             f"{where}.formula",
@@ -872,11 +872,11 @@ def _check_study_keys(
             )
 
 
-def _check_job_count(config: dict[str, Any], fits) -> None:
+def _check_job_count(config: dict[str, Any], fits, pilots: dict[str, dict[str, Any]]) -> None:
     """Refuse a config that makes more jobs than ``max_jobs``, naming the study that
     makes most of them."""
     limit = config["max_jobs"]
-    count = count_jobs(config, fits)
+    count = count_jobs(config, fits, pilots)
     if count <= limit:
         return
     per_dataset: dict[str, int] = {}
@@ -916,11 +916,17 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
     config = validate_schema(dict(config))
     _check_finite(config)
     _check_paths(config)
+    pilots: dict[str, dict[str, Any]] = {}
     for name, spec in config["datasets"].items():
         if "from_model" in spec.get("simulate", {}):
             if "replicates" not in spec:
                 raise ConfigError(f"datasets.{name}.simulate.from_model", "applies to studies (with 'replicates') only")
-            spec["simulate"] = pilot.design_spec(
+            # Nothing is fitted here (this runs at parse time, in every job): the pilot's
+            # structure stands in for its design, which the pilot_design job fits.
+            pilots[name] = {
+                k: spec["simulate"][k] for k in ("from_model", "fixed_effects", "extend") if k in spec["simulate"]
+            }
+            spec["simulate"] = pilot.check(
                 spec["simulate"], config["models"], config["datasets"], f"datasets.{name}.simulate"
             )
             root = _schema()
@@ -975,13 +981,13 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         if model["dataset"] in file_rows:
             _check_formula_size(
                 f"models.{name}",
-                model["formula"],
+                formula_mod.parse(model["formula"]),
                 file_rows[model["dataset"]],
                 config["datasets"][model["dataset"]]["path"],
             )
     _check_comparisons(config, {n: formula_mod.parse(m["formula"]) for n, m in config["models"].items()})
     # Count before expanding any sweep: a typo must be refused, not built.
-    _check_job_count(config, fits)
+    _check_job_count(config, fits, pilots)
     study_designs = {
         name: _study_points(name, spec) for name, spec in config["datasets"].items() if "replicates" in spec
     }
@@ -992,6 +998,7 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         versions=versions,
         rows=_rows(config, designs, file_rows),
         study_designs=study_designs,
+        pilots=pilots,
     )
 
 

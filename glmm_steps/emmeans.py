@@ -6,9 +6,11 @@ values ``at:`` gives; rows are
 coded by the one model-matrix builder with the fit's transform state. A marginal
 mean of a ``specs`` combination (within each ``by`` combination) is the equally
 weighted average of its grid rows' linear predictors: L beta, with standard error
-sqrt(L V L'). Its df follow the model's inference: Satterthwaite (lmerTest, as
-emmeans' ``lmer.df = "satterthwaite"``) for gaussian mixedlm fits, asymptotic (Inf,
-normal reference) for binomial/Poisson fits and for statsmodels.
+sqrt(L V L'). Its df follow the model's inference for gaussian mixedlm fits:
+Satterthwaite (lmerTest, as emmeans' ``lmer.df = "satterthwaite"``), or Kenward-Roger
+(pbkrtest's ``Lb_ddf``, with V its adjusted covariance, as ``lmer.df =
+"kenward-roger"``); asymptotic (Inf, normal reference) for binomial/Poisson fits, for
+``inference: wald`` and for statsmodels.
 
 For binomial and Poisson models the means are reported on the response scale, as
 emmeans' ``type = "response"``: the inverse link of the mean, its standard error by
@@ -33,7 +35,7 @@ from scipy import special
 from glmm_steps.errors import ConfigError
 from glmm_steps.formula import Formula, columns_of
 from glmm_steps.model_matrix import level_text
-from glmm_steps.predict import design_for, df_of, inverse_link, mu_eta, quantile
+from glmm_steps.predict import design_for, df_of, fixed_vcov, inverse_link, mu_eta, quantile
 
 ADJUSTMENTS = ("tukey", "holm", "bonferroni", "none")
 EMMEANS_COLUMNS = ["estimate", "std_error", "df", "conf_low", "conf_high", "scale"]
@@ -142,7 +144,7 @@ def marginal_means(result, formula: Formula, spec: dict[str, Any], factors=()) -
         raw = grid[formula.offset].to_numpy(dtype=float)
         off = np.log(raw) if formula.offset_log else raw
     beta = result.fixef["estimate"].to_numpy(dtype=float)
-    V = result.vcov
+    V = fixed_vcov(result)
     emm_rows, con_rows = [], []
     for bk, members in _families(grid, specs, by):
         if not members:

@@ -45,7 +45,13 @@ SUPPORTED = (
 _BOOL = {"TRUE": True, "T": True, "FALSE": False, "F": False}
 MAX_LENGTH = 20_000
 MAX_DEPTH = 64
-MAX_TERMS = 4096
+# Terms an expression may expand to: c1*...*c30 stands for a billion, so expansion
+# stops as soon as it passes this; each fixed term is at least one model-matrix column.
+MAX_TERMS = 1000
+TOO_MANY_TERMS = (
+    f"the formula expands to more than {MAX_TERMS:,} terms (an interaction a*b*c*... of k "
+    "variables has 2^k - 1); write the interactions you mean, e.g. (a + b + c)^2 for those of two variables"
+)
 # Operators inside one function call (I(a + b + ...)): evaluating and naming the call
 # walks its tree recursively, so it is kept well inside Python's recursion limit.
 MAX_CALL_OPERATORS = 200
@@ -663,12 +669,12 @@ class _Terms:
                 out[x | y] = None
                 self.work += 1
                 if len(out) > MAX_TERMS:
-                    raise self.err(f"the formula expands to more than {MAX_TERMS} terms")
+                    raise self.err(TOO_MANY_TERMS)
         return list(out)
 
     def guard(self, e: _Exp) -> _Exp:
         if len(e.terms) > MAX_TERMS:
-            raise self.err(f"the formula expands to more than {MAX_TERMS} terms")
+            raise self.err(TOO_MANY_TERMS)
         return e
 
     def finish(self, e: _Exp, intercept: bool = True) -> tuple[bool, tuple[tuple[str, ...], ...]]:

@@ -298,6 +298,13 @@ def _kr_adjust(L: np.ndarray, parts: KenwardRogerParts) -> tuple[float, float, f
     return q, float(df2), float(scaling)
 
 
+def kenward_roger_df(L: np.ndarray, parts: KenwardRogerParts) -> np.ndarray:
+    """Kenward-Roger df of each row of ``L`` alone (pbkrtest's ``Lb_ddf`` per row, as
+    emmeans' ``lmer.df = "kenward-roger"`` takes them); NaN for a zero row."""
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    return np.array([_kr_adjust(row, parts)[1] if np.any(row != 0) else np.nan for row in L])
+
+
 def kenward_roger_t(L: np.ndarray, beta: np.ndarray, parts: KenwardRogerParts) -> tuple[float, float, float]:
     """One contrast: (estimate, adjusted std_error, Kenward-Roger df), as lmerTest's
     ``summary(ddf = "Kenward-Roger")``."""

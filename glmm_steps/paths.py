@@ -54,6 +54,8 @@ TEMPLATES = {
     "batch_estimates": _BATCH + "/estimates.csv",
     "batch_fits": _BATCH + "/fits.csv",
     "recovery": _STUDY + "/recovery.csv",
+    # simulate: {from_model: <model>}: the pilot model's fitted design (glmm_steps.pilot)
+    "pilot_design": "{results}/pilots/{model}/design.json",
     "power": _STUDY + "/power.csv",
     "recovery_plot": _STUDY + "/plots/{plot}.png",
     "replicate_data": _REPLICATE + "/data.csv",

@@ -12,14 +12,16 @@ one model-matrix builder with the fit's transform state (factor levels and contr
 Intervals, on the link scale and mapped to the response scale by the inverse link:
 
 - ``confidence``: eta +/- q sqrt(x' V x), V the covariance of the fixed effects (the
-  random effects, where included, are taken as known); q is Student's t with the
-  Satterthwaite df of x'beta for gaussian mixedlm fits, the normal quantile otherwise.
+  random effects, where included, are taken as known); for gaussian mixedlm fits q is
+  Student's t with the df of x'beta by the model's inference method (Satterthwaite's;
+  or Kenward-Roger's, with V its adjusted covariance, as emmeans takes them), the
+  normal quantile otherwise.
 - ``prediction``: adds the random effects' variance -- for a seen level under
-  ``conditional`` its conditional variance (cond_sd^2 per random-effect column; the
-  covariance between a level's intercept and slope modes is not kept, so that part is
-  approximate), for an unseen level or under ``population`` z' Sigma z with Sigma the
-  term's estimated covariance -- and, for gaussian models, the residual variance; the
-  normal quantile. For binomial/Poisson models it is an interval for the mean of a new
+  ``conditional`` the conditional variance of z'b (lme4's ``postVar``: cond_sd^2 per
+  random-effect column and, from the fit's ``ranef_cov``, the covariance between a
+  level's intercept and slope, from either engine), for an unseen level or under
+  ``population`` z' Sigma z with Sigma the term's estimated covariance -- and, for
+  gaussian models, the residual variance; the normal quantile. For binomial/Poisson models it is an interval for the mean of a new
   group, not for a single 0/1 or count outcome.
 """
 
@@ -36,6 +38,7 @@ from scipy import special
 from glmm_steps import model_matrix
 from glmm_steps.errors import ConfigError, DataError
 from glmm_steps.formula import Formula
+from glmm_steps.inference import KenwardRogerParts, kenward_roger_df
 from glmm_steps.model_matrix import ModelMatrix, level_text
 
 RE_FORMS = ("conditional", "population")
@@ -79,13 +82,32 @@ def design_for(
     return model_matrix.build(formula, rows, factors, state=state, where=where)
 
 
+def _kr_parts(result) -> KenwardRogerParts | None:
+    if result.vcov_adjusted is None or result.kr_P is None or result.kr_W is None:
+        return None
+    return KenwardRogerParts(vcov=result.vcov, vcov_adj=result.vcov_adjusted, P=result.kr_P, W=result.kr_W)
+
+
+def fixed_vcov(result) -> np.ndarray:
+    """The fixed effects' covariance that marginal means, contrasts and confidence
+    intervals of predictions take: a Kenward-Roger fit's adjusted one (as emmeans'
+    ``lmer.df = "kenward-roger"``), else the fit's ``vcov``."""
+    return result.vcov_adjusted if result.vcov_adjusted is not None else result.vcov
+
+
 def df_of(result, L: np.ndarray) -> np.ndarray:
-    """Satterthwaite df of each row of ``L`` (linear combinations of the fixed effects),
-    from the fit's parts; infinite (normal reference) where the fit has none."""
+    """The df of each row of ``L`` (linear combinations of the fixed effects) by the
+    fit's method: Kenward-Roger's (pbkrtest's ``Lb_ddf``) for a Kenward-Roger fit,
+    else Satterthwaite's from the fit's parts; infinite (normal reference) where the
+    fit has neither (GLMMs, ``inference: wald``)."""
     L = np.atleast_2d(L)
     # a model tested by Wald z (issue 14's `inference: wald`) gets the normal reference here too
-    wald = getattr(result.spec, "inference", None) == "wald"
-    if wald or result.vcov_jacobian is None or result.vcov_varpar is None:
+    if getattr(result.spec, "inference", None) == "wald":
+        return np.full(len(L), np.inf)
+    kr = _kr_parts(result)
+    if kr is not None:
+        return kenward_roger_df(L, kr)
+    if result.vcov_jacobian is None or result.vcov_varpar is None:
         return np.full(len(L), np.inf)
     V = result.vcov
     var = np.einsum("ij,jk,ik->i", L, V, L)
@@ -143,6 +165,7 @@ def random_part(
             sd = pd.Series(keys).map(values["cond_sd"]).fillna(0.0).to_numpy(dtype=float)
             zb += block.values[:, j] * b
             var_seen += (block.values[:, j] * sd) ** 2
+        var_seen += _seen_covariance(result, term.group_name, block, keys)
         S = re_covariance(result.varcorr, term.group_name, block.names)
         quad = np.einsum("ij,jk,ik->i", block.values, S, block.values)
         var_new += np.where(seen, 0.0, quad)
@@ -150,6 +173,24 @@ def random_part(
             if term.group_name not in unseen[i]:
                 unseen[i].append(term.group_name)
     return zb, var_seen, var_new, np.array([";".join(u) for u in unseen], dtype=object)
+
+
+def _seen_covariance(result, group: str, block, keys: np.ndarray) -> np.ndarray:
+    """2 sum_{a<b} z_a z_b cov(b_a, b_b | y) for each row's level of ``group``: the part of
+    z'b's conditional variance between a level's random effects (its intercept and
+    slope). Zero where the fit has no ``ranef_cov`` (the engine gives none)."""
+    out = np.zeros(len(keys))
+    cov = result.ranef_cov
+    if cov is None or len(block.names) < 2:
+        return out
+    cov = cov[cov["group"] == group]
+    for a, b in itertools.combinations(range(len(block.names)), 2):
+        pair = {block.names[a], block.names[b]}
+        hit = cov[[{x, y} == pair for x, y in zip(cov["term_a"], cov["term_b"])]]
+        by_level = pd.Series(hit["covariance"].to_numpy(dtype=float), index=hit["level"].astype(str))
+        c = pd.Series(keys).map(by_level).fillna(0.0).to_numpy(dtype=float)
+        out += 2 * block.values[:, a] * block.values[:, b] * c
+    return out
 
 
 def population_variance(result, formula: Formula, design: ModelMatrix) -> np.ndarray:
@@ -194,7 +235,8 @@ def predict_new(
         out["new_levels"] = unseen
     else:
         var_seen, var_new = np.zeros(len(eta)), population_variance(result, formula, design)
-    se_fixed = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", design.X, result.vcov, design.X), 0.0))
+    V = fixed_vcov(result)
+    se_fixed = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", design.X, V, design.X), 0.0))
     out["predicted"] = inverse_link(family, eta)
     link = family != "gaussian"
     if interval == "none":

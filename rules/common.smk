@@ -78,6 +78,22 @@ def dataset_factors(w):
     return PLAN.factors(PLAN.dataset_of(w.model))
 
 
+def pilot_design(w):
+    """The pilot's design file a study made from a pilot fit simulates from (none for a
+    design written out)."""
+    pilot = PLAN.pilot_of(w.model)
+    return [out("pilot_design", model=pilot["from_model"])] if pilot else []
+
+
+def study_design(w):
+    """A study design point's ``simulate:`` mapping; for a study made from a pilot fit,
+    its ``from_model`` mapping and swept values, which the job applies to the pilot's
+    design file (glmm_steps.pilot.point_design)."""
+    pilot = PLAN.pilot_of(w.model)
+    point = PLAN.design_point(w.model, w.design)
+    return {"pilot": pilot, "values": point.values} if pilot else point.spec
+
+
 def current_version(w):
     """Fail early if a path names a version other than the config's (its numbers
     would not be what its key says)."""

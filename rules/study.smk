@@ -2,9 +2,33 @@
 # and plots; a single replicate can be rerun on demand.
 
 
+# simulate: {from_model: <model>}: the pilot model fitted once to its data file, its
+# design (structure and estimates) written for the study's batches, which apply the
+# overrides, extension and swept values to it. A changed data file or model entry
+# refits it, and so reruns the batches; a changed override reruns the batches only.
+rule pilot_design:
+    input:
+        data=lambda w: PLAN.data_path(PLAN.dataset_of(w.model), "file"),
+    output:
+        out("pilot_design", model="{model}"),
+    log:
+        out("log", rule="pilot_design", name="{model}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        model=lambda w: PLAN.fit_entry(w.model),
+        factors=dataset_setting("factors"),
+        drop_missing=dataset_setting("drop_missing"),
+    script:
+        "../scripts/pilot_design.py"
+
+
 # A study: each job simulates, fits and tidies a batch of replicates in-process, since
 # starting a job costs far more than one fit; only tables are written per batch.
 rule study_batch:
+    input:
+        pilot=pilot_design,
     output:
         estimates=out("batch_estimates", model="{model}", design="{design}", batch="{batch}"),
         fits=out("batch_fits", model="{model}", design="{design}", batch="{batch}"),
@@ -14,7 +38,7 @@ rule study_batch:
     resources:
         mem_mb=2000,
     params:
-        design=lambda w: PLAN.design_point(w.model, w.design).spec,
+        design=study_design,
         model=lambda w: PLAN.fit_entry(w.model),
         factors=dataset_factors,
         # (index, seed) of each replicate: changing base_seed or batch_size reruns the batch.
@@ -61,12 +85,14 @@ rule recovery:
 # with the data, tables and plots a per-seed analysis has, e.g.
 #   snakemake results/studies/<model>/<design>/replicates/rep-7/fixed_effects.csv
 rule study_replicate:
+    input:
+        pilot=pilot_design,
     output:
         **paths.replicate_outputs(PLAN.results, model="{model}", design="{design}", index="{index}"),
     log:
         out("log", rule="study_replicate", name="{model}_{design}_rep-{index}"),
     params:
-        design=lambda w: PLAN.design_point(w.model, w.design).spec,
+        design=study_design,
         model=lambda w: PLAN.fit_entry(w.model),
         factors=dataset_factors,
         seed=lambda w: PLAN.replicate_seeds(w.model, int(w.index), int(w.index))[0][1],

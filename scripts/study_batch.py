@@ -13,11 +13,12 @@ for _var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 from glmm_steps.batch import batch_to_files  # noqa: E402
 from glmm_steps.errors import GlmmError  # noqa: E402
 from glmm_steps.logs import fail, to_log  # noqa: E402
+from glmm_steps.pilot import resolve  # noqa: E402
 
 with to_log(sm.log[0]):
     try:
         fits = batch_to_files(
-            sm.params.design,
+            resolve(sm.params.design, list(sm.input.pilot), f"{sm.wildcards.model}'s study"),
             sm.wildcards.model,
             sm.params.model,
             sm.wildcards.design,

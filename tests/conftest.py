@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,20 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table Snakemake prints before running: rule -> number of jobs.
+    Read from Snakemake's plain table or the rich logger's (profiles/default), which
+    writes rule names with spaces for underscores and pads the rows."""
+    counts = {}
+    for line in output.split("Job stats", 1)[1].splitlines():
+        m = re.fullmatch(r"\s*([A-Za-z_][\w ]*?)\s+(\d+)\s*", line)
+        if m:
+            counts[m[1].replace(" ", "_")] = int(m[2])
+            if m[1] == "total":
+                break
+    return counts
 
 
 # A small study: 2 models x 2 seeds on a 4 hospitals x 5 patients x 4 visits design.

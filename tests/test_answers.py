@@ -1,6 +1,7 @@
 """Answers beyond the estimates (issue 15): predictions for new rows, marginal means and
 contrasts, ICC and Nakagawa's R², against R (tests/reference/answers_reference.R:
-lme4 1.1-31, emmeans 1.8.4-1 with lmerTest's Satterthwaite df, performance 0.10.2),
+lme4 1.1-31, emmeans 1.8.4-1 with lmerTest's Satterthwaite df and pbkrtest's
+Kenward-Roger df, performance 0.10.2),
 a simulation of the prediction intervals' coverage, and the config checks."""
 
 from __future__ import annotations
@@ -70,6 +71,38 @@ def test_predictions_on_new_rows_match_r(case, fit_name, request):
     if result.spec.family == "binomial":
         np.testing.assert_allclose(pop["predicted"], 1 / (1 + np.exp(-pop["predicted_link"])), rtol=1e-12)
         assert (pop["conf_low"] < pop["predicted"]).all() and (pop["predicted"] < pop["conf_high"]).all()
+
+
+@pytest.mark.parametrize("engine", ["mixedlm", "statsmodels"])
+def test_conditional_covariances_of_a_levels_effects_match_lme4(engine, sleep_fit):
+    """ranef(condVar = TRUE)'s postVar for sleepstudy's correlated slopes: the
+    variances (cond_sd^2) and the intercept-slope covariance of every subject."""
+    if engine != "mixedlm":
+        spec = _spec("sleep", "d", "Reaction ~ Days + (Days | Subject)", engine=engine)
+        sleep_fit = fit_model(pd.read_csv(DATA / "sleepstudy.csv"), spec, answers={})
+    ref = _read("answers_condvar.csv").assign(level=lambda d: d["level"].astype(str)).set_index("level")
+    ranef = sleep_fit.ranef.assign(level=lambda d: d["level"].astype(str))
+    sd = ranef.pivot(index="level", columns="term", values="cond_sd").loc[ref.index]
+    np.testing.assert_allclose(sd["(Intercept)"] ** 2, ref["var_intercept"], rtol=1e-4)
+    np.testing.assert_allclose(sd["Days"] ** 2, ref["var_days"], rtol=1e-4)
+    cov = sleep_fit.ranef_cov.assign(level=lambda d: d["level"].astype(str)).set_index("level").loc[ref.index]
+    assert set(zip(cov["term_a"], cov["term_b"])) == {("(Intercept)", "Days")}
+    np.testing.assert_allclose(cov["covariance"], ref["cov_intercept_days"], rtol=1e-4)
+
+
+def test_prediction_interval_of_a_seen_level_carries_the_intercept_slope_covariance(sleep_fit):
+    """x'Vx + z' postVar z + sigma^2 with lme4's postVar: without the (negative)
+    covariance the interval at day 9 would be wider than R's numbers give."""
+    ref = _read("answers_condvar.csv").assign(level=lambda d: d["level"].astype(str)).set_index("level").loc["308"]
+    rows = pd.DataFrame({"Subject": [308, 308], "Days": [0.0, 9.0]})
+    got = predict.predict_new(sleep_fit, parse(sleep_fit.spec.formula), rows, {"interval": "prediction"})
+    X = np.array([[1.0, 0.0], [1.0, 9.0]])
+    post = np.array([[ref["var_intercept"], ref["cov_intercept_days"]], [ref["cov_intercept_days"], ref["var_days"]]])
+    sigma2 = predict.residual_variance(sleep_fit)
+    want = np.sqrt(np.einsum("ij,jk,ik->i", X, sleep_fit.vcov, X) + np.einsum("ij,jk,ik->i", X, post, X) + sigma2)
+    np.testing.assert_allclose(got["std_error"], want, rtol=1e-4)
+    without = np.sqrt(want[1] ** 2 - 2 * 9.0 * ref["cov_intercept_days"])
+    assert without / want[1] - 1 > 1e-3
 
 
 def test_prediction_interval_is_wider_and_includes_the_residual(sleep_fit):
@@ -209,6 +242,76 @@ def test_mixedlm_residual_df_is_not_used(emmeans_fits):
     assert np.all(np.abs(emm["df"] - 42.0) < 1e-3)
 
 
+# Kenward-Roger fits (`inference: kenward_roger`): emmeans' lmer.df = "kenward-roger"
+# takes pbkrtest's adjusted covariance for the SEs and Lb_ddf for the df.
+KR_CASES = {
+    "cake_factorial_kr": ("cake.csv", "angle ~ recipe * factor(temp) + (1 | recipe:replicate)", "recipe", {}),
+    "cake_covariate_at_kr": ("cake.csv", "angle ~ recipe + temp + (1 | recipe:replicate)", "recipe", {"temp": [215]}),
+    "sleep_days_kr": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", "Days", {"Days": [0, 4.5, 9]}),
+    "exam12_kr": ("Exam.csv", "normexam ~ standLRT + sex + (1 | school)", "sex", {}),
+}
+
+
+def _kr_fit(case):
+    data, formula, _, _ = KR_CASES[case]
+    frame = pd.read_csv(DATA / data)
+    if case == "exam12_kr":
+        frame = frame[frame["school"].between(1, 12)]
+    return fit_model(frame, _spec(case, "d", formula, inference="kenward_roger"), answers={})
+
+
+@pytest.fixture(scope="module")
+def kr_fits():
+    return {case: _kr_fit(case) for case in KR_CASES}
+
+
+@pytest.mark.parametrize("case", list(KR_CASES))
+def test_kenward_roger_emmeans_and_pairs_match_r(case, kr_fits):
+    result = kr_fits[case]
+    _, _, spec, at = KR_CASES[case]
+    ref = _read("answers_emmeans.csv").query("case == @case")
+    ref_c = _read("answers_contrasts.csv").query("case == @case")
+    for adjust in ref_c["adjust"].unique():
+        emm, con = answers.emmeans_mod.marginal_means(
+            result, parse(result.spec.formula), {"specs": [spec], "at": at, "adjust": adjust}
+        )
+        assert [float(v) if spec == "Days" else v for v in emm[spec]] == (
+            list(ref["level"].astype(float)) if spec == "Days" else list(ref["level"].astype(str))
+        )
+        for col in ("estimate", "std_error", "df", "conf_low", "conf_high"):
+            np.testing.assert_allclose(emm[col], ref[col].astype(float), rtol=1e-4, err_msg=col)
+        want = ref_c.query("adjust == @adjust")
+        for col in ("estimate", "std_error", "df", "conf_low", "conf_high"):
+            np.testing.assert_allclose(con[col], want[col].astype(float), rtol=1e-4, err_msg=f"{adjust} {col}")
+        np.testing.assert_allclose(con["p_value"], want["p_value"], rtol=1e-3, atol=1e-6)
+
+
+def test_kenward_roger_adjusted_standard_errors_are_used(kr_fits):
+    """On the unbalanced schools the adjusted SEs are 3e-3 above the unadjusted ones: a
+    mean computed from ``vcov`` (or Satterthwaite's df) would fail the R comparison."""
+    result = kr_fits["exam12_kr"]
+    ref = _read("answers_emmeans.csv").query("case == 'exam12_kr'")
+    emm, _ = answers.emmeans_mod.marginal_means(result, parse(result.spec.formula), {"specs": ["sex"]})
+    L = np.array([[1.0, result.frame["standLRT"].mean(), 0.0], [1.0, result.frame["standLRT"].mean(), 1.0]])
+    unadjusted = np.sqrt(np.einsum("ij,jk,ik->i", L, result.vcov, L))
+    assert np.all(np.abs(unadjusted / ref["std_error"].to_numpy() - 1) > 1e-3)
+    np.testing.assert_allclose(emm["std_error"], ref["std_error"], rtol=1e-5)
+    assert result.vcov_jacobian is None and not any("Satterthwaite" in n for n in result.notes)
+
+
+def test_kenward_roger_predictions_equal_the_marginal_means_at_the_same_rows(kr_fits):
+    """A population prediction with a confidence interval at (recipe, temp = 215) is
+    emmeans' mean at that point: the same adjusted SE and Kenward-Roger df as R's."""
+    result = kr_fits["cake_covariate_at_kr"]
+    ref = _read("answers_emmeans.csv").query("case == 'cake_covariate_at_kr'")
+    rows = pd.DataFrame({"recipe": ["A", "B", "C"], "temp": [215] * 3, "replicate": [1] * 3})
+    got = predict.predict_new(
+        result, parse(result.spec.formula), rows, {"re_form": "population", "interval": "confidence"}
+    )
+    for ours, theirs in (("predicted", "estimate"), ("std_error", "std_error"), ("df", "df"), ("conf_low", "conf_low")):
+        np.testing.assert_allclose(got[ours], ref[theirs].astype(float), rtol=1e-4, err_msg=ours)
+
+
 # ---- ICC and R² ---------------------------------------------------------------------------
 
 R2_CASES = {
@@ -216,6 +319,7 @@ R2_CASES = {
     "sleep_slopes": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", "gaussian", []),
     "cake_covariate": ("cake.csv", "angle ~ recipe + temp + (1 | recipe:replicate)", "gaussian", []),
     "contra_logit": ("Contraception.csv", "use01 ~ age + urban + (1 | district)", "binomial", []),
+    "contra_probit": ("Contraception.csv", "use01 ~ age + urban + (1 | district)", ("binomial", "probit"), []),
     "grouse_poisson": ("grouseticks.csv", "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "poisson", ["YEAR"]),
 }
 
@@ -223,7 +327,9 @@ R2_CASES = {
 @pytest.mark.parametrize("case", list(R2_CASES))
 def test_icc_and_r2_match_performance(case):
     data, formula, family, factors = R2_CASES[case]
-    result = fit_model(pd.read_csv(DATA / data), _spec(case, "d", formula, family=family), factors=factors, answers={})
+    family, link = family if isinstance(family, tuple) else (family, None)
+    spec = _spec(case, "d", formula, family=family, **({"link": link} if link else {}))
+    result = fit_model(pd.read_csv(DATA / data), spec, factors=factors, answers={})
     ref = _read("answers_r2.csv").set_index("case").loc[case]
     got = result.variance_explained
     assert got["note"] is None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import STUDY, clone_command, comparable_results, fresh_clone
+from conftest import STUDY, clone_command, comparable_results, fresh_clone, job_counts
 
 pytestmark = pytest.mark.slow
 
@@ -81,20 +81,6 @@ def _cancel_all(prefix: str) -> None:
 
 def _submitted(output: str) -> list[int]:
     return [int(i) for i in re.findall(r"has been submitted with SLURM jobid (\d+)", output)]
-
-
-def _job_counts(output: str) -> dict[str, int]:
-    """The "Job stats" table Snakemake prints before running: rule -> number of jobs.
-    Read from Snakemake's plain table or the rich logger's (profiles/default), which
-    writes rule names with spaces for underscores and pads the rows."""
-    counts = {}
-    for line in output.split("Job stats", 1)[1].splitlines():
-        m = re.fullmatch(r"\s*([A-Za-z_][\w ]*?)\s+(\d+)\s*", line)
-        if m:
-            counts[m[1].replace(" ", "_")] = int(m[2])
-            if m[1] == "total":
-                break
-    return counts
 
 
 @dataclass
@@ -196,7 +182,7 @@ def test_rerun_finishes_only_the_cancelled_work(cancelled_and_resumed):
     # Only the cancelled replicate's jobs (simulate, then fit, extract, plot, effects and
     # effect_plot per model) and the bookkeeping after them (a manifest per model,
     # catalog, summary, report tables, all).
-    counts, models = _job_counts(s.second), len(STUDY["models"])
+    counts, models = job_counts(s.second), len(STUDY["models"])
     assert 0 < counts["fit"] <= models and counts["total"] <= 1 + 5 * models + models + 4, counts
     assert len(s.mtimes) >= 2 * (1 + 5 + 3) + 2
     now = {p: Path(p).stat().st_mtime for p in s.mtimes}

@@ -24,6 +24,8 @@ APPROXIMATIONS = {
 FIXEF_COLUMNS = ["term", "estimate", "std_error"]
 VARCORR_COLUMNS = ["group", "term", "variance", "sd", "correlation"]
 RANEF_COLUMNS = ["group", "level", "term", "estimate", "cond_sd"]
+# the conditional covariance of two random effects of one level (an intercept and a slope)
+RANEF_COV_COLUMNS = ["group", "level", "term_a", "term_b", "covariance"]
 ANOVA_COLUMNS = ["term", "statistic", "num_df", "den_df", "p_value", "test", "df_method"]
 INTERVAL_COLUMNS = ["effect", "group", "term", "conf_low", "conf_high"]
 # One bootstrap refit's estimates, one row per parameter (glmm_steps.bootstrap).
@@ -115,7 +117,10 @@ class FitResult:
 
     ``fixef``: columns term, estimate, std_error. ``varcorr``: group, term,
     variance, sd, correlation (correlation rows have term ``cor(a,b)``, the
-    covariance in ``variance``). ``ranef``: group, level, term, estimate, cond_sd.
+    covariance in ``variance``). ``ranef``: group, level, term, estimate, cond_sd;
+    ``ranef_cov``: the conditional covariances between one level's random effects
+    (RANEF_COV_COLUMNS; None where the engine did not compute them), which prediction
+    intervals of seen levels with a random slope need.
     ``frame``: the rows fitted (formula columns), aligned with ``fitted``,
     ``fitted_marginal`` (fixed effects only) and ``observed``, all on the response
     scale. A failed fit has ``error`` set and empty tables. ``hessian_ok`` is whether
@@ -141,7 +146,9 @@ class FitResult:
     covariance of the fixed effects (the one ``fixef``'s std_error comes from);
     ``vcov_jacobian`` (one p x p derivative of vcov per variance parameter) and
     ``vcov_varpar`` (their covariance), lmerTest's Satterthwaite parts, None where the
-    df are asymptotic; ``variance_explained``, ICC and Nakagawa's R² (JSON values, with a
+    df are asymptotic or Kenward-Roger's; for a Kenward-Roger fit instead
+    ``vcov_adjusted`` (pbkrtest's adjusted covariance, the one its std_errors come
+    from), ``kr_P`` and ``kr_W`` (``vcovAdj``'s attributes, for ``Lb_ddf``); ``variance_explained``, ICC and Nakagawa's R² (JSON values, with a
     ``note`` where they do not apply); ``predictions_new``, ``emmeans``, ``contrasts``
     and ``effects``, the tables of the model's ``predict:`` and ``emmeans:`` and of its
     effect plot (None when not asked for)."""
@@ -151,6 +158,7 @@ class FitResult:
     fixef: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FIXEF_COLUMNS))
     varcorr: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VARCORR_COLUMNS))
     ranef: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RANEF_COLUMNS))
+    ranef_cov: pd.DataFrame | None = None
     frame: pd.DataFrame | None = None
     observed: np.ndarray | None = None
     fitted: np.ndarray | None = None
@@ -179,6 +187,9 @@ class FitResult:
     vcov: np.ndarray | None = None
     vcov_jacobian: np.ndarray | None = None
     vcov_varpar: np.ndarray | None = None
+    vcov_adjusted: np.ndarray | None = None
+    kr_P: np.ndarray | None = None
+    kr_W: np.ndarray | None = None
     variance_explained: dict[str, Any] = field(default_factory=dict)
     predictions_new: pd.DataFrame | None = None
     emmeans: pd.DataFrame | None = None

@@ -63,6 +63,16 @@ def conditional_variances(
     ``lam`` is block diagonal with the same ``k x k`` block per level. Returns one
     (levels, k) array per term of conditional variances, or None when ``precision``
     lacks the structure this method needs (the caller then asks the engine)."""
+    blocks = conditional_covariances(precision, lam, terms, scale)
+    return None if blocks is None else [np.einsum("lii->li", b) for b in blocks]
+
+
+def conditional_covariances(
+    precision: sparse.spmatrix, lam: sparse.spmatrix, terms: list[tuple[int, int]], scale: float = 1.0
+) -> list[np.ndarray] | None:
+    """The diagonal ``k x k`` blocks of ``scale * lam @ inv(precision) @ lam.T``: each
+    level's conditional covariance of its random effects (lme4's ``postVar``), as one
+    (levels, k, k) array per term; arguments and None as :func:`conditional_variances`."""
     sizes = [n * k for n, k in terms]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     big = int(np.argmax(sizes))
@@ -102,5 +112,5 @@ def conditional_variances(
         lam_blocks = _diagonal_blocks(L[starts[i] : starts[i + 1]][:, starts[i] : starts[i + 1]], n, k)
         if lam_blocks is None:
             return None
-        out.append(scale * np.einsum("lij,ljm,lim->li", lam_blocks, inverse[i], lam_blocks))
+        out.append(scale * np.einsum("lij,ljm,lkm->lik", lam_blocks, inverse[i], lam_blocks))
     return out

@@ -16,13 +16,14 @@ from glmm_steps.engines.base import (
     ANOVA_COLUMNS,
     INTERVAL_COLUMNS,
     RANEF_COLUMNS,
+    RANEF_COV_COLUMNS,
     TESTS,
     VARCORR_COLUMNS,
     FitResult,
     ModelSpec,
 )
 from glmm_steps.engines.boundary import boundary_message
-from glmm_steps.engines.condvar import conditional_variances
+from glmm_steps.engines.condvar import conditional_covariances
 from glmm_steps.engines.convergence import check_hessian
 from glmm_steps.engines.mixedlm_inference import fixed_effect_inference
 from glmm_steps.engines.mixedlm_profile import profile_intervals
@@ -208,32 +209,69 @@ def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None
     )
 
 
-def _cond_variances(model) -> dict[str, dict[str, np.ndarray]]:
-    """Conditional variances of the random effects, by group and term (what
-    ``model.ranef(condVar=True).condVar`` returns), computed by
-    :func:`~glmm_steps.engines.condvar.conditional_variances` from the engine's
-    sparse system: mixedlm's own method is quadratic in the number of levels."""
+def _cond_blocks(model) -> list[np.ndarray] | None:
+    """Each random-effect structure's conditional covariance blocks, (levels, k, k)
+    (lme4's ``postVar``), by :func:`~glmm_steps.engines.condvar.conditional_covariances`
+    from the engine's sparse system; None where that method does not apply (a term
+    repeated within a group, e.g. (1 | g) + (1 | g), needs its covariances summed, or
+    a structure it declines): the caller then asks mixedlm for the variances alone."""
     structures = model.matrices.random_structures
     names = [(s.grouping_factor, t) for s in structures for t in s.term_names]
-    variances = None
+    if len(set(names)) != len(names):
+        return None
     # mixedlm 1.3.0 keeps the factored system it used for vcov() here (lmer: scale
-    # sigma^2; glmer: PIRLS weights folded in, scale 1). A term repeated within a
-    # group, e.g. (1 | g) + (1 | g), needs its covariances summed: leave it to mixedlm.
-    if len(set(names)) == len(names):
-        if hasattr(model, "_weighted_projection"):
-            system = model._weighted_projection
-            precision, lam, scale = system.random_factor.precision, system.lambda_matrix, model.sigma**2
-        else:
-            system = model._working_random_system
-            precision, lam, scale = system.precision, system.Lambda, 1.0
-        variances = conditional_variances(precision, lam, [(s.n_levels, s.n_terms) for s in structures], float(scale))
-    if variances is None:
+    # sigma^2; glmer: PIRLS weights folded in, scale 1).
+    if hasattr(model, "_weighted_projection"):
+        system = model._weighted_projection
+        precision, lam, scale = system.random_factor.precision, system.lambda_matrix, model.sigma**2
+    else:
+        system = model._working_random_system
+        precision, lam, scale = system.precision, system.Lambda, 1.0
+    return conditional_covariances(precision, lam, [(s.n_levels, s.n_terms) for s in structures], float(scale))
+
+
+def _cond_variances(model, blocks: list[np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Conditional variances of the random effects, by group and term (what
+    ``model.ranef(condVar=True).condVar`` returns), the diagonals of
+    :func:`_cond_blocks` (``blocks`` when already computed): mixedlm's own method is
+    quadratic in the number of levels."""
+    structures = model.matrices.random_structures
+    blocks = blocks if blocks is not None else _cond_blocks(model)
+    if blocks is None:
         return model.ranef(condVar=True).condVar
     out: dict[str, dict[str, np.ndarray]] = {}
-    for s, v in zip(structures, variances):
+    for s, v in zip(structures, blocks):
         for j, term in enumerate(s.term_names):
-            out.setdefault(s.grouping_factor, {})[term] = v[:, j]
+            out.setdefault(s.grouping_factor, {})[term] = v[:, j, j]
     return out
+
+
+def _ranef_cov(
+    model, blocks: list[np.ndarray] | None, names: dict[str, str], columns: dict[str, str] | None = None
+) -> pd.DataFrame | None:
+    """The conditional covariances between a level's random effects (FitResult's
+    ``ranef_cov``: group, level, term_a, term_b, covariance; one row per level and pair,
+    for terms with more than one effect per level, as an intercept and a slope); None
+    when ``blocks`` (:func:`_cond_blocks`) are not available."""
+    if blocks is None:
+        return None
+    columns = columns or {}
+    parts = []
+    for s, v in zip(model.matrices.random_structures, blocks):
+        for i in range(s.n_terms):
+            for j in range(i + 1, s.n_terms):
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "group": _group_name(s.grouping_factor, names),
+                            "level": _levels(s),
+                            "term_a": columns.get(s.term_names[i], s.term_names[i]),
+                            "term_b": columns.get(s.term_names[j], s.term_names[j]),
+                            "covariance": v[:, i, j],
+                        }
+                    )
+                )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RANEF_COV_COLUMNS)
 
 
 def _levels(structure) -> np.ndarray:
@@ -243,15 +281,18 @@ def _levels(structure) -> np.ndarray:
     return levels
 
 
-def _ranef(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
+def _ranef(
+    model, names: dict[str, str], columns: dict[str, str] | None = None, blocks: list[np.ndarray] | None = None
+) -> pd.DataFrame:
     """Conditional modes with conditional SDs, one row per group, term and level, in
     the order of mixedlm's ``tidy(effects="ran_vals")``, built column-wise (that
     method makes a dict per row: minutes for 100,000 levels). ``names`` renames
     groups to lme4's names (``cask:batch`` for a nested factor), ``columns`` the
-    engine's safe column names to lme4's term names (see :func:`engine_inputs`)."""
+    engine's safe column names to lme4's term names (see :func:`engine_inputs`);
+    ``blocks``: :func:`_cond_blocks` when already computed."""
     columns = columns or {}
     values = model.ranef()
-    variances = _cond_variances(model)
+    variances = _cond_variances(model, blocks)
     levels = {}
     for s in model.matrices.random_structures:
         levels.setdefault(s.grouping_factor, _levels(s))
@@ -316,35 +357,35 @@ def _hessian(model, deviance=None, singular: bool | None = None) -> tuple[bool |
     return check_hessian(deviance or model.as_function("deviance"), par, free, lower, singular=singular)
 
 
-def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    """Satterthwaite parts (vcov's Jacobian in the variance parameters and their
-    covariance, :mod:`glmm_steps.inference`) for marginal means and predictions of a
-    gaussian fit: those of its t tests when they are Satterthwaite's (``parts``), else
-    computed here; (None, None) for GLMMs and ``inference: wald`` (asymptotic, as
+def _ddf_parts(model, spec: ModelSpec, parts) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The df parts marginal means and predictions of a gaussian fit take (FitResult's
+    fields): Kenward-Roger's adjusted covariance and ``P``/``W`` when its t tests are
+    Kenward-Roger's (``parts``, as emmeans' ``lmer.df = "kenward-roger"``), else
+    Satterthwaite's (vcov's Jacobian in the variance parameters and their covariance,
+    :mod:`glmm_steps.inference`), those of its t tests when they are Satterthwaite's,
+    else computed here. Empty for GLMMs and ``inference: wald`` (asymptotic, as
     emmeans) and, with a note, above HESSIAN_MAX_NOBS rows, where the derivatives cost
-    more than the fit."""
+    more than the fit. Returns (fields, notes)."""
     from glmm_steps.engines.mixedlm_inference import satterthwaite
-    from glmm_steps.inference import SatterthwaiteParts
+    from glmm_steps.inference import KenwardRogerParts, SatterthwaiteParts
 
     if spec.family != "gaussian" or spec.inference == "wald":
-        return None, None, []
+        return {}, []
+    if isinstance(parts, KenwardRogerParts):
+        return {"vcov_adjusted": parts.vcov_adj, "kr_P": parts.P, "kr_W": parts.W}, []
     if not isinstance(parts, SatterthwaiteParts):
         if model.nobs() > HESSIAN_MAX_NOBS:
-            return (
-                None,
-                None,
-                [
-                    f"Satterthwaite df not computed (more than {HESSIAN_MAX_NOBS} rows): "
-                    "marginal means and predictions use the normal reference"
-                ],
-            )
+            return {}, [
+                f"Satterthwaite df not computed (more than {HESSIAN_MAX_NOBS} rows): "
+                "marginal means and predictions use the normal reference"
+            ]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 parts = satterthwaite(model)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError) as e:
-            return None, None, [f"Satterthwaite df not computed ({e}): marginal means use the normal reference"]
-    return parts.jac, parts.vcov_varpar, []
+            return {}, [f"Satterthwaite df not computed ({e}): marginal means use the normal reference"]
+    return {"vcov_jacobian": parts.jac, "vcov_varpar": parts.vcov_varpar}, []
 
 
 def fit(
@@ -361,8 +402,8 @@ def fit(
     than the fit itself). ``design`` is the model matrix of :func:`glmm_steps.model_matrix.build`
     (built here with default factor coding when not given).
 
-    ``ddf=True`` also computes the Satterthwaite parts of a gaussian fit
-    (``vcov_jacobian``, ``vcov_varpar``) that marginal means take their df from.
+    ``ddf=True`` also computes the df parts of a gaussian fit that marginal means and
+    predictions take their df from (:func:`_ddf_parts`).
 
     Returns a FitResult; engine warnings (singular fit, convergence) are recorded
     in ``warnings``. Exceptions propagate: the caller records them."""
@@ -484,7 +525,11 @@ def fit(
     aic, bic = float(model.AIC()), float(model.BIC())
     if dispersion:
         aic, bic = -2 * loglik + 2 * npar, -2 * loglik + np.log(int(model.nobs())) * npar
-    optional = {"ranef": _ranef(model, group_names, column_names)} if random_effects else {}
+    optional = {}
+    if random_effects:
+        blocks = _cond_blocks(model)
+        optional["ranef"] = _ranef(model, group_names, column_names, blocks)
+        optional["ranef_cov"] = _ranef_cov(model, blocks, group_names, column_names)
     if spec.intervals == "profile":
 
         def refit_ml():
@@ -499,7 +544,8 @@ def fit(
             )
         messages += profile_messages
     if ddf:
-        optional["vcov_jacobian"], optional["vcov_varpar"], ddf_notes = _ddf_parts(model, spec, parts)
+        ddf_fields, ddf_notes = _ddf_parts(model, spec, parts)
+        optional.update(ddf_fields)
         notes += ddf_notes
     return FitResult(
         spec=spec,

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from glmm_steps.engines.base import RANEF_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
+from glmm_steps.engines.base import RANEF_COLUMNS, RANEF_COV_COLUMNS, VARCORR_COLUMNS, FitResult, ModelSpec
 from glmm_steps.engines.boundary import boundary_message
 from glmm_steps.errors import GlmmError
 from glmm_steps.formula import Formula, RandomTerm
@@ -334,7 +334,7 @@ def _relative_cov(cov_rel: np.ndarray, comp_var: np.ndarray, widths: list[int]) 
 def _gls(X: np.ndarray, y: np.ndarray, beta: np.ndarray, scale: float, group_rows, Z, D):
     """lme4's vcov of the fixed effects (scale * (X'V^-1 X)^-1, V relative to the
     residual variance), and per group the conditional modes of the random effects and
-    their conditional variances given beta. Written without inverting D, so a
+    their conditional covariance matrix given beta. Written without inverting D, so a
     variance on its boundary (a singular fit) is fine."""
     p = X.shape[1]
     xtvix = np.zeros((p, p))
@@ -347,7 +347,7 @@ def _gls(X: np.ndarray, y: np.ndarray, beta: np.ndarray, scale: float, group_row
         ztx = z.T @ x
         xtvix += x.T @ x - ztx.T @ m @ ztx
         modes.append(m @ (z.T @ r))
-        cond_var.append(scale * np.diag(d - m @ ztz @ d))
+        cond_var.append(scale * (d - m @ ztz @ d))
     return scale * np.linalg.inv(xtvix), modes, cond_var
 
 
@@ -471,18 +471,23 @@ def _fit_lmm(
 
     fitted_marginal = Xa @ beta + offset
     fitted = fitted_marginal.copy()
-    ranef_rows = []
+    ranef_rows, cov_rows = [], []
     for g, (rows, z, b) in enumerate(zip(group_rows, Z, modes)):
         fitted[rows] += z @ b
         k = 0
         if re is not None:
             for j in range(len(re.names)):
-                ranef_rows += _ranef_rows(terms, lay.re_term, j, [labels[g]], [b[j]], [cond_var[g][j]])
+                ranef_rows += _ranef_rows(terms, lay.re_term, j, [labels[g]], [b[j]], [cond_var[g][j, j]])
+                t = terms[lay.re_term]
+                cov_rows += [
+                    (t.term.group_name, t.levels[labels[g]], t.names[i], t.names[j], cond_var[g][i, j])
+                    for i in range(j)
+                ]
             k = len(re.names)
         for c, blk in zip(comps, blocks):
             cols = blk[1][g]
             ranef_rows += _ranef_rows(
-                terms, c.term, c.column, cols, b[k : k + len(cols)], cond_var[g][k : k + len(cols)]
+                terms, c.term, c.column, cols, b[k : k + len(cols)], np.diag(cond_var[g])[k : k + len(cols)]
             )
             k += len(cols)
 
@@ -515,6 +520,7 @@ def _fit_lmm(
         vcov=np.asarray(vcov, dtype=float),
         varcorr=varcorr,
         ranef=_ranef_table(ranef_rows),
+        ranef_cov=pd.DataFrame(cov_rows, columns=RANEF_COV_COLUMNS),
         frame=frame,
         observed=y,
         fitted=fitted,
@@ -651,5 +657,5 @@ def fit(
     else:
         result = _fit_bayes(frame, spec, formula, X, y, terms)
     if not random_effects:
-        result.ranef = pd.DataFrame(columns=RANEF_COLUMNS)
+        result.ranef, result.ranef_cov = pd.DataFrame(columns=RANEF_COLUMNS), None
     return result

@@ -1,6 +1,6 @@
 # Reference answers for predictions on new data, marginal means and contrasts, ICC and
 # Nakagawa's R² (issue 15): lme4 1.1-31, emmeans 1.8.4-1 (with lmerTest for the
-# Satterthwaite df), performance 0.10.2.
+# Satterthwaite df and pbkrtest 0.5.2 for Kenward-Roger's), performance 0.10.2.
 #
 # Run from the repository root:   Rscript tests/reference/answers_reference.R
 # Reads the data files the other reference scripts wrote (tests/reference/data/*.csv),
@@ -10,6 +10,8 @@
 #   answers_emmeans.csv     emmeans (and their df) per case
 #   answers_contrasts.csv   pairs() per case and adjustment
 #   answers_r2.csv          icc() and r2_nakagawa() per model
+#   answers_condvar.csv     the conditional covariance of each level's random effects
+#                           (ranef(condVar = TRUE)'s postVar) of sleepstudy's slopes model
 #   answers_session.txt     sessionInfo()
 # Every data set is read with read.csv(), so R sees what the Python side sees. GLMM
 # marginal means use vcov(m, use.hessian = FALSE) (the RX-based covariance the engine
@@ -61,6 +63,10 @@ new_sleep <- data.frame(Subject = c("308", "308", "309", "999", "999", "1000"),
                         Days = c(0, 4.5, 9, 0, 7, 12))
 write.csv(new_sleep, file.path(data_dir, "sleepstudy_new.csv"), row.names = FALSE)
 add_pred("sleep_slopes", m_sleep, new_sleep)
+post <- attr(ranef(m_sleep, condVar = TRUE)$Subject, "postVar")
+write.csv(data.frame(level = rownames(ranef(m_sleep)$Subject), var_intercept = num(post[1, 1, ]),
+                     var_days = num(post[2, 2, ]), cov_intercept_days = num(post[1, 2, ])),
+          file.path(ref_dir, "answers_condvar.csv"), row.names = FALSE)
 m_contra <- glmer(use01 ~ age + urban + (1 | district), contra, binomial, control = ctrl)
 new_contra <- data.frame(district = c("1", "1", "60", "999"), age = c(-5, 10, 0, 3),
                          urban = c("Y", "N", "N", "Y"))
@@ -97,6 +103,19 @@ m_cake_cov <- lmer(angle ~ recipe + temp + (1 | recipe:replicate), cake)
 add_emm("cake_covariate", emmeans(m_cake_cov, ~ recipe, lmer.df = "satterthwaite"))
 add_emm("cake_covariate_at", emmeans(m_cake_cov, ~ recipe, at = list(temp = 215), lmer.df = "satterthwaite"),
         adjusts = "tukey")
+# Kenward-Roger: df by pbkrtest's Lb_ddf, SEs from its adjusted covariance
+add_emm("cake_factorial_kr", emmeans(m_cake, ~ recipe, lmer.df = "kenward-roger"))
+add_emm("cake_covariate_at_kr", emmeans(m_cake_cov, ~ recipe, at = list(temp = 215), lmer.df = "kenward-roger"),
+        adjusts = "tukey")
+add_emm("sleep_days_kr", emmeans(m_sleep, ~ Days, at = list(Days = c(0, 4.5, 9)), lmer.df = "kenward-roger"),
+        adjusts = "none")
+# unbalanced schools (the first 12 of mlmRev's Exam): Kenward-Roger's adjusted SEs differ
+# from the unadjusted ones by about 3e-3, which the Satterthwaite cases cannot show
+exam <- read.csv(file.path(data_dir, "Exam.csv"), stringsAsFactors = TRUE)
+exam12 <- exam[exam$school %in% 1:12, ]
+exam12$school <- factor(exam12$school)
+add_emm("exam12_kr", emmeans(lmer(normexam ~ standLRT + sex + (1 | school), exam12), ~ sex,
+                             lmer.df = "kenward-roger"), adjusts = c("none", "tukey"))
 m_cbpp <- glmer(cbind(incidence, healthy) ~ period + (1 | herd), cbpp, binomial, control = ctrl)
 add_emm("cbpp_response", emmeans(m_cbpp, ~ period, type = "response",
                                  vcov. = as.matrix(vcov(m_cbpp, use.hessian = FALSE))))
