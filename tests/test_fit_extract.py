@@ -187,3 +187,16 @@ def test_skipping_random_effects_changes_no_other_number(bp_data, engine):
     pd.testing.assert_frame_equal(lean.fixef, full.fixef)
     pd.testing.assert_frame_equal(lean.varcorr, full.varcorr)
     assert lean.loglik == full.loglik
+
+
+def test_engine_messages_name_the_users_columns():
+    """mixedlm sees prepared columns under safe names (g__0, x__1): its warnings are
+    recorded with the data's own names, which is what a reader can act on."""
+    rng = np.random.default_rng(1)
+    site = np.repeat(["a", "b", "c"], 20)
+    x = rng.normal(size=60)
+    y = x + np.repeat(rng.normal(size=3), 20) + rng.normal(size=60)
+    spec = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ x + (1 | site)"})
+    result = fit_model(pd.DataFrame({"y": y, "x": x, "site": site}), spec, answers={})
+    few = [w for w in result.warnings if "only 3 levels" in w]
+    assert few and "'site'" in few[0] and "g__" not in " ".join(result.warnings)

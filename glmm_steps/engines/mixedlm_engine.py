@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 
 import numpy as np
@@ -127,6 +128,22 @@ def engine_inputs(
     for g, safe in safe_group.items():
         out[safe] = frame[g].array  # a Categorical stays one (its level order is the table's)
     return f"y__ ~ {' + '.join(fixed + bars)}", out, names, groups
+
+
+_SAFE_NAME = re.compile(r"\b(?:g__\d+(?::g__\d+)*|[xz]\d*__\d+|y__)(?![\w.])")
+
+
+def user_names(messages: list[str], groups: dict[str, str], columns: dict[str, str]) -> list[str]:
+    """``messages`` (mixedlm's warnings and printed checks) with the engine's safe column
+    and group names (:func:`engine_inputs`) put back as the user wrote them, e.g.
+    "Grouping factor 'g__0' has only 3 levels" -> "... 'hospital_id' ...";
+    duplicates dropped, order kept."""
+    names = {**columns, **groups, "y__": "the response"}
+
+    def back(m: re.Match) -> str:
+        return names.get(m.group(0), _group_name(m.group(0), groups))
+
+    return list(dict.fromkeys(_SAFE_NAME.sub(back, m) for m in messages))
 
 
 def _group_name(name: str, groups: dict[str, str]) -> str:
@@ -453,13 +470,13 @@ def fit(
     ]
     if singular and not any(m.startswith("boundary (singular) fit") for m in caught_text):
         caught_text.append(boundary_message(varcorr))
-    messages = list(
-        dict.fromkeys(
-            caught_text
-            + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
-            + gradient
-            + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
-        )
+    messages = user_names(
+        caught_text
+        + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+        + gradient
+        + ([hessian_msg] if hessian_msg and hessian_ok is False else []),
+        group_names,
+        column_names,
     )
     notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
     sigma = None
@@ -768,14 +785,14 @@ class Refitter:
         ]
         if singular and not any(m.startswith("boundary (singular) fit") for m in caught_text):
             caught_text.append(boundary_message(varcorr))
-        messages = list(
-            dict.fromkeys(
-                caught_text
-                + self.structure_printed
-                + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
-                + gradient
-                + ([hessian_msg] if hessian_msg and hessian_ok is False else [])
-            )
+        messages = user_names(
+            caught_text
+            + self.structure_printed
+            + [ln.strip() for ln in printed.getvalue().splitlines() if ln.strip()]
+            + gradient
+            + ([hessian_msg] if hessian_msg and hessian_ok is False else []),
+            self.group_names,
+            self.column_names,
         )
         notes = [hessian_msg] if hessian_ok is None and hessian_msg else []
         if self.glmm:
