@@ -49,7 +49,7 @@ MAX_DEPTH = 64
 # stops as soon as it passes this; each fixed term is at least one model-matrix column.
 MAX_TERMS = 1000
 TOO_MANY_TERMS = (
-    f"the formula expands to more than {MAX_TERMS:,} terms (an interaction a*b*c*... of k "
+    f"it expands to more than {MAX_TERMS:,} terms (an interaction a*b*c*... of k "
     "variables has 2^k - 1); write the interactions you mean, e.g. (a + b + c)^2 for those of two variables"
 )
 # Operators inside one function call (I(a + b + ...)): evaluating and naming the call
