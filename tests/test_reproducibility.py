@@ -25,15 +25,6 @@ from glmm_steps.provenance import PATHS, sha256, verify_outputs
 pytestmark = pytest.mark.slow
 
 
-def test_two_fresh_clones_give_identical_results(clean_run, tmp_path):
-    other = fresh_clone(tmp_path / "clone_b")
-    run_clone(other)
-    a, b = comparable_results(clean_run / "results"), comparable_results(other / "results")
-    assert a.keys() == b.keys()
-    assert len([k for k in a if k.endswith(".csv")]) >= 20
-    assert {k for k in a if a[k] != b[k]} == set()
-
-
 def test_manifest_lists_real_versions_and_checksums(clean_run):
     manifests = sorted((clean_run / "results" / "models").glob("*/[0-9a-f]*/manifest.json"))
     assert len(manifests) == 2
@@ -85,7 +76,10 @@ def launcher(clone: Path, *args: str, check: bool = True) -> subprocess.Complete
     return proc
 
 
-def test_killed_run_resumes_to_the_same_numbers(clean_run, tmp_path):
+def test_a_second_fresh_clone_killed_and_resumed_gives_identical_results(clean_run, tmp_path):
+    """Two fresh clones of the same config give the same bytes (timings aside), even
+    when the second run is killed mid-way and resumed with the README's recipe (a
+    plain second run is the easier case, so it is not run again)."""
     clone = fresh_clone(tmp_path / "clone_k")
     cmd, env = clone_command(clone, "--cores", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -103,7 +97,10 @@ def test_killed_run_resumes_to_the_same_numbers(clean_run, tmp_path):
     # the README's recipe, through the launcher
     launcher(clone, "--unlock")
     launcher(clone, "--cores", "2", "--rerun-incomplete")
-    assert comparable_results(clone / "results") == comparable_results(clean_run / "results")
+    a, b = comparable_results(clean_run / "results"), comparable_results(clone / "results")
+    assert a.keys() == b.keys()
+    assert len([k for k in a if k.endswith(".csv")]) >= 20
+    assert {k for k in a if a[k] != b[k]} == set()
 
 
 def test_every_listed_file_is_rebuilt_and_nothing_else_removed(clean_run, tmp_path):
