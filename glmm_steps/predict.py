@@ -21,8 +21,9 @@ Intervals, on the link scale and mapped to the response scale by the inverse lin
   random-effect column and, from the fit's ``ranef_cov``, the covariance between a
   level's intercept and slope, from either engine), for an unseen level or under
   ``population`` z' Sigma z with Sigma the term's estimated covariance -- and, for
-  gaussian models, the residual variance; the normal quantile. For binomial/Poisson models it is an interval for the mean of a new
-  group, not for a single 0/1 or count outcome.
+  gaussian models, the residual variance; the normal quantile. For binomial/Poisson
+  models it is an interval for the mean of a new group, not for a single 0/1 or
+  count outcome.
 """
 
 from __future__ import annotations
