@@ -99,6 +99,7 @@ onsuccess:
     # A sample-size study's answer: the smallest swept size reaching target_power.
     for line in study_power_lines(PLAN):
         print(line, file=sys.stderr)
+    end_run()
 
 
 onerror:
@@ -107,3 +108,4 @@ onerror:
         "finished outputs are kept: fix the cause and rerun the same command to go on",
         file=sys.stderr,
     )
+    end_run()

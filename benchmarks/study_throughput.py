@@ -36,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYO
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -51,7 +52,7 @@ import yaml  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from glmm_steps import batch, paths, recovery, study_plot  # noqa: E402
+from glmm_steps import batch, paths, power, recovery, study_plot  # noqa: E402
 from glmm_steps.config import load_config, read_yaml  # noqa: E402
 from glmm_steps.engines.base import ModelSpec  # noqa: E402
 from glmm_steps.extract import write_csv  # noqa: E402
@@ -91,6 +92,9 @@ def run_loop(config_path: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     design = design_from_config(point.spec)
     spec = ModelSpec.from_config(MODEL, plan.config["models"][MODEL])
     n = plan.config["datasets"]["reference"]["replicates"]
+    # As every job does on entering its log (glmm_steps.logs.to_log): the libraries'
+    # objects are kept out of the collector's walks.
+    gc.freeze()
     # run_batch is itself the plain loop (fit_replicate per seed), here over every replicate.
     start, cpu = time.perf_counter(), time.process_time()
     estimates, fits = batch.run_batch(design, spec, "base", plan.replicate_seeds(MODEL, 0, n - 1))
@@ -100,9 +104,13 @@ def run_loop(config_path: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         f"loop over replicates (simulate, refit, tidy): {1000 * replicates / n:.2f} ms per replicate wall, "
         f"{1000 * replicates_cpu / n:.2f} ms CPU"
     )
+    # The recovery and study plots steps' work: both tables and all four figures.
     table = recovery.summarise(estimates, fits, 0.05, ["time"], ["base"])
+    powers = power.power_table(table, [])
     write_csv(table, out / "recovery.csv")
+    write_csv(powers, out / "power.csv")
     study_plot.draw_all(estimates, table, ["base"], {p: str(out / f"{p}.png") for p in paths.RECOVERY_PLOTS})
+    power.power_curve_plot(powers, out / "power_curve.png", "loop")
     return table, estimates
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps import extract, families, model_matrix
+from glmm_steps.columns import ESTIMATE_COLUMNS, FIT_COLUMNS
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
 from glmm_steps.fit import _failed, engine_errors, fit_model
@@ -25,13 +26,6 @@ from glmm_steps.formula import parse
 from glmm_steps.logs import progress
 from glmm_steps.simulate import Design, design_from_config, design_rows, draw_response, simulate, write_replicate
 
-KEYS = ["model", "design", "replicate", "seed"]
-ESTIMATE_COLUMNS = KEYS + ["effect", "group", "term", "true_value", *extract.FIXED_COLUMNS[1:]]
-# The simulation-residual tests (glmm_steps.residuals) per replicate: a study of
-# correctly specified models shows their rejection rates (calibration), a study of a
-# wrong family their power.
-DIAGNOSTIC_COLUMNS = ["uniformity_p", "dispersion_ratio", "dispersion_p", "zero_inflation_p", "outliers_p"]
-FIT_COLUMNS = KEYS + ["status", "converged", "singular", "nobs", "logLik", "error", "warnings", *DIAGNOSTIC_COLUMNS]
 NAN = float("nan")
 
 

@@ -26,7 +26,6 @@ from glmm_steps.errors import ConfigError
 
 DEFAULTS = {"n": 1000, "seed": 1, "batch_size": 250}
 SUMMARY_COLUMNS = INTERVAL_COLUMNS + ["n_estimated", "n_failed", "n_not_converged", "n_replicates"]
-SIGNIFICANT_DIGITS = 10
 
 
 def settings(entry: dict[str, Any]) -> dict[str, int]:
@@ -87,7 +86,7 @@ def batch_to_file(
     )
     design = model_matrix.build(formula, frame, factors, where=str(data_path))
     table = refits(frame, spec, formula, design, replicates)
-    tables.write_table(table, output, digits=SIGNIFICANT_DIGITS)
+    tables.write_table(table, output, digits=tables.SIGNIFICANT_DIGITS)
     return table
 
 
@@ -117,7 +116,7 @@ def intervals_to_file(batch_paths: list[str | Path], output: str | Path) -> pd.D
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REFIT_COLUMNS)
     table["group"] = table["group"].fillna("")
     out = percentile_intervals(table)
-    tables.write_table(out, output, digits=SIGNIFICANT_DIGITS)
+    tables.write_table(out, output, digits=tables.SIGNIFICANT_DIGITS)
     return out
 
 

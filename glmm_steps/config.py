@@ -432,7 +432,8 @@ def count_jobs(config: dict[str, Any], fits, pilots: dict[str, dict[str, Any]] |
     a simulate job per seed used, fit, extract, plot, effects and effect_plot per
     per-seed fit (``fits``), predict_new and prediction_plot, emmeans for the fits that ask,
     verify and compare for the fits that ask, a manifest per model version, the catalog
-    and the summary, per study model its batch jobs and one recovery job, and one job
+    and the summary, per study model its batch jobs, one recovery job and one study_plots
+    job, and one job
     writing the report's tables as HTML, and a pilot_design job per pilot model a
     studied dataset is made from (``pilots``: dataset -> from_model mapping). Arithmetic
     only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
@@ -453,7 +454,7 @@ def count_jobs(config: dict[str, Any], fits, pilots: dict[str, dict[str, Any]] |
         spec = config["datasets"][model["dataset"]]
         if "replicates" in spec:
             studies += 1
-            count += study.batch_jobs(spec["replicates"], spec["batch_size"], _n_designs(spec)) + 1
+            count += study.batch_jobs(spec["replicates"], spec["batch_size"], _n_designs(spec)) + 2
     return count + (1 if fits or studies else 0)  # the report's HTML tables
 
 

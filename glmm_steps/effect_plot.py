@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from glmm_steps.plot import message_figure, save_png  # noqa: E402
-from glmm_steps.tables import read_table  # noqa: E402
+from glmm_steps.figures import message_figure, plt, save_png
+from glmm_steps.tables import read_table
 
 # Columns predict_new adds to the given rows: never an axis of the predictions plot.
 _OUTPUT_COLUMNS = {

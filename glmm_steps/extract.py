@@ -29,25 +29,13 @@ from scipy import special
 
 from glmm_steps import inference, tables
 from glmm_steps import residuals as residuals_mod
+from glmm_steps.columns import FIXED_COLUMNS
 from glmm_steps.engines.base import ANOVA_COLUMNS, FitResult
+from glmm_steps.tables import SIGNIFICANT_DIGITS
 
-SIGNIFICANT_DIGITS = 10
 FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
 Z_95 = float(special.ndtri(0.975))
 
-FIXED_COLUMNS = [
-    "term",
-    "estimate",
-    "std_error",
-    "statistic",
-    "df",
-    "p_value",
-    "conf_low",
-    "conf_high",
-    "test",
-    "interval",
-    "method",
-]
 PREDICTION_COLUMNS = ["observed", "fitted", "fitted_marginal", "residual"]
 
 

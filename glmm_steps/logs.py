@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -13,7 +14,13 @@ from pathlib import Path
 @contextlib.contextmanager
 def to_log(path: str | Path | None):
     """Redirect stdout, stderr and Python warnings to ``path`` for the block
-    (no-op when ``path`` is None). The file is replaced, not appended."""
+    (no-op when ``path`` is None). The file is replaced, not appended.
+
+    Meant for a step's own process (every script in scripts/ runs its step in this
+    block): on entry the objects of the libraries imported so far are frozen out of
+    the garbage collector (``gc.freeze``), so neither the step's collections nor the
+    interpreter's exit walk them again; that exit alone took 0.1-0.4 s per job."""
+    gc.freeze()
     if path is None:
         yield
         return

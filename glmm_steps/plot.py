@@ -18,20 +18,16 @@ and ``QQ_QUANTILES`` quantiles for a QQ plot.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import special  # not scipy.stats: 0.4 s to import, in every plot job
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import special  # noqa: E402  (not scipy.stats: 0.4 s to import, in every plot job)
-
-from glmm_steps.data import as_factor  # noqa: E402
-from glmm_steps.formula import Formula  # noqa: E402
-from glmm_steps.tables import read_table  # noqa: E402
+from glmm_steps.data import as_factor
+from glmm_steps.figures import figure, message, plt, save_png, wrapped_title
+from glmm_steps.formula import Formula
+from glmm_steps.tables import read_table
 
 PLOTS = ("trajectories", "caterpillar", "diagnostics")
 MAX_UNITS = 200  # more caterpillar rows than this are unreadable
@@ -41,48 +37,6 @@ MAX_GROUP_LINES = 20  # predicted lines of cross-sectional data
 MAX_LABELS = 100  # a caterpillar panel with more levels drops its (overlapping) level names
 MAX_POINTS = 20_000  # more points than this are drawn as bins or quantiles
 QQ_QUANTILES = 1000
-_PNG_META = {"Software": None}
-
-
-def save_png(fig, path: str | Path) -> None:
-    """Write ``fig`` to ``path`` as a PNG without a timestamp or software tag (the same
-    figure gives the same bytes), creating the folder, and close it."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata=_PNG_META)
-    plt.close(fig)
-
-
-def _figure(width: float, height: float, **kwargs):
-    """A figure whose layout engine keeps titles, tick labels and legends placed
-    outside the axes inside the canvas (tight_layout clips a legend outside the axes)."""
-    return plt.figure(figsize=(width, height), layout="constrained", **kwargs)
-
-
-def _title(fig, text: str, fontsize: float = 11) -> None:
-    """The figure's title, each line wrapped to the figure's width so none is cut off."""
-    width = int(fig.get_figwidth() * 72 / (0.6 * fontsize))
-    lines = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
-    fig.suptitle("\n".join(lines), fontsize=fontsize)
-
-
-def message(text: str, title: str = ""):
-    """A figure that states why there is no plot (a failed fit, no covariate to draw)."""
-    fig = _figure(7, 2.8)
-    ax = fig.add_subplot()
-    ax.axis("off")
-    if title:
-        _title(fig, title)
-    # each line wrapped to the figure's width, as _title does; the text's own line
-    # breaks (a failure, then the engine's error) are kept
-    width = int(fig.get_figwidth() * 72 / (0.6 * 11))
-    lines = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
-    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=11)
-    return fig
-
-
-def message_figure(text: str, path: str | Path, title: str = "") -> None:
-    """Write :func:`message` as a PNG to ``path``."""
-    save_png(message(text, title), path)
 
 
 def choose_axes(formula: Formula, predictions: pd.DataFrame) -> tuple[str, str, str | None] | None:
@@ -176,7 +130,7 @@ def _panels(
     panels, note = _sample(as_factor(data[panel_by]).categories, MAX_PANELS)
     ncols = min(len(panels), 5)
     nrows = -(-len(panels) // ncols)
-    fig = _figure(2.6 * ncols + 0.6, 2.3 * nrows + 1.6)
+    fig = figure(2.6 * ncols + 0.6, 2.3 * nrows + 1.6)
     axs = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     one_unit = panel_by == unit
     observed_as_lines = family == "gaussian" and not one_unit
@@ -222,14 +176,14 @@ def _panels(
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     notes = ([f"{panel_by}: {note}"] if note else []) + ([f"{unit} per panel: {unit_note}"] if unit_note else [])
-    _title(fig, title + ("\n" + "; ".join(notes) if notes else ""))
+    wrapped_title(fig, title + ("\n" + "; ".join(notes) if notes else ""))
     return fig
 
 
 def _scatter(data: pd.DataFrame, x: str, unit: str, ticks, formula: Formula, family: str, title: str):
     """Cross-sectional data: every observation a grey point, each unit's predicted line
     (for a sample of units), the population line in black; see :func:`trajectories`."""
-    fig = _figure(9, 6.2)
+    fig = figure(9, 6.2)
     ax = fig.add_subplot()
     points = data
     notes = []
@@ -258,7 +212,7 @@ def _scatter(data: pd.DataFrame, x: str, unit: str, ticks, formula: Formula, fam
         plt.Line2D([], [], color="black", lw=2.5, label="population (fixed effects only)"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    _title(fig, title + ("\n" + "; ".join(notes) if notes else ""))
+    wrapped_title(fig, title + ("\n" + "; ".join(notes) if notes else ""))
     return fig
 
 
@@ -288,12 +242,12 @@ def caterpillar(random_effects: pd.DataFrame, title: str, family: str = "gaussia
     if not panels:
         return message("The fit has no random effects to show.", title)
     height = min(14.0, 2.6 + 0.12 * max(len(rows) for _, rows in panels))
-    fig = _figure(max(4.4 * len(panels), 7.0), height)
+    fig = figure(max(4.4 * len(panels), 7.0), height)
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, ((group, term), rows) in zip(axes[0], panels):
         _caterpillar_panel(ax, rows, group, term)
         ax.set_xlabel("deviation from the population value" + _LINK_SCALE.get(family, ""))
-    _title(fig, title + "\nconditional modes with 95% intervals (+/- 1.96 conditional SD)")
+    wrapped_title(fig, title + "\nconditional modes with 95% intervals (+/- 1.96 conditional SD)")
     return fig
 
 
@@ -348,13 +302,13 @@ def diagnostics(
     kind = "Pearson residual" if family in ("binomial", "poisson") else "residual"
     groups = list(random_effects.groupby(["group", "term"], sort=False))
     ncols = 2 + len(groups)
-    fig = _figure(max(4.0 * ncols, 8.0), 4.6)
+    fig = figure(max(4.0 * ncols, 8.0), 4.6)
     axes = fig.subplots(1, ncols, squeeze=False)
     _residual_panel(axes[0][0], predictions["fitted"].to_numpy(dtype=float), resid, kind)
     _qq(axes[0][1], resid, f"normal QQ: {kind}s")
     for ax, ((group, term), rows) in zip(axes[0][2:], groups):
         _qq(ax, rows["estimate"].to_numpy(dtype=float), f"normal QQ: {group} {term}")
-    _title(fig, title)
+    wrapped_title(fig, title)
     return fig
 
 

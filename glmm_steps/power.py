@@ -92,7 +92,7 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     """Power against the swept size (or design point, without one numeric size key),
     with 95% Monte-Carlo intervals, one line per tested effect; with a target, a dashed
     line at it and the smallest size reaching it marked."""
-    from glmm_steps.plot import message_figure, plt, save_png
+    from glmm_steps.figures import message_figure, plt, save_png
 
     if table.empty:
         message_figure("No power: the study names no fixed effect to test.", path, title)

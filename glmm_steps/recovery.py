@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmm_steps.batch import ESTIMATE_COLUMNS, FIT_COLUMNS
+from glmm_steps.columns import ESTIMATE_COLUMNS, FIT_COLUMNS
 
 PARAMETER = ["effect", "group", "term"]
 COLUMNS = [
@@ -161,6 +161,32 @@ def read_tables(paths: list[str | Path], columns: list[str]) -> pd.DataFrame:
     return table.reindex(columns=columns)
 
 
+def study_tables(
+    estimate_paths: list[str],
+    fit_paths: list[str],
+    alpha: float,
+    power_terms: list[str] | None,
+    designs: dict[str, dict[str, float]],
+    target_power: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A study model's tables from its batch files: ``(estimates, recovery, power)``.
+    ``estimates`` is the batches' rows (batch.ESTIMATE_COLUMNS); ``recovery`` is
+    :func:`summarise` with a column per swept key after ``design`` (``designs`` maps
+    each design point, in order, to its swept values); ``power`` is
+    :func:`glmm_steps.power.power_table` of it (``target_power`` as there). The
+    recovery step writes the tables and the study plots step draws them, each from
+    the batch files, so the two jobs run side by side."""
+    from glmm_steps import power
+
+    estimates = read_tables(estimate_paths, ESTIMATE_COLUMNS)
+    fits = read_tables(fit_paths, FIT_COLUMNS)
+    table = summarise(estimates, fits, alpha, power_terms, list(designs))
+    swept = list(dict.fromkeys(k for values in designs.values() for k in values))
+    for i, key in enumerate(swept):
+        table.insert(2 + i, key, table["design"].map(lambda d, k=key: designs[d].get(k, NAN)))
+    return estimates, table, power.power_table(table, swept, target_power)
+
+
 def recovery_to_files(
     estimate_paths: list[str],
     fit_paths: list[str],
@@ -170,30 +196,15 @@ def recovery_to_files(
     designs: dict[str, dict[str, float]],
     target_power: float | None = None,
 ) -> pd.DataFrame:
-    """The recovery step: read a study model's batch tables, write the recovery table
-    (``outputs["table"]``) with a column per swept key, and draw the estimates, coverage
-    and power plots (:mod:`glmm_steps.study_plot`). ``designs`` maps each design point,
-    in order, to its swept values. With ``outputs["power_table"]``, also the power table
-    and power curve (:mod:`glmm_steps.power`; ``target_power`` as there, printed).
-    Returns the table."""
-    from glmm_steps import power, study_plot
-    from glmm_steps.extract import write_csv
+    """The recovery step: read a study model's batch tables and write its recovery
+    table (``outputs["table"]``) and power table (``outputs["power_table"]``), as
+    :func:`study_tables` makes them from the same arguments; prints the target-power
+    answer (:func:`glmm_steps.power.summary_lines`). Returns the recovery table."""
+    from glmm_steps import power, tables
 
-    estimates = read_tables(estimate_paths, ESTIMATE_COLUMNS)
-    fits = read_tables(fit_paths, FIT_COLUMNS)
-    table = summarise(estimates, fits, alpha, power_terms, list(designs))
-    for i, key in enumerate(dict.fromkeys(k for values in designs.values() for k in values)):
-        table.insert(2 + i, key, table["design"].map(lambda d, k=key: designs[d].get(k, NAN)))
-    write_csv(table, outputs["table"])
-    study_plot.draw_all(estimates, table, list(designs), outputs)
-    if "power_table" in outputs:
-        swept = list(dict.fromkeys(k for values in designs.values() for k in values))
-        powers = power.power_table(table, swept, target_power)
-        write_csv(powers, outputs["power_table"])
-        model = table["model"].iloc[0] if len(table) else ""
-        power.power_curve_plot(
-            powers, outputs["power_curve"], f"{model}: {int(table['n_replicates'].max())} replicates per design"
-        )
-        for line in power.summary_lines(powers):
-            print(line)
+    _, table, powers = study_tables(estimate_paths, fit_paths, alpha, power_terms, designs, target_power)
+    tables.write_table(table, outputs["table"], digits=tables.SIGNIFICANT_DIGITS)
+    tables.write_table(powers, outputs["power_table"], digits=tables.SIGNIFICANT_DIGITS)
+    for line in power.summary_lines(powers):
+        print(line)
     return table

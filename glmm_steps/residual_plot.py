@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmm_steps.plot import MAX_POINTS, message, plt, save_png
+from glmm_steps.figures import message, plt, save_png
+from glmm_steps.plot import MAX_POINTS
 from glmm_steps.tables import read_table
 
 QUANTILES = (0.25, 0.5, 0.75)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmm_steps.plot import message_figure, plt, save_png
+from glmm_steps.figures import message_figure, plt, save_png
 
 NOMINAL = 0.95
 
@@ -140,11 +140,36 @@ def power_plot(table: pd.DataFrame, designs: list[str], path: str | Path, title:
     save_png(fig, path)
 
 
-def draw_all(estimates: pd.DataFrame, table: pd.DataFrame, designs: list[str], outputs: dict[str, str]) -> None:
-    """Draw the estimates, coverage and power PNGs of one study model (``outputs`` keys)."""
+def _title(table: pd.DataFrame) -> str:
     model = table["model"].iloc[0] if len(table) else ""
     n = int(table["n_replicates"].max()) if len(table) else 0
-    title = f"{model}: {n} replicates per design"
+    return f"{model}: {n} replicates per design"
+
+
+def draw_all(estimates: pd.DataFrame, table: pd.DataFrame, designs: list[str], outputs: dict[str, str]) -> None:
+    """Draw the estimates, coverage and power PNGs of one study model (``outputs`` keys)."""
+    title = _title(table)
     estimates_plot(estimates, table, designs, outputs["estimates"], title)
     coverage_plot(table, designs, outputs["coverage"], title)
     power_plot(table, designs, outputs["power"], title)
+
+
+def study_plots_to_files(
+    estimate_paths: list[str],
+    fit_paths: list[str],
+    outputs: dict[str, str],
+    alpha: float,
+    power_terms: list[str] | None,
+    designs: dict[str, dict[str, float]],
+    target_power: float | None = None,
+) -> None:
+    """The study plots step: from a study model's batch tables (the tables of
+    :func:`glmm_steps.recovery.study_tables`, same arguments), draw the estimates,
+    coverage and power PNGs (:func:`draw_all`) and the power curve
+    (:func:`glmm_steps.power.power_curve_plot`), at the ``outputs`` keys."""
+    from glmm_steps import power
+    from glmm_steps.recovery import study_tables
+
+    estimates, table, powers = study_tables(estimate_paths, fit_paths, alpha, power_terms, designs, target_power)
+    draw_all(estimates, table, list(designs), outputs)
+    power.power_curve_plot(powers, outputs["power_curve"], _title(table))

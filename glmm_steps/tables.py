@@ -19,6 +19,8 @@ import pandas as pd
 # and models.<name>.table_format): 100,000 rows are 3-8 MB of CSV, written in under a second;
 # a million rows of predictions take seconds.
 LARGE_ROWS = 100_000
+# The significant digits of every number in a result table (CSV and Parquet alike).
+SIGNIFICANT_DIGITS = 10
 # Fixed here, not left to pyarrow's defaults: the same table must give the same bytes.
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "write_statistics": True, "data_page_version": "2.0"}
 

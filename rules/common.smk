@@ -29,6 +29,45 @@ onstart:
             sys.exit(1)
 
 
+def end_run():
+    """Let the Snakemake process exit as soon as its run is over (onsuccess/onerror).
+
+    Two waits followed every finished run: each scheduling round arms a non-daemon
+    ``threading.Timer`` of the ``--max-jobs-per-timespan`` span (1 s by default;
+    Snakemake cannot parse a shorter one: "100ms" reads as 100 minutes) and Python's
+    exit waits for the last one; then the interpreter's final garbage collections walk
+    every object of the loaded libraries (0.5 s here). Nothing is left to schedule, so
+    the timers are cancelled, and the heap is frozen (``gc.freeze``: moved out of the
+    collector's reach; the process frees it when it ends)."""
+    import gc
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+    gc.freeze()
+
+
+def study_batch_files():
+    """The inputs of a study model's recovery and plots steps: its batch tables."""
+    return {
+        kind: lambda w, kind=kind: [
+            out(f"batch_{kind}", model=w.model, design=b.design, batch=b.name) for b in PLAN.batches_of(w.model)
+        ]
+        for kind in ("estimates", "fits")
+    }
+
+
+def study_summary_params():
+    """The params of a study model's recovery and plots steps (glmm_steps.recovery.study_tables)."""
+    return {
+        "alpha": lambda w: PLAN.config["models"][w.model]["alpha"],
+        "power_terms": lambda w: PLAN.config["models"][w.model].get("power_terms"),
+        "target_power": lambda w: PLAN.config["models"][w.model].get("target_power"),
+        "designs": lambda w: {d: PLAN.design_point(w.model, d).values for d in PLAN.design_names(w.model)},
+    }
+
+
 def extract_outputs(fmt):
     """The extract step's outputs, predictions and random effects as `fmt` files."""
     return {t: out(t, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt) for t in paths.TABLES}

@@ -74,3 +74,27 @@ use rule effect_plot as prediction_plot with:
     params:
         kind="predictions_new",
         response=lambda w: PLAN.config["models"][w.model]["formula"].split("~")[0].strip(),
+
+
+# A study model's figures, drawn from its batch files beside (not after) the recovery
+# job that writes its tables.
+rule study_plots:
+    input:
+        **study_batch_files(),
+    output:
+        **{
+            p: report(
+                out("recovery_plot", model="{model}", plot=p),
+                caption="../report/recovery_plots.rst",
+                category="studies",
+                subcategory="{model}",
+                labels={"model": "{model}", "plot": p},
+            )
+            for p in paths.RECOVERY_PLOTS
+        },
+    log:
+        out("log", rule="study_plots", name="{model}"),
+    params:
+        **study_summary_params(),
+    script:
+        "../scripts/study_plots.py"

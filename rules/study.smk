@@ -51,32 +51,14 @@ rule study_batch:
 
 rule recovery:
     input:
-        estimates=lambda w: [
-            out("batch_estimates", model=w.model, design=b.design, batch=b.name) for b in PLAN.batches_of(w.model)
-        ],
-        fits=lambda w: [
-            out("batch_fits", model=w.model, design=b.design, batch=b.name) for b in PLAN.batches_of(w.model)
-        ],
+        **study_batch_files(),
     output:
-        **{
-            p: report(
-                out("recovery_plot", model="{model}", plot=p),
-                caption="../report/recovery_plots.rst",
-                category="studies",
-                subcategory="{model}",
-                labels={"model": "{model}", "plot": p},
-            )
-            for p in paths.RECOVERY_PLOTS
-        },
         table=out("recovery", model="{model}"),
         power_table=out("power", model="{model}"),
     log:
         out("log", rule="recovery", name="{model}"),
     params:
-        alpha=lambda w: PLAN.config["models"][w.model]["alpha"],
-        power_terms=lambda w: PLAN.config["models"][w.model].get("power_terms"),
-        target_power=lambda w: PLAN.config["models"][w.model].get("target_power"),
-        designs=lambda w: {d: PLAN.design_point(w.model, d).values for d in PLAN.design_names(w.model)},
+        **study_summary_params(),
     script:
         "../scripts/recovery.py"
 

@@ -44,7 +44,7 @@ def test_check_passes_the_default_config_and_writes_nothing(work):
     before = _files(work)
     proc = glmm_steps(work, "check")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "config/config.yaml: config ok, 25 jobs for a fresh run, results in results\n"
+    assert proc.stdout == "config/config.yaml: config ok, 26 jobs for a fresh run, results in results\n"
     assert _files(work) == before and not (work / "results").exists()
 
 

@@ -5,8 +5,10 @@ import math
 import pandas as pd
 import pytest
 
-from glmm_steps.batch import ESTIMATE_COLUMNS, FIT_COLUMNS
+from glmm_steps import paths
+from glmm_steps.columns import ESTIMATE_COLUMNS, FIT_COLUMNS
 from glmm_steps.recovery import COLUMNS, read_tables, recovery_to_files, summarise
+from glmm_steps.study_plot import study_plots_to_files
 
 NAN = float("nan")
 
@@ -124,25 +126,21 @@ def test_a_design_whose_every_fit_failed_is_kept(tables):
 
 
 def test_files_round_trip(tables, tmp_path):
-    """Through CSV and back (as the recovery step reads batches) the numbers are the same,
-    the empty group of a fixed effect stays empty, and the swept value becomes a column."""
+    """Through CSV and back (as the recovery and study plots steps read batches) the
+    numbers are the same, the empty group of a fixed effect stays empty, and the swept
+    value becomes a column; the plots step draws its four figures from the same files."""
     estimates, fits = tables
     estimates.to_csv(tmp_path / "e.csv", index=False)
     fits.to_csv(tmp_path / "f.csv", index=False)
     assert read_tables([tmp_path / "e.csv"], ESTIMATE_COLUMNS)["group"].tolist()[:3] == ["", "", "g"]
-    outputs = {
-        "table": str(tmp_path / "recovery.csv"),
-        **{p: str(tmp_path / f"{p}.png") for p in ("estimates", "coverage", "power")},
-    }
-    table = recovery_to_files(
-        [str(tmp_path / "e.csv")],
-        [str(tmp_path / "f.csv")],
-        outputs,
-        0.05,
-        None,
-        {"a": {"levels.g.n": 4}, "b": {"levels.g.n": 8}},
-    )
+    designs = {"a": {"levels.g.n": 4}, "b": {"levels.g.n": 8}}
+    outputs = {"table": str(tmp_path / "recovery.csv"), "power_table": str(tmp_path / "power.csv")}
+    table = recovery_to_files([str(tmp_path / "e.csv")], [str(tmp_path / "f.csv")], outputs, 0.05, None, designs)
     assert list(table["levels.g.n"]) == [4] * 3 + [8] * 3
     pd.testing.assert_frame_equal(table.drop(columns="levels.g.n"), summarise(*tables))
-    for p in ("estimates", "coverage", "power"):
+    powers = pd.read_csv(tmp_path / "power.csv")
+    assert list(powers["levels.g.n"]) == [4, 8] and powers["power"].between(0, 1).all()
+    plots = {p: str(tmp_path / f"{p}.png") for p in paths.RECOVERY_PLOTS}
+    study_plots_to_files([str(tmp_path / "e.csv")], [str(tmp_path / "f.csv")], plots, 0.05, None, designs)
+    for p in paths.RECOVERY_PLOTS:
         assert (tmp_path / f"{p}.png").stat().st_size > 1000

@@ -71,10 +71,10 @@ def test_sweep_crosses_keys_into_named_design_points():
     last = points["site.n=5,y.coefficients.visit=0.25"].spec
     assert last["levels"][0]["n"] == 5 and last["outcomes"]["y"]["coefficients"]["visit"] == 0.25
     assert config["datasets"]["sim"]["simulate"]["levels"][0]["n"] == 3, "the base design is untouched"
-    # 4 design points x 1 batch of 10, a recovery job, the report's tables and `all` (no
-    # per-seed fits to summarise)
+    # 4 design points x 1 batch of 10, the recovery and study plots jobs, the report's
+    # tables and `all` (no per-seed fits to summarise)
     assert [b.name for b in plan.batches] == ["0-9"] * 4
-    assert plan.job_count == 4 + 1 + 1 + 1
+    assert plan.job_count == 4 + 2 + 1 + 1
     assert plan.replicate_seeds("m", 3, 4) == [(3, study.replicate_seed(7, 3)), (4, study.replicate_seed(7, 4))]
 
 
@@ -112,12 +112,13 @@ def test_power_terms_checked():
 def test_absurd_job_count_is_refused_with_the_count():
     cfg = _config(replicates=1_000_000, sweep={"levels.site.n": [2, 3]})
     msg = _error(cfg)
-    # 1,000,000 / 500 per batch (the default) x 2 design points, + recovery, the report's tables and `all`
-    assert msg.startswith("config error: datasets.sim.replicates: this config makes 4,003 jobs")
+    # 1,000,000 / 500 per batch (the default) x 2 design points, + recovery, study plots,
+    # the report's tables and `all`
+    assert msg.startswith("config error: datasets.sim.replicates: this config makes 4,004 jobs")
     assert "= 4,000 batch jobs" in msg and "max_jobs (2,000)" in msg
-    cfg["max_jobs"] = 4_003
+    cfg["max_jobs"] = 4_004
     cfg["datasets"]["sim"]["replicates"] = 30  # the cap is configurable; keep the expansion small
-    assert check_config(cfg).job_count == 2 + 3
+    assert check_config(cfg).job_count == 2 + 4
 
 
 def test_recovery_settings_are_not_fit_settings():
@@ -149,8 +150,9 @@ def test_default_config_has_a_small_study(root):
     spec = plan.config["datasets"]["bp_recovery"]
     assert spec["replicates"] == 50 and spec["simulate"] == plan.config["datasets"]["bp_study"]["simulate"]
     assert [(b.design, b.name) for b in plan.batches] == [("base", "0-49")]
-    # 3 fits x (fit, extract, plot, effects, effect_plot), the study's 2, bookkeeping, the report's tables
-    assert plan.job_count <= 25
+    # 3 fits x (fit, extract, plot, effects, effect_plot), the study's 3 (batch, recovery,
+    # plots), bookkeeping, the report's tables
+    assert plan.job_count <= 26
 
 
 @pytest.fixture(scope="module")

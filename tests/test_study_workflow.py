@@ -63,9 +63,10 @@ def test_plan_counts_the_jobs_snakemake_schedules(study_run):
     workdir, config, proc = study_run
     total = re.search(r"^\s*total\s+(\d+)", proc.stdout + proc.stderr, re.M)
     assert total, proc.stderr
-    # 2 design points x 2 batches (0-3, 4-5), recovery, the report's tables, all; plus the one replicate
-    assert load_config(config).job_count == 7
-    assert int(total.group(1)) == 7 + 1
+    # 2 design points x 2 batches (0-3, 4-5), recovery, study plots, the report's tables,
+    # all; plus the one replicate
+    assert load_config(config).job_count == 8
+    assert int(total.group(1)) == 8 + 1
 
 
 def test_recovery_counts_failed_replicates(study_run):
