@@ -10,7 +10,7 @@ import sys
 
 from snakemake.utils import update_config
 
-from glmm_steps import bootstrap, cluster, integrity, paths, study
+from glmm_steps import bootstrap, cluster, integrity, paths, process_exit, study
 from glmm_steps.config import check_config, read_yaml
 from glmm_steps.errors import GlmmError
 from glmm_steps.summary import closing_summary, study_power_lines
@@ -99,7 +99,7 @@ onsuccess:
     # A sample-size study's answer: the smallest swept size reaching target_power.
     for line in study_power_lines(PLAN):
         print(line, file=sys.stderr)
-    end_run()
+    process_exit.end_run()
 
 
 onerror:
@@ -108,4 +108,4 @@ onerror:
         "finished outputs are kept: fix the cause and rerun the same command to go on",
         file=sys.stderr,
     )
-    end_run()
+    process_exit.end_run()

@@ -36,7 +36,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYO
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -52,7 +51,7 @@ import yaml  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from glmm_steps import batch, paths, power, recovery, study_plot  # noqa: E402
+from glmm_steps import batch, paths, power, process_exit, recovery, study_plot  # noqa: E402
 from glmm_steps.config import load_config, read_yaml  # noqa: E402
 from glmm_steps.engines.base import ModelSpec  # noqa: E402
 from glmm_steps.extract import write_csv  # noqa: E402
@@ -94,7 +93,7 @@ def run_loop(config_path: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = plan.config["datasets"]["reference"]["replicates"]
     # As every job does on entering its log (glmm_steps.logs.to_log): the libraries'
     # objects are kept out of the collector's walks.
-    gc.freeze()
+    process_exit.freeze_loaded()
     # run_batch is itself the plain loop (fit_replicate per seed), here over every replicate.
     start, cpu = time.perf_counter(), time.process_time()
     estimates, fits = batch.run_batch(design, spec, "base", plan.replicate_seeds(MODEL, 0, n - 1))

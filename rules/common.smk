@@ -29,25 +29,6 @@ onstart:
             sys.exit(1)
 
 
-def end_run():
-    """Let the Snakemake process exit as soon as its run is over (onsuccess/onerror).
-
-    Two waits followed every finished run: each scheduling round arms a non-daemon
-    ``threading.Timer`` of the ``--max-jobs-per-timespan`` span (1 s by default;
-    Snakemake cannot parse a shorter one: "100ms" reads as 100 minutes) and Python's
-    exit waits for the last one; then the interpreter's final garbage collections walk
-    every object of the loaded libraries (0.5 s here). Nothing is left to schedule, so
-    the timers are cancelled, and the heap is frozen (``gc.freeze``: moved out of the
-    collector's reach; the process frees it when it ends)."""
-    import gc
-    import threading
-
-    for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer):
-            thread.cancel()
-    gc.freeze()
-
-
 def study_batch_files():
     """The inputs of a study model's recovery and plots steps: its batch tables."""
     return {
