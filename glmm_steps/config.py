@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +163,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+@functools.cache
+def _parsed_schema() -> dict[str, Any]:
+    # The project's own schema, not user input: read once per process by libyaml's
+    # parser where present (about 0.1 s less of every Snakemake start than pure Python).
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def _schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema (config/schema.yaml), a fresh copy the caller may change."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def _key_path(error) -> str:

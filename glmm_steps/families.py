@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from glmm_steps.errors import ConfigError
 
@@ -169,6 +169,8 @@ def optimize_nb_theta(
 
     Returns ``(theta, model at theta, evaluations)``. The model returned is a fit at
     the optimum itself (refitted if Brent's last evaluation was elsewhere)."""
+    from scipy import optimize  # here: every Snakemake start loads this module, not the optimizer
+
     fits: dict[float, Any] = {}
 
     def deviance(log_theta: float) -> float:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from glmm_steps.engines.base import INTERVAL_COLUMNS as PROFILE_COLUMNS  # noqa: F401 (the engines' table)
 from glmm_steps.errors import ConfigError
@@ -47,6 +47,8 @@ def _minimise(
     deviance: Callable[[np.ndarray], float], start: np.ndarray, lower: np.ndarray, upper: np.ndarray, scale: np.ndarray
 ) -> tuple[float, np.ndarray]:
     """Minimise ``deviance`` over a box, in parameters divided by ``scale``."""
+    from scipy import optimize  # here: every Snakemake start loads this module, not the optimizer
+
     if len(start) == 0:
         return float(deviance(start)), start
     bounds = list(zip(lower / scale, upper / scale))
@@ -80,6 +82,8 @@ def profile_limits(
     (-2 logLik) at a full parameter vector, ``estimate`` its minimiser, ``lower`` and
     ``upper`` the box, ``scale`` a typical size of each parameter's uncertainty (for
     the first steps and the inner optimiser's conditioning). Returns (low, high)."""
+    from scipy import optimize  # as in _minimise
+
     estimate = np.asarray(estimate, dtype=float)
     lower = np.asarray(lower, dtype=float)
     upper = np.asarray(upper, dtype=float)

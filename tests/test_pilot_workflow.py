@@ -154,3 +154,31 @@ def test_rerun_nothing_then_what_a_change_needs(pilot_run):
     data.write_text(data.read_text().replace("249.56", "249.57", 1))
     counts = _dry_run(workdir, edited_path)
     assert counts["pilot_design"] == 1 and counts["study_batch"] == 2
+
+
+def test_a_pilot_fit_that_fails_stops_the_run_in_one_line(tmp_path):
+    """A pilot whose data pass the config check but whose fit fails (sleepstudy with the
+    reaction times scaled by 1e200: finite, so accepted, and no optimizer converges) stops
+    the run at the pilot's own job, before any batch: its one-line reason is printed and
+    kept in the job's log, no traceback, and no study output is written."""
+    data = pd.read_csv(REFERENCE / "data" / "sleepstudy.csv")
+    data.assign(Reaction=data["Reaction"] * 1e200).to_csv(tmp_path / "sleep_huge.csv", index=False)
+    config = {
+        "datasets": {
+            "sleep": {"path": "sleep_huge.csv"},
+            "from_pilot": {"replicates": 4, "base_seed": 1, "batch_size": 4, "simulate": {"from_model": "pilot"}},
+        },
+        "models": {
+            "pilot": {"dataset": "sleep", "formula": "Reaction ~ Days + (Days | Subject)"},
+            "pilot_power": {"dataset": "from_pilot", "formula": "Reaction ~ Days + (Days | Subject)"},
+        },
+    }
+    proc = run_snakemake(tmp_path, "--configfile", str(_write(tmp_path, config)), check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    reason = "error: the pilot fit of 'pilot' to sleep_huge.csv failed: "
+    assert reason in " ".join(output.split()), output[-3000:]
+    assert (tmp_path / "results" / "logs" / "pilot_design" / "pilot.log").read_text().startswith(reason)
+    assert "Traceback" not in output
+    assert not (tmp_path / "results" / "pilots" / "pilot" / "design.json").exists()
+    assert not (tmp_path / "results" / "studies").exists()
