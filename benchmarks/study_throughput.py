@@ -5,7 +5,8 @@ Runs, in one invocation, a study of the reference design (bp ~ time + (1 | hospi
 
 1. a plain Python loop in this process over the same glmm_steps functions a batch job
    calls (simulate, fit, tidy each replicate; then the recovery table and plots);
-2. the real workflow: snakemake --cores N in a temporary folder (batch jobs + recovery),
+2. the real workflow: snakemake --cores N in a temporary folder (batch jobs, then the
+   recovery and study plots jobs side by side),
    then a second snakemake invocation with nothing changed.
 
 3. when Rscript is on the PATH, the same replicates looped in R with lme4's ``refit``
@@ -210,7 +211,7 @@ def main() -> None:
 
         pipeline, pipeline_cpu, _ = run_snakemake(workdir, config_path, args.cores)
         print(
-            f"pipeline (snakemake, {n_batches} batch jobs + recovery): {pipeline:.1f} s wall, "
+            f"pipeline (snakemake, {n_batches} batch jobs, recovery and plots): {pipeline:.1f} s wall, "
             f"{pipeline_cpu:.1f} s CPU (CPU ratio pipeline/loop {pipeline_cpu / loop_cpu:.2f})"
         )
         noop, noop_cpu, output = run_snakemake(workdir, config_path, args.cores)

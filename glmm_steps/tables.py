@@ -10,7 +10,9 @@ level are fixed here rather than left to pyarrow's defaults.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,37 @@ LARGE_ROWS = 100_000
 SIGNIFICANT_DIGITS = 10
 # Fixed here, not left to pyarrow's defaults: the same table must give the same bytes.
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "write_statistics": True, "data_page_version": "2.0"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _text(values: tuple[str, ...]):
+    return pd.array(list(values), dtype="str")
+
+
+def from_columns(columns: dict[str, Any]) -> pd.DataFrame:
+    """The table of equal-length ``columns`` (name -> values), as ``pd.DataFrame(columns)``
+    gives it for text and float columns: a tuple or list of strings becomes a column of
+    pandas' str dtype (its array built once per distinct list of strings), anything
+    else float64. Built without pandas' per-column inference: 10-15 µs for a small table
+    against 60-90 µs from a dict, and a study's refit makes two per replicate. Every
+    column is the table's own (pandas does not track arrays shared this way for
+    copy-on-write)."""
+    # Each table gets its own copy of a cached text array (a new wrapper of the same
+    # immutable Arrow data, 0.4 µs): a frame built this way does not register shared
+    # arrays for copy-on-write, so a shared one would be changed in place by an edit.
+    arrays = [
+        _text(tuple(v)).copy()
+        if isinstance(v, tuple | list) and v and isinstance(v[0], str)
+        else np.array(v, dtype=float)  # a copy, never the caller's array
+        for v in columns.values()
+    ]
+    n = len(arrays[0]) if arrays else 0
+    if any(len(a) != n for a in arrays):
+        raise ValueError("columns of different lengths")
+    # pandas' own constructor behind DataFrame(dict), less the inference (pinned pandas).
+    return pd.DataFrame._from_arrays(
+        arrays, columns=pd.Index(list(columns)), index=pd.RangeIndex(n), verify_integrity=False
+    )
 
 
 def format_of(path: str | Path) -> str:

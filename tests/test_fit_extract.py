@@ -200,3 +200,26 @@ def test_engine_messages_name_the_users_columns():
     result = fit_model(pd.DataFrame({"y": y, "x": x, "site": site}), spec, answers={})
     few = [w for w in result.warnings if "only 3 levels" in w]
     assert few and "'site'" in few[0] and "g__" not in " ".join(result.warnings)
+
+
+def test_from_columns_builds_the_table_a_dict_builds():
+    """tables.from_columns (the refit path's fast constructor) gives the frame
+    pd.DataFrame(dict) gives: same values, dtypes, index and column names, and a table
+    built from shared text arrays is changed by copy, not in place."""
+    import numpy as np
+    import pandas as pd
+
+    from glmm_steps import tables
+
+    columns = {"group": ("g", "Residual"), "term": ["(Intercept)", "(Intercept)"], "sd": (1.5, np.nan)}
+    fast, slow = tables.from_columns(columns), pd.DataFrame({k: list(v) for k, v in columns.items()})
+    pd.testing.assert_frame_equal(fast, slow)
+    again = tables.from_columns(columns)
+    again.loc[0, "group"] = "other"
+    assert fast.loc[0, "group"] == "g" and again.loc[0, "group"] == "other"
+    values = np.array([1.0, 2.0])
+    table = tables.from_columns({"x": values})
+    table.loc[0, "x"] = 5.0
+    assert values[0] == 1.0 and table.loc[0, "x"] == 5.0
+    with pytest.raises(ValueError, match="different lengths"):
+        tables.from_columns({"a": ("x",), "b": (1.0, 2.0)})

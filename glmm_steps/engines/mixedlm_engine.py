@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from glmm_steps import families as families_mod
+from glmm_steps import tables
 from glmm_steps.engines import mixedlm_gamma
 from glmm_steps.engines.base import (
     ANOVA_COLUMNS,
@@ -214,15 +215,9 @@ def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None
     if not rows:
         return pd.DataFrame(columns=VARCORR_COLUMNS)
     group, term, variance, sd, correlation = zip(*rows)
-    # In VARCORR_COLUMNS' order; naming the columns again would cost as much as the table.
-    return pd.DataFrame(
-        {
-            "group": list(group),
-            "term": list(term),
-            "variance": np.array(variance, dtype=float),
-            "sd": np.array(sd, dtype=float),
-            "correlation": np.array(correlation, dtype=float),
-        }
+    # In VARCORR_COLUMNS' order.
+    return tables.from_columns(
+        {"group": group, "term": term, "variance": variance, "sd": sd, "correlation": correlation}
     )
 
 
@@ -804,12 +799,8 @@ class Refitter:
             info = np.asarray(core.fixed_information, dtype=float)
             vcov = float(model.sigma) ** 2 * np.linalg.inv((info + info.T) / 2)
         if self.glmm or self.spec.inference == "wald":  # a GLMM's tests are Wald z, as glmer's
-            fixef = pd.DataFrame(
-                {
-                    "term": self.names,
-                    "estimate": np.asarray(model.beta, dtype=float),
-                    "std_error": np.sqrt(np.diag(vcov)),
-                }
+            fixef = tables.from_columns(
+                {"term": self.names, "estimate": model.beta, "std_error": np.sqrt(np.diag(vcov))}
             )
             test = TESTS["wald"]
         else:
