@@ -91,45 +91,60 @@ def _extrapolate(a: list[Any]) -> Any:
 
 
 def jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Derivatives of the array-valued ``f`` at ``x``: shape (len(x),) + f(x).shape."""
+    """Derivatives of the array-valued ``f`` at ``x`` by central differences,
+    Richardson-extrapolated over halving steps: shape (len(x),) + f's value shape.
+    ``f`` takes all its points at once, (m, len(x)) -> (m, ...) values, so a caller
+    can share work between points (a study's Satterthwaite df call it per replicate)."""
     x = np.asarray(x, dtype=float)
     h0 = _steps(x)
-    out = []
+    points, steps = [], []
     for i in range(len(x)):
-        est = []
         h = h0[i]
         for _ in range(_R):
             e = np.zeros_like(x)
             e[i] = h
-            est.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * h))
+            points += [x + e, x - e]
+            steps.append(h)
             h /= 2
-        out.append(_extrapolate(est))
-    return np.asarray(out)
+    values = np.asarray(f(np.array(points)))
+    est = [(values[2 * t] - values[2 * t + 1]) / (2 * h) for t, h in enumerate(steps)]
+    return np.asarray([_extrapolate(est[i * _R : (i + 1) * _R]) for i in range(len(x))])
 
 
-def hessian(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
-    """Hessian of the scalar ``f`` at ``x`` by central second differences,
-    Richardson-extrapolated over halving steps."""
+def hessian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Hessian of a scalar function at ``x`` by central second differences,
+    Richardson-extrapolated over halving steps. ``f`` takes all its points at once,
+    (m, len(x)) -> (m,) values (see :func:`jacobian`)."""
     x = np.asarray(x, dtype=float)
     k = len(x)
     h0 = _steps(x)
-    f0 = float(f(x))
-    H = np.zeros((k, k))
+    points, plan = [x], []
     for i in range(k):
         for j in range(i + 1):
-            est = []
             hi, hj = h0[i], h0[j]
             for _ in range(_R):
                 ei = np.zeros(k)
                 ei[i] = hi
+                plan.append((i, j, len(points), hi, hj))
                 if i == j:
-                    est.append((f(x + ei) - 2 * f0 + f(x - ei)) / hi**2)
+                    points += [x + ei, x - ei]
                 else:
                     ej = np.zeros(k)
                     ej[j] = hj
-                    est.append((f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * hi * hj))
+                    points += [x + ei + ej, x + ei - ej, x - ei + ej, x - ei - ej]
                 hi, hj = hi / 2, hj / 2
-            H[i, j] = H[j, i] = _extrapolate(est)
+    v = [float(value) for value in f(np.array(points))]
+    f0 = v[0]
+    est: dict[tuple[int, int], list[float]] = {}
+    for i, j, at, hi, hj in plan:
+        if i == j:
+            d = (v[at] - 2 * f0 + v[at + 1]) / hi**2
+        else:
+            d = (v[at] - v[at + 1] - v[at + 2] + v[at + 3]) / (4 * hi * hj)
+        est.setdefault((i, j), []).append(d)
+    H = np.zeros((k, k))
+    for (i, j), values in est.items():
+        H[i, j] = H[j, i] = _extrapolate(values)
     return H
 
 
@@ -154,9 +169,10 @@ def satterthwaite_parts(
     varpar: np.ndarray,
     vcov: np.ndarray,
 ) -> SatterthwaiteParts:
-    """lmerTest's ``as_lmerModLT``: ``deviance_vp(theta..., sigma)`` is the (REML or ML)
-    deviance with sigma not profiled out, ``covbeta(theta..., sigma)`` is
-    sigma^2 (X'V^-1X)^-1 at those parameters, ``varpar`` their estimates."""
+    """lmerTest's ``as_lmerModLT``: ``deviance_vp`` is the (REML or ML) deviance with
+    sigma not profiled out and ``covbeta`` sigma^2 (X'V^-1X)^-1, each at a stack of
+    parameter vectors (theta..., sigma), one per row (m, k) -> (m,) and (m, p, p);
+    ``varpar`` their estimates."""
     h = hessian(deviance_vp, varpar)
     values, vectors = np.linalg.eigh((h + h.T) / 2)
     pos = values > 1e-8

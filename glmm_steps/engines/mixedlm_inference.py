@@ -56,16 +56,18 @@ def satterthwaite(model, evaluator=None, vcov: np.ndarray | None = None) -> Satt
         return cache[key]
 
     def deviance_vp(varpar):
-        c = core(varpar[:-1])
-        s2 = varpar[-1] ** 2
-        dev = c.ldL2 + c.pwrss / s2 + n * np.log(2 * np.pi * s2)
+        # Per row (theta..., sigma) as lmerTest's devfun_vp, elementwise over the rows.
+        cores = [core(theta) for theta in varpar[:, :-1]]
+        ldL2, pwrss = np.array([c.ldL2 for c in cores]), np.array([c.pwrss for c in cores])
+        s2 = varpar[:, -1] ** 2
+        dev = ldL2 + pwrss / s2 + n * np.log(2 * np.pi * s2)
         if reml:
-            dev += c.ldRX2 - p * np.log(2 * np.pi * s2)
-        return float(dev)
+            dev += np.array([c.ldRX2 for c in cores]) - p * np.log(2 * np.pi * s2)
+        return dev
 
     def covbeta(varpar):
-        info = np.asarray(core(varpar[:-1]).fixed_information, dtype=float)
-        return varpar[-1] ** 2 * np.linalg.inv((info + info.T) / 2)
+        info = np.array([np.asarray(core(theta).fixed_information, dtype=float) for theta in varpar[:, :-1]])
+        return (varpar[:, -1] ** 2)[:, None, None] * np.linalg.inv((info + info.transpose(0, 2, 1)) / 2)
 
     varpar = np.r_[np.asarray(model.theta, dtype=float), float(model.sigma)]
     vcov = np.asarray(model.vcov(), dtype=float) if vcov is None else vcov
