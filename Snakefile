@@ -31,6 +31,9 @@ except GlmmError as error:
     # One line, no traceback, before any job: existing results stay as they are.
     print(error, file=sys.stderr)
     sys.exit(1)
+# Snakemake's and the project's libraries are loaded: out of the collector's walks from
+# here on, during the run and at exit (a run with nothing to do calls no onsuccess).
+process_exit.freeze_loaded()
 
 
 report: "report/workflow.rst"
