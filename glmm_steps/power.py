@@ -119,8 +119,8 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("power")
     ax.legend(fontsize=8, frameon=False)
-    ax.set_title(
-        title + "\npower with 95% Monte-Carlo intervals (star: smallest size reaching the target)", fontsize=10
-    )
+    # The legend of the target's marks only where there is a target.
+    target = " (dashed: the target; star: the smallest size reaching it)" if "target_power" in table.columns else ""
+    ax.set_title(title + "\npower with 95% Monte-Carlo intervals" + target, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)

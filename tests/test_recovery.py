@@ -144,3 +144,37 @@ def test_files_round_trip(tables, tmp_path):
     study_plots_to_files([str(tmp_path / "e.csv")], [str(tmp_path / "f.csv")], plots, 0.05, None, designs)
     for p in paths.RECOVERY_PLOTS:
         assert (tmp_path / f"{p}.png").stat().st_size > 1000
+
+
+def test_power_curve_explains_its_target_marks_only_with_a_target(monkeypatch, tmp_path):
+    """The power curve's title names the dashed target line and the star only when the
+    study sets target_power (a plain study's curve had a legend for marks it lacked)."""
+    from matplotlib.text import Text
+
+    from glmm_steps import figures, power
+
+    titles = {}
+
+    def record(fig, path):
+        titles[path] = " ".join(t.get_text() for t in fig.findobj(Text) if t.get_text())
+        figures.plt.close(fig)
+
+    monkeypatch.setattr(figures, "save_png", record)
+    recovery = pd.DataFrame(
+        {
+            "model": "m",
+            "design": ["g.n=4", "g.n=8"],
+            "g.n": [4, 8],
+            "effect": "fixed",
+            "group": "",
+            "term": "x",
+            "n_replicates": 100,
+            "power": [0.5, 0.9],
+            "power_mcse": [0.05, 0.03],
+        }
+    )
+    for target in (None, 0.8):
+        table = power.power_table(recovery, ["g.n"], target)
+        power.power_curve_plot(table, f"curve-{target}", "m")
+    assert "star" not in titles["curve-None"] and "dashed" not in titles["curve-None"]
+    assert "star: the smallest size reaching it" in titles["curve-0.8"]
