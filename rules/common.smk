@@ -127,20 +127,29 @@ def current_version(w):
 
 def fit_stages(f):
     """The files the workflow writes for fit ``f`` (a config.Fit), stage by stage, each
-    made from the stages before: simulated data and truth, the fit file, the tables,
-    the plots and the answers (effects, predictions, marginal means). The tables and
-    plots are paths.TABLES and paths.PLOTS, so residuals.csv (scaled_residuals) and
-    plots/residuals.png are in the manifest and repaired like the others."""
+    made from the stages before: simulated data and truth, the fit file, a bootstrap's
+    batches and intervals (intervals: bootstrap; made from the data, placed after the
+    fit so a bad fit file rebuilds them too), the tables, the plots and the answers
+    (effects, predictions, marginal means). The tables and plots are paths.TABLES and
+    paths.PLOTS, so residuals.csv (scaled_residuals) and plots/residuals.png are in the
+    manifest and repaired like the others."""
     keys = dict(model=f.model, version=f.version, replicate=f.replicate)
     fmt = PLAN.table_format(f.model)
+    entry = PLAN.config["models"][f.model]
     simulated = (
         []
         if f.replicate == paths.replicate_id(None)
         else [PLAN.data_path(f.dataset, f.replicate), out("truth", dataset=f.dataset, replicate=f.replicate)]
     )
+    resampled = (
+        [out("bootstrap_batch", batch=b, **keys) for b in bootstrap.batch_names(entry)] + [out("bootstrap", **keys)]
+        if entry.get("intervals") == "bootstrap"
+        else []
+    )
     return [
         simulated,
         [out("fit", **keys)],
+        resampled,
         [out(t, fmt=fmt, **keys) for t in paths.TABLES],
         [out("plot", plot=p, **keys) for p in paths.PLOTS] + answer_targets(f),
     ]

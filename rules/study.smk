@@ -1,5 +1,6 @@
-# Simulation studies: batches of replicates in one job each, then recovery tables
-# and plots; a single replicate can be rerun on demand.
+# Simulation studies: batches of replicates in one job each, then the recovery and
+# power tables (their figures: rule study_plots in plot.smk); a single replicate can be
+# rerun on demand.
 
 
 # simulate: {from_model: <model>}: the pilot model fitted once to its data file, its

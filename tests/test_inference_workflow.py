@@ -140,3 +140,26 @@ def test_binomial_bootstrap_draws_successes_out_of_the_trials() -> None:
     assert set(table["status"]) == {"ok"}
     period2 = table[table["term"] == "period2"]["estimate"]
     assert ((period2 > -4) & (period2 < 1)).all()  # near the fit's -0.99, not a 0/1 refit's
+
+
+@pytest.mark.slow
+def test_the_bootstrap_is_in_the_manifest_and_repaired_like_the_tables(run) -> None:
+    """A bootstrap's batch files and limits are listed in the model version's manifest
+    (their numbers become the tables' intervals), and a batch file whose bytes change is
+    rebuilt on the next run with the limits and tables made from it, not kept."""
+    folder = run / "sleep_boot" / "latest" / "file"
+    version = (run / "sleep_boot" / "latest").resolve().name
+    outputs = json.loads((run / "sleep_boot" / version / "manifest.json").read_text())["outputs"]
+    listed = {p for p in outputs if "/bootstrap" in p}
+    assert listed == {
+        f"models/sleep_boot/{version}/file/bootstrap/batch-{b}.csv" for b in ("0-9", "10-19", "20-23")
+    } | {f"models/sleep_boot/{version}/file/bootstrap.csv"}
+    batch = folder / "bootstrap" / "batch-10-19.csv"
+    original, limits = batch.read_bytes(), (folder / "bootstrap.csv").read_bytes()
+    batch.write_bytes(original.replace(b"\n", b"\n ", 1))  # one byte more: a changed file
+    workdir = run.parent.parent
+    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"))
+    said = " ".join((proc.stdout + proc.stderr).split())
+    mismatch = f"checksum mismatch: results/models/sleep_boot/{version}/file/bootstrap/batch-10-19.csv"
+    assert mismatch in said, said[-2000:]
+    assert batch.read_bytes() == original and (folder / "bootstrap.csv").read_bytes() == limits

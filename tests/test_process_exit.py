@@ -36,7 +36,7 @@ def test_a_process_with_a_pending_timer_exits_at_once_after_end_run():
     waiting = subprocess.Popen([sys.executable, "-c", code.format("pass")])
     try:
         try:
-            waiting.wait(timeout=3)
+            waiting.wait(timeout=1.5)
         except subprocess.TimeoutExpired:
             pass
         assert waiting.poll() is None
