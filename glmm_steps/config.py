@@ -171,7 +171,7 @@ def _parsed_schema() -> dict[str, Any]:
 
 
 def _schema() -> dict[str, Any]:
-    """The config schema (config/schema.yaml), a fresh copy the caller may change."""
+    """The config schema (glmm_steps/config.schema.yaml), a fresh copy the caller may change."""
     return copy.deepcopy(_parsed_schema())
 
 
@@ -442,10 +442,10 @@ def count_jobs(config: dict[str, Any], fits, pilots: dict[str, dict[str, Any]] |
     per-seed fit (``fits``), predict_new and prediction_plot, emmeans for the fits that ask,
     verify and compare for the fits that ask, a manifest per model version, the catalog
     and the summary, per study model its batch jobs, one recovery job and one study_plots
-    job, and one job
-    writing the report's tables as HTML, and a pilot_design job per pilot model a
-    studied dataset is made from (``pilots``: dataset -> from_model mapping). Arithmetic
-    only, so a typo such as ``replicates: 1000000000`` is counted without expanding it."""
+    job, one job writing the report's tables as HTML, and a pilot_design job per pilot
+    model a studied dataset is made from (``pilots``: dataset -> from_model mapping).
+    Arithmetic only, so a typo such as ``replicates: 1000000000`` is counted without
+    expanding it."""
     simulated = {(f.dataset, f.replicate) for f in fits if f.replicate != paths.replicate_id(None)}
     models = config["models"]
     verified = sum(1 for f in fits if models[f.model].get("verify"))
