@@ -209,3 +209,29 @@ def test_failed_fit_gets_explanatory_pngs(bp_data, tmp_path, monkeypatch):
         assert any(t.split() == f"No plot: the fit failed. {stats['error']}".split() for t in drawn[p]), drawn[p]
         assert any(t.startswith("m: huge ~ time + (1 | hospital_id)") for t in drawn[p]), drawn[p]
         assert mpimg.imread(outs[p])[..., :3].std() > 0.01  # the text is on the canvas
+
+
+def test_save_png_draws_a_tight_layout_figure_once_for_the_same_bytes(tmp_path, monkeypatch):
+    """save_png gives the bytes matplotlib's own savefig gives, and after tight_layout
+    draws the figure once (savefig alone draws it twice: a layout pass first)."""
+    from matplotlib.figure import Figure
+
+    from glmm_steps import figures
+
+    def figure():
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.plot([0, 1, 2], [1, 3, 2], "o-")
+        ax.set_title("a title")
+        fig.tight_layout()
+        return fig
+
+    draws, draw = [], Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer: (draws.append(1), draw(self, renderer))[1])
+    plain = figure()
+    plain.savefig(tmp_path / "plain.png", dpi=110, metadata={"Software": None})
+    plt.close(plain)
+    assert len(draws) == 2
+    draws.clear()
+    figures.save_png(figure(), tmp_path / "saved.png")
+    assert len(draws) == 1
+    assert (tmp_path / "saved.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
