@@ -86,7 +86,7 @@ def batch_to_file(
     )
     design = model_matrix.build(formula, frame, factors, where=str(data_path))
     table = refits(frame, spec, formula, design, replicates)
-    tables.write_table(table, output, digits=tables.SIGNIFICANT_DIGITS)
+    tables.write_result(table, output)
     return table
 
 
@@ -116,7 +116,7 @@ def intervals_to_file(batch_paths: list[str | Path], output: str | Path) -> pd.D
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REFIT_COLUMNS)
     table["group"] = table["group"].fillna("")
     out = percentile_intervals(table)
-    tables.write_table(out, output, digits=tables.SIGNIFICANT_DIGITS)
+    tables.write_result(out, output)
     return out
 
 

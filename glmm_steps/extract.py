@@ -222,8 +222,8 @@ def status(result: FitResult) -> str:
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
     """Write a table as CSV or Parquet (by ``path``'s extension), numbers rounded to
-    ``SIGNIFICANT_DIGITS`` significant digits."""
-    tables.write_table(table, path, digits=SIGNIFICANT_DIGITS)
+    ``SIGNIFICANT_DIGITS`` significant digits (:func:`glmm_steps.tables.write_result`)."""
+    tables.write_result(table, path)
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> None:

@@ -203,8 +203,8 @@ def recovery_to_files(
     from glmm_steps import power, tables
 
     _, table, powers = study_tables(estimate_paths, fit_paths, alpha, power_terms, designs, target_power)
-    tables.write_table(table, outputs["table"], digits=tables.SIGNIFICANT_DIGITS)
-    tables.write_table(powers, outputs["power_table"], digits=tables.SIGNIFICANT_DIGITS)
+    tables.write_result(table, outputs["table"])
+    tables.write_result(powers, outputs["power_table"])
     for line in power.summary_lines(powers):
         print(line)
     return table

@@ -94,6 +94,12 @@ def read_table(path: str | Path, columns: list[str] | None = None, csv_dtype: di
     return pd.read_csv(path, usecols=lambda c: c in wanted, dtype=csv_dtype)
 
 
+def write_result(table: pd.DataFrame, path: str | Path) -> None:
+    """Write a result table as CSV or Parquet (by ``path``'s extension), numbers rounded
+    to ``SIGNIFICANT_DIGITS`` significant digits (:func:`write_table`)."""
+    write_table(table, path, digits=SIGNIFICANT_DIGITS)
+
+
 def _round_mantissa(values: np.ndarray, digits: int) -> np.ndarray:
     """``values`` rounded to nearest with enough mantissa bits for ``digits`` decimal
     digits (34 bits for 10): last-bit differences between machines vanish, as in a
