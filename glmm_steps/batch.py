@@ -79,6 +79,9 @@ def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) ->
         return NAN if outcome["residual_sd"] is None else float(outcome["residual_sd"])
     if group not in {lv.name for lv in design.levels} | {c.name for c in design.crossed}:
         return NAN  # an interaction such as a:b has no single simulated SD
+    effects = outcome.get("random_effects", {}).get(group)
+    if effects is not None:  # a pilot's random terms (glmm_steps.outcome_model)
+        return float(effects["sd"][effects["terms"].index(term)]) if term in effects["terms"] else 0.0
     if term == "(Intercept)":
         return float(outcome["random_sd"].get(group, 0.0))
     slope = outcome.get("random_slopes", {}).get(group)
@@ -87,13 +90,21 @@ def _sd_truth(group: str, term: str, outcome: dict[str, Any], design: Design) ->
 
 
 def _cor_truth(group: str, pair: str, outcome: dict[str, Any]) -> float:
+    effects = outcome.get("random_effects", {}).get(group)
+    if effects is not None:
+        terms = effects["terms"]
+        for i, a in enumerate(terms):
+            for j, b in enumerate(terms):
+                if i != j and pair == f"{a}.{b}":
+                    return float(effects["cor"][i][j])
+        return NAN
     slope = outcome.get("random_slopes", {}).get(group)
     if slope is not None and pair == f"(Intercept).{slope['term']}":
         return float(slope["cor"])
     return NAN
 
 
-def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list[dict[str, Any]]:
+def parameters(result: FitResult, truth: dict[str, Any], design: Design, study=None) -> list[dict[str, Any]]:
     """The estimated parameters of one fit, each next to its true value: fixed effects
     with their tests (:func:`glmm_steps.extract.tidy`: the model's ``inference`` and
     ``intervals``), then the variance
@@ -101,10 +112,15 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
     group, ``sd__Observation`` for the residual (a Gamma model's sigma, true value
     the simulated CV), ``theta`` for a negative binomial dispersion, ``cor__<a>.<b>``
     for correlations (true value the simulated slope's correlation with its intercept,
-    else unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none."""
+    else unknown, NaN). ``truth`` is the simulate step's record; a failed fit has none.
+    ``study``: the true parameters in the model's own coefficients, where they are not
+    the generator's by name (:func:`study_truth`)."""
     if not result.ok:
         return []
     outcome = _truth_outcome(result.spec, truth)
+    fixed_truth = study.fixed if study is not None else None
+    if study is not None and study.random:
+        outcome = {**outcome, "random_effects": {**outcome.get("random_effects", {}), **study.random}}
     columns = extract.fixed_columns(result)
     rows = [
         {
@@ -112,7 +128,7 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design) -> list
             "group": "",
             "term": term,
             **{k: (v[i] if hasattr(v, "__len__") and not isinstance(v, str) else v) for k, v in columns.items()},
-            "true_value": _fixed_truth(term, outcome, design),
+            "true_value": fixed_truth.get(term, NAN) if fixed_truth else _fixed_truth(term, outcome, design),
         }
         for i, term in enumerate(result.fixef["term"].tolist())
     ]
@@ -215,6 +231,24 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
         and getattr(design, "fixed_rows", True)
         and spec.intervals == "wald"
         and spec.residual_nsim == 0
+    )
+
+
+def study_truth(design: Design, spec: ModelSpec, factors=()):
+    """The true parameters in ``spec``'s own coefficients where its outcome is simulated
+    through a pilot's model that codes the design's rows otherwise (transforms
+    recomputed from the simulated rows, another reference level): a
+    :class:`glmm_steps.outcome_model.StudyTruth`, or None for an outcome without a
+    pilot's model (its truth is by name)."""
+    from glmm_steps import outcome_model
+
+    formula = _parsed(spec.formula)
+    outcome = next((o for o in design.outcomes if o.name == formula.outcome), None)
+    if outcome is None or outcome.model is None:
+        return None
+    rows, _ = design_rows(design)
+    return outcome_model.study_truth(
+        outcome.model, rows, outcome.intercept, outcome.coefficients, outcome.random_sd, formula, factors
     )
 
 
@@ -336,6 +370,7 @@ def run_batch(
         return one
 
     fit_full = fitter(spec)
+    truth_of_model = study_truth(design, spec, factors)
     # test: lrt compares ML fits: the model's own fit where it is one, else an ML refit.
     reml = spec.family == "gaussian" and spec.reml
     fit_full_ml = fitter(ml_spec(spec)) if compare_with is not None and reml else None
@@ -343,7 +378,7 @@ def run_batch(
     for done, (index, seed) in enumerate(replicates, start=1):
         truth, result = fit_full(seed)
         keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
-        estimates += [{**keys, **row} for row in parameters(result, truth, design)]
+        estimates += [{**keys, **row} for row in parameters(result, truth, design, truth_of_model)]
         if compare_with is not None and result.ok:
             full_ml = fit_full_ml(seed)[1] if fit_full_ml is not None else result
             estimates.append({**keys, **lrt_row(full_ml, fit_other(seed)[1])})

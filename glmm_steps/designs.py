@@ -254,6 +254,7 @@ def check(design, where: str) -> None:
     level, arm label or term that does not exist, a slope without its intercept);
     ``where`` is the design's key path. Raises ConfigError."""
     from glmm_steps.errors import ConfigError
+    from glmm_steps.model_matrix import r_sort_key
 
     levels = [lv.name for lv in design.levels]
     crossed = [c.name for c in design.crossed]
@@ -269,7 +270,7 @@ def check(design, where: str) -> None:
     if a is not None:
         if a.level not in at:
             raise ConfigError(f"{where}.arms.level", f"unknown level '{a.level}' (levels: {', '.join(at)})")
-        if sorted(a.labels)[0] != a.labels[0]:
+        if sorted(a.labels, key=r_sort_key)[0] != a.labels[0]:
             raise ConfigError(
                 f"{where}.arms.labels",
                 f"the reference arm '{a.labels[0]}' must sort first, as "
@@ -315,6 +316,10 @@ def largest_log_mean(design, outcome) -> float:
     largest covariate value. The config check keeps a Poisson outcome's below what
     numpy can draw."""
     data, index = rows(design)
+    if outcome.model is not None:
+        from glmm_steps.outcome_model import largest_linear_predictor
+
+        return largest_linear_predictor(outcome.model, data, outcome.intercept, outcome.coefficients, outcome.random_sd)
     eta = np.full(len(data), float(outcome.intercept))
     for cov, beta in outcome.coefficients.items():
         eta += beta * data[cov].to_numpy(dtype=float)

@@ -2,34 +2,40 @@
 with ``fixef<-`` and ``extend``).
 
 ``simulate: {from_model: <model>, fixed_effects: {...}, extend: {...}}`` takes the named
-model, fitted to its data file, as the generator of an ordinary ``simulate:`` design: the
+model, fitted to its data file, as the generator of a ``simulate:`` design: the
 grouping factors become nested levels (outermost first, by the pilot's nesting), with
 the pilot's numbers of units (a list when unbalanced), the repeated covariate its
-distinct values, and the outcome the pilot's estimates: fixed effects, random-intercept
-SDs, random slopes' SDs and correlations, and the residual SD. ``fixed_effects``
-overrides estimates (the effect size to power for); ``extend`` sets a level's units
-(``hospital_id: 20``: 20 hospitals; ``patient_id: 12``: 12 patients per hospital) or
-the repeated values (``time: [1, 2, ..., 8]``). The design is then checked, swept and
-simulated like any other, so a study's replicates recover the pilot's estimates.
+distinct values, the other variables covariates or treatment arms drawn as in the
+pilot, and the outcome the pilot's fitted model (:mod:`glmm_steps.outcome_model`): its
+formula with its transform state (``scale`` centres, ``poly`` coefficients, factor
+levels and contrasts), its fixed effects by lme4's names (``poly(Days, 2)2``,
+``age:SexMale``), each random term's SDs and correlations, the residual SD.
+``fixed_effects`` overrides estimates by those names (the effect size to power for);
+``extend`` sets a level's units (``hospital_id: 20``: 20 hospitals; ``patient_id:
+12``: 12 patients per hospital) or the repeated values (``time: [1, 2, ..., 8]``). The
+design is then checked, swept and simulated like any other, so a study's replicates
+recover the pilot's estimates.
 
 The work is split so that nothing is fitted while the config is checked (which happens
 at the Snakefile's parse time, in every job):
 
 - :func:`check` (config check): everything knowable without fitting, from the config
   and the data file's columns: the model exists and is fitted to a data file, its form
-  is supported, override names are coefficients of its model matrix, ``extend`` keys
-  are grouping factors or the repeated covariate. It returns the design's *structure*
-  (levels, repeated values, covariates, arms) with placeholder estimates, so sweeps,
-  job counts and the study models are checked as for any design.
+  is supported, its model matrix builds, override names are its coefficients,
+  ``extend`` keys are grouping factors or the repeated covariate. It returns the
+  design's *structure* (levels, repeated values, covariates, arms, the transform
+  state) with placeholder estimates, so sweeps, job counts and the study models are
+  checked as for any design.
 - :func:`design_to_file` (the ``pilot_design`` rule): fits the pilot once and writes
   its design (structure and estimates, before overrides) as JSON.
 - :func:`point_design` (each batch job): that file with the overrides, the extension
   and the design point's swept values applied.
 
-Supported pilots: gaussian, binomial (0/1) or poisson models with nested grouping
-factors, each with a random intercept (``(1 | g)``) and optionally correlated slopes
-(``(1 + x | g)``, at most one slope per factor, of a covariate of the fixed part);
-a fixed part of plain (untransformed) variables without interactions, where
+Supported pilots: gaussian, binomial (0/1) or poisson models with an intercept and
+nested grouping factors, one random term per factor (``(1 | g)``, ``(1 + x + z | g)``,
+``(1 + x || g)``, ``(0 + x | g)``; slopes of any variables and transforms the fixed
+part may use); a fixed part of any terms (transforms, ``poly``, ``factor()``,
+interactions) over variables where
 
 - of the numeric variables that vary within the innermost unit, the repeated covariate
   is a random slope's variable, else the one with fewest distinct values (the first
@@ -38,13 +44,15 @@ a fixed part of plain (untransformed) variables without interactions, where
   level it is constant within (or per row when it varies within the innermost unit):
   binary with the pilot's proportion of 1s when its values are 0 and 1, else normal
   with the pilot's mean and SD over those units;
-- at most one factor (a text column, or one in the dataset's ``factors``), constant
-  within units of a level, becomes treatment arms at that level: its labels are the
-  factor's levels, allocated in the ratio of the pilot's unit counts, its effects the
-  pilot's coefficients (``SexMale``).
+- at most one factor (a text column, one in the dataset's ``factors``, or one the
+  formula wraps in ``factor()``), constant within units of a level, becomes treatment
+  arms at that level: its labels are the factor's levels, allocated in the ratio of
+  the pilot's unit counts.
 
-Anything else (transforms such as ``log(x)`` or ``scale(x)``, interactions, crossed
-factors, trials or offsets) is refused in one line when the config is checked.
+A gaussian pilot's response may be ``log(y)`` (or log2, log10, log1p): it is simulated
+on that scale and written back through the inverse. Anything else (crossed factors,
+two terms of one factor, trials or offsets, other response transforms) is refused in
+one line when the config is checked.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from glmm_steps.errors import ConfigError, GlmmError
@@ -73,14 +82,41 @@ class _Form:
     data: dict[str, Any]
     formula: Any
     groups: tuple[str, ...]
-    slopes: dict[str, str]
-    # the fixed part's variables in the formula's order
+    # the data columns the fixed part and the random slopes read, in the formula's order
     variables: tuple[str, ...]
+    # columns read as factors: the formula's factor() arguments and the dataset's factors
+    factor_columns: frozenset[str]
+    slope_columns: frozenset[str]
+    # the response transform (a key of outcome_model.RESPONSE_INVERSE), None for a column
+    response: str | None
+
+
+def _response(formula, family: str, at: str) -> str | None:
+    from glmm_steps.formula import Call, Name
+    from glmm_steps.outcome_model import RESPONSE_INVERSE
+
+    node = formula.response_node
+    if isinstance(node, Name):
+        return None
+    if (
+        family == "gaussian"
+        and isinstance(node, Call)
+        and node.fn in RESPONSE_INVERSE
+        and len(node.args) == 1
+        and isinstance(node.args[0], Name)
+    ):
+        return node.fn
+    raise ConfigError(
+        at,
+        f"the pilot's response {formula.response} is not supported: use a column, or for a gaussian "
+        f"pilot {', '.join(f'{fn}(y)' for fn in RESPONSE_INVERSE)}",
+    )
 
 
 def _form(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[str, Any], where: str) -> _Form:
     """The pilot's model entry, dataset and formula, checked from the config alone."""
-    from glmm_steps.formula import parse
+    from glmm_steps.formula import columns_of, parse
+    from glmm_steps.model_matrix import factor_columns
 
     at = f"{where}.from_model"
     name = pilot["from_model"]
@@ -90,8 +126,9 @@ def _form(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[str, Any
     data = datasets.get(entry["dataset"], {})
     if "path" not in data:
         raise ConfigError(at, f"model '{name}' is not fitted to a data file")
-    if entry.get("family", "gaussian") not in FAMILIES:
-        raise ConfigError(at, f"a {entry['family']} pilot is not supported (families: {', '.join(FAMILIES)})")
+    family = entry.get("family", "gaussian")
+    if family not in FAMILIES:
+        raise ConfigError(at, f"a {family} pilot is not supported (families: {', '.join(FAMILIES)})")
     try:
         formula = parse(entry["formula"])
     except GlmmError as e:
@@ -100,29 +137,31 @@ def _form(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[str, Any
         raise ConfigError(at, "a pilot with trials or an offset is not supported")
     if not formula.intercept:
         raise ConfigError(at, "a pilot without an intercept is not supported")
-    plain = [t for t in formula.fixed_terms if len(t) == 1 and t[0] in formula.fixed_variables]
-    other = [":".join(t) for t in formula.fixed_terms if t not in plain]
-    if other or len(plain) != len(formula.fixed_variables):
-        shown = ", ".join(other) or ", ".join(formula.fixed_term_labels)
-        raise ConfigError(
-            at, f"the pilot's fixed part must be plain variables without transforms or interactions (it has: {shown})"
-        )
+    response = _response(formula, family, at)
     groups: list[str] = []
-    slopes: dict[str, str] = {}
     for term in formula.random:
-        if len(term.group) != 1 or not term.intercept or len(term.slopes) > 1 or term.group[0] in groups:
+        if len(term.group) != 1 or term.group[0] in groups:
             raise ConfigError(
                 at,
-                f"random term '{term}' is not supported: use (1 | g) or (1 + x | g), one term per grouping factor",
+                f"random term '{term}' is not supported: one term per grouping factor, each a single column "
+                "(nested factors are found from the data)",
             )
-        if term.slopes and term.slopes[0] not in formula.fixed_variables:
-            raise ConfigError(at, f"random term '{term}': its slope must be a variable of the fixed part")
         groups.append(term.group[0])
-        if term.slopes:
-            slopes[term.group[0]] = term.slopes[0]
     if not groups:
         raise ConfigError(at, f"model '{name}' has no random term")
-    return _Form(name, entry, data, formula, tuple(groups), slopes, tuple(t[0] for t in plain))
+    read: dict[str, None] = {}
+    for term in formula.fixed_terms:
+        for label in term:
+            read |= dict.fromkeys(columns_of(formula.variables[label]))
+    read |= dict.fromkeys(formula.slope_columns)
+    used = [g for g in groups if g in read]
+    if used:
+        raise ConfigError(at, f"grouping factor '{used[0]}' is also a variable of the pilot's fixed part or slopes")
+    variables = tuple(c for c in read if c not in formula.response_columns)
+    factors = frozenset(formula.factor_columns) | frozenset(factor_columns(data.get("factors", [])))
+    return _Form(
+        name, entry, data, formula, tuple(groups), variables, factors, frozenset(formula.slope_columns), response
+    )
 
 
 def _nesting(frame: pd.DataFrame, groups: tuple[str, ...], where: str) -> list[str]:
@@ -146,28 +185,36 @@ def _number(value: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
+def _is_factor(frame: pd.DataFrame, column: str, form: _Form) -> bool:
+    col = frame[column]
+    return (
+        column in form.factor_columns
+        or isinstance(col.dtype, pd.CategoricalDtype)
+        or not pd.api.types.is_numeric_dtype(col)
+        or pd.api.types.is_bool_dtype(col)
+    )
+
+
 def _structure(frame: pd.DataFrame, form: _Form, where: str) -> dict[str, Any]:
     """The design's structure from the pilot's model frame (the rows it fits): levels
     with the pilot's units, the repeated covariate's values, covariates and arms. The
-    outcome is left out (:func:`_placeholder_outcome`, :func:`_fitted_outcome`)."""
+    outcome is left out (:func:`_outcome`)."""
+    from glmm_steps.model_matrix import level_text, r_sort_key
+
     order = _nesting(frame, form.groups, where)
     innermost = order[-1]
-    numeric = [
-        v
-        for v in form.variables
-        if pd.api.types.is_numeric_dtype(frame[v]) and not isinstance(frame[v].dtype, pd.CategoricalDtype)
-    ]
-    factors = [v for v in form.variables if v not in numeric]
+    factors = [v for v in form.variables if _is_factor(frame, v, form)]
+    numeric = [v for v in form.variables if v not in factors]
     varying = [v for v in numeric if not _constant_within(frame, v, innermost)]
     if not varying:
         raise ConfigError(
             where,
-            f"no variable of the pilot's fixed part varies within '{innermost}': "
+            f"no numeric variable of the pilot varies within '{innermost}': "
             "from_model needs a repeated covariate (e.g. time)",
         )
     # The time-like variable: a slope's, else the one with fewest distinct values (days
     # of a study, not a measurement that varies by row).
-    sloped = [v for v in varying if v in form.slopes.values()]
+    sloped = [v for v in varying if v in form.slope_columns]
     repeated = sloped[0] if sloped else min(varying, key=lambda v: frame[v].nunique())
     design: dict[str, Any] = {"levels": [], "repeated": {"name": repeated, "values": []}}
     parent = None
@@ -193,15 +240,14 @@ def _structure(frame: pd.DataFrame, form: _Form, where: str) -> dict[str, Any]:
     if covariates:
         design["covariates"] = covariates
     if len(factors) > 1:
-        raise ConfigError(where, f"at most one factor in a pilot's fixed part (it has: {', '.join(factors)})")
+        raise ConfigError(where, f"at most one factor in a pilot (it has: {', '.join(factors)})")
     for v in factors:
         level = next((g for g in order if _constant_within(frame, v, g)), None)
         if level is None:
             raise ConfigError(where, f"factor '{v}' varies within '{innermost}': it must be constant within a level")
-        if v in form.slopes.values():
-            raise ConfigError(where, f"a random slope of factor '{v}' is not supported")
-        units = frame.groupby(level, observed=True)[v].first().astype(str)
-        labels = sorted(units.unique())
+        units = frame.groupby(level, observed=True)[v].first().map(level_text)
+        # R's order of text labels: the study's fits read the simulated column as text.
+        labels = sorted(units.unique(), key=r_sort_key)
         counts = [int((units == label).sum()) for label in labels]
         divisor = reduce(math.gcd, counts)
         design["arms"] = {
@@ -219,58 +265,66 @@ def _columns(form: _Form) -> list[str]:
     return [*form.formula.columns, *factor_columns(form.data.get("factors", []))]
 
 
-def _fixed_names(form: _Form, frame: pd.DataFrame, where: str) -> list[str]:
-    """The pilot's coefficient names as the model-matrix builder names them (no fit)."""
+def _matrices(form: _Form, frame: pd.DataFrame, where: str, state: dict[str, Any] | None = None):
+    """The pilot's model matrices on its rows (the transform state the data decide, or
+    ``state``: the fit's), as the fit step builds them."""
     from glmm_steps.model_matrix import build
 
     try:
-        return build(form.formula, frame, form.data.get("factors", []), where=form.data["path"]).fixed_names
+        return build(form.formula, frame, form.data.get("factors", []), state=state, where=form.data["path"])
     except ConfigError:
         raise
     except GlmmError as e:
         raise ConfigError(where, str(e)) from None
 
 
-def _outcome(form: _Form, design: dict[str, Any], values: dict[str, float], sds: dict, cors: dict) -> dict[str, Any]:
+def _outcome(form: _Form, matrices, values: dict[str, float], sds: dict, cors: dict) -> dict[str, Any]:
     """The ``outcomes`` mapping from coefficients ``values`` (by the builder's names),
-    SDs by (group, term) and correlations by group."""
-    arms = design.get("arms")
-    numeric = [v for v in form.variables if not (arms and v == arms["name"])]
+    SDs by (group, term) and correlations by (group, term, term), with the pilot's
+    formula and transform state (``matrices``: its model matrices)."""
     family = form.entry.get("family", "gaussian")
+    random = []
+    for term, block in zip(form.formula.random, matrices.random):
+        g, names = term.group[0], list(block.names)
+        cor = [[1.0 if a == b else cors.get((g, a, b), cors.get((g, b, a), 0.0)) for b in names] for a in names]
+        random.append({"group": g, "terms": names, "sd": [sds[(g, n)] for n in names], "cor": cor})
     outcome: dict[str, Any] = {
         "family": family,
         "intercept": values["(Intercept)"],
-        "coefficients": {v: values[v] for v in numeric},
-        "random_sd": {g: sds[(g, "(Intercept)")] for g in form.groups},
-        "random_slopes": {g: {"term": t, "sd": sds[(g, t)], "cor": cors.get(g, 0.0)} for g, t in form.slopes.items()},
+        "coefficients": {n: values[n] for n in matrices.fixed_names if n != "(Intercept)"},
+        "random_sd": {
+            r["group"]: r["sd"][r["terms"].index("(Intercept)")] for r in random if "(Intercept)" in r["terms"]
+        },
+        "model": {
+            "formula": form.formula.text,
+            "state": matrices.state,
+            "factors": list(form.data.get("factors", [])),
+            "response": form.response,
+            "random": random,
+        },
     }
-    if arms:
-        outcome["arm_effects"] = {label: values[f"{arms['name']}{label}"] for label in arms["labels"][1:]}
     if form.entry.get("link"):
         outcome["link"] = form.entry["link"]
     if family == "gaussian":
         outcome["residual_sd"] = sds[("Residual", "(Intercept)")]
-    return {form.formula.response: outcome}
+    return {form.formula.outcome: outcome}
 
 
-def _placeholder_outcome(form: _Form, design: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def _placeholder_outcome(form: _Form, matrices) -> dict[str, Any]:
     # Stand-ins until the pilot_design job fits: only the structure is checked with them.
-    sds = {(g, "(Intercept)"): 1.0 for g in form.groups} | {(g, t): 1.0 for g, t in form.slopes.items()}
+    sds = {(t.group[0], n): 1.0 for t, b in zip(form.formula.random, matrices.random) for n in b.names}
     sds[("Residual", "(Intercept)")] = 1.0
-    return _outcome(form, design, dict.fromkeys(names, 0.0), sds, {})
+    return _outcome(form, matrices, dict.fromkeys(matrices.fixed_names, 0.0), sds, {})
 
 
 def _override(design: dict[str, Any], term: str, value: float, response: str) -> bool:
     """Set coefficient ``term`` (a builder name) of ``design``'s outcome; False when it
     is none of its coefficients."""
     outcome = design["outcomes"][response]
-    arms = design.get("arms")
     if term == "(Intercept)":
         outcome["intercept"] = float(value)
     elif term in outcome["coefficients"]:
         outcome["coefficients"][term] = float(value)
-    elif arms and term.startswith(arms["name"]) and term[len(arms["name"]) :] in outcome.get("arm_effects", {}):
-        outcome["arm_effects"][term[len(arms["name"]) :]] = float(value)
     else:
         return False
     return True
@@ -283,9 +337,6 @@ def apply(design: dict[str, Any], pilot: dict[str, Any], where: str) -> dict[str
     design = copy.deepcopy(design)
     response = next(iter(design["outcomes"]))
     known = ["(Intercept)", *design["outcomes"][response]["coefficients"]]
-    arms = design.get("arms")
-    if arms:
-        known += [f"{arms['name']}{label}" for label in arms["labels"][1:]]
     for term, value in (pilot.get("fixed_effects") or {}).items():
         if not _override(design, term, value, response):
             raise ConfigError(f"{where}.fixed_effects.{term}", f"not a fixed effect of the pilot ({', '.join(known)})")
@@ -312,9 +363,9 @@ def check(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[str, Any
     are the schema-checked config sections; ``where`` names the mapping in errors).
     Fits nothing: reads the pilot's columns from its data file and builds its model
     matrix. Returns the design's structure with ``fixed_effects`` and ``extend``
-    applied and placeholder estimates (0 for coefficients, 1 for SDs) where the pilot
-    gives none, to check sweeps and study models against. Raises ConfigError (or
-    DataError for a data file that cannot be fitted as declared)."""
+    applied and placeholder estimates (0 for coefficients, 1 for SDs, no correlation)
+    where the pilot gives none, to check sweeps and study models against. Raises
+    ConfigError (or DataError for a data file that cannot be fitted as declared)."""
     from glmm_steps.data import model_frame, read_data
 
     form = _form(pilot, models, datasets, where)
@@ -329,21 +380,13 @@ def check(pilot: dict[str, Any], models: dict[str, Any], datasets: dict[str, Any
     )
     at = f"{where}.from_model"
     design = _structure(frame, form, at)
-    names = _fixed_names(form, frame, at)
-    arms = design.get("arms")
-    expected = ["(Intercept)", *(v for v in form.variables if not (arms and v == arms["name"]))]
-    expected += [f"{arms['name']}{label}" for label in arms["labels"][1:]] if arms else []
-    if sorted(expected) != sorted(names):
-        raise ConfigError(
-            at,
-            f"the pilot's coefficients ({', '.join(names)}) are not one per variable and per non-reference "
-            "level of its factor: a factor with a reference level or contrasts of its own is not supported",
-        )
-    design["outcomes"] = _placeholder_outcome(form, design, names)
+    matrices = _matrices(form, frame, at)
+    design["outcomes"] = _placeholder_outcome(form, matrices)
     for term in pilot.get("fixed_effects") or {}:
-        if term not in names:
+        if term not in matrices.fixed_names:
             raise ConfigError(
-                f"{where}.fixed_effects.{term}", f"not a fixed effect of '{form.name}' ({', '.join(names)})"
+                f"{where}.fixed_effects.{term}",
+                f"not a fixed effect of '{form.name}' ({', '.join(matrices.fixed_names)})",
             )
     return apply(design, pilot, where)
 
@@ -355,6 +398,7 @@ def fit_design(data_path: str, name: str, entry: dict[str, Any], factors=(), dro
     GlmmError (one line) when the fit fails."""
     from glmm_steps.engines.base import ModelSpec
     from glmm_steps.fit import fit_file
+    from glmm_steps.predict import re_covariance
 
     data = {"path": str(data_path), "factors": list(factors), "drop_missing": drop_missing}
     form = _form({"from_model": name}, {name: entry}, {entry["dataset"]: data}, "pilot")
@@ -362,11 +406,19 @@ def fit_design(data_path: str, name: str, entry: dict[str, Any], factors=(), dro
     if not result.ok:
         raise GlmmError(f"the pilot fit of '{name}' to {data_path} failed: {result.error}")
     design = _structure(result.frame, form, f"pilot {name}")
+    matrices = _matrices(form, result.frame, f"pilot {name}", state=result.transform_state)
     values = dict(zip(result.fixef["term"], result.fixef["estimate"].astype(float)))
     vc = result.varcorr
     sds = {(r.group, r.term): float(r.sd) for r in vc.itertuples() if not str(r.term).startswith("cor(")}
-    cors = {r.group: float(r.correlation) for r in vc.itertuples() if str(r.term).startswith("cor(")}
-    design["outcomes"] = _outcome(form, design, values, sds, cors)
+    cors = {}
+    for term, block in zip(form.formula.random, matrices.random):
+        cov = re_covariance(vc, term.group_name, block.names)
+        sd = np.sqrt(np.diag(cov))
+        for i, a in enumerate(block.names):
+            for j, b in enumerate(block.names):
+                if i != j and sd[i] > 0 and sd[j] > 0:
+                    cors[(term.group[0], a, b)] = float(cov[i, j] / (sd[i] * sd[j]))
+    design["outcomes"] = _outcome(form, matrices, values, sds, cors)
     return design
 
 

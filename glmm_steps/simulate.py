@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glmm_steps import designs, families
+from glmm_steps import designs, families, outcome_model
 from glmm_steps.designs import Arms, Covariate, Missing, Sizes, Slope
 from glmm_steps.errors import GlmmError
+from glmm_steps.outcome_model import OutcomeModel
 
 # numpy's Poisson sampler refuses means near 2**63; the config check keeps designs far below.
 MAX_POISSON_MEAN = 1e18
@@ -58,6 +59,9 @@ class Outcome:
     theta: float | None = None
     shape: float | None = None
     cv: float | None = None
+    # A pilot fit's generator (glmm_steps.outcome_model): the fixed part through its
+    # formula, ``coefficients`` then by lme4's column names, and its random terms.
+    model: OutcomeModel | None = None
 
     @property
     def link(self) -> str:
@@ -142,6 +146,7 @@ def design_from_config(spec: dict[str, Any]) -> Design:
             theta=float(o["theta"]) if o.get("theta") is not None else None,
             shape=float(o["shape"]) if o.get("shape") is not None else None,
             cv=float(o["cv"]) if o.get("cv") is not None else None,
+            model=outcome_model.from_config(o["model"]) if o.get("model") else None,
         )
         for name, o in spec["outcomes"].items()
     )
@@ -173,6 +178,8 @@ def _draw_outcome(
     design: Design, outcome: Outcome, data: pd.DataFrame, index: dict[str, np.ndarray], seed: int
 ) -> np.ndarray:
     rng = np.random.default_rng([seed, zlib.crc32(outcome.name.encode())])
+    if outcome.model is not None:
+        return _draw_model_outcome(outcome, data, index, rng)
     eta = np.full(len(data), float(outcome.intercept))  # float even when built with an int intercept
     for cov, beta in outcome.coefficients.items():
         eta += beta * data[cov].to_numpy(dtype=float)
@@ -195,6 +202,25 @@ def _draw_outcome(
         w = rng.normal(0.0, 1.0, size=len(z))
         effects = slope.sd * (slope.cor * z + np.sqrt(1.0 - slope.cor**2) * w)
         eta += effects[index[lv_name]] * data[slope.term].to_numpy(dtype=float)
+    return _noise(outcome, eta, rng)
+
+
+def _draw_model_outcome(
+    outcome: Outcome, data: pd.DataFrame, index: dict[str, Any], rng: np.random.Generator
+) -> np.ndarray:
+    # The matrices depend on the rows only: built once per design's rows, kept with its
+    # unit indexes, not once per replicate.
+    key = f"model:{outcome.name}"
+    if key not in index:
+        index[key] = outcome_model.matrices(outcome.model, data)
+    matrices = index[key]
+    eta = matrices.X @ outcome_model.coefficient_vector(matrices.fixed_names, outcome.intercept, outcome.coefficients)
+    eta = eta + outcome_model.random_part(outcome.model, matrices, index, rng, outcome.random_sd)
+    return outcome_model.to_response(outcome.model, _noise(outcome, eta, rng))
+
+
+def _noise(outcome: Outcome, eta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The outcome's values given its linear predictor ``eta``: the family's draws."""
     if outcome.family == "gaussian":
         return eta + rng.normal(0.0, outcome.residual_sd or 0.0, size=len(eta))
     if outcome.link != families.default_link(outcome.family) or outcome.family in ("negative_binomial", "gamma"):
@@ -273,7 +299,11 @@ def simulate(design: Design, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
             "residual_sd": outcome.residual_sd,
             "trials": outcome.trials if outcome.family == "binomial" else None,
         }
-        if design.arms is not None:
+        if outcome.model is not None:
+            truth["outcomes"][outcome.name]["random_effects"] = outcome_model.random_truth(
+                outcome.model, outcome.random_sd
+            )
+        elif design.arms is not None:
             a = design.arms
             fixed = truth["outcomes"][outcome.name]["fixed_effects"]
             for label in a.labels[1:]:

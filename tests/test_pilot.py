@@ -65,12 +65,20 @@ def test_checking_a_pilot_config_fits_nothing(no_fitting, tmp_path, capsys):
         ({"from_model": "power_lmm"}, SLEEP_PILOT, "'power_lmm' is not fitted to a data file"),
         ({"from_model": "pilot", "fixed_effects": {"Day": 1}}, SLEEP_PILOT, "fixed_effects.Day: not a fixed effect"),
         ({"from_model": "pilot", "extend": {"Reaction": 3}}, SLEEP_PILOT, "extend.Reaction: not a grouping factor"),
-        ({"from_model": "pilot"}, {**SLEEP_PILOT, "formula": "Reaction ~ log1p(Days) + (1 | Subject)"}, "log1p"),
-        ({"from_model": "pilot"}, {**ORTHO_PILOT, "formula": "distance ~ age * Sex + (1 | Subject)"}, "age:Sex"),
         (
             {"from_model": "pilot"},
-            {**SLEEP_PILOT, "formula": "Reaction ~ Days + (0 + Days | Subject)"},
-            "not supported",
+            {**SLEEP_PILOT, "formula": "sqrt(Reaction) ~ Days + (1 | Subject)"},
+            "response sqrt(Reaction) is not supported",
+        ),
+        (
+            {"from_model": "pilot"},
+            {**SLEEP_PILOT, "formula": "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"},
+            "one term per grouping factor",
+        ),
+        (
+            {"from_model": "pilot", "extend": {"Days": [-1, 0, 1]}},
+            {**SLEEP_PILOT, "formula": "Reaction ~ log(Days + 1) + (1 | Subject)"},
+            "log(Days + 1) is not a finite number",
         ),
         ({"from_model": "pilot"}, {**SLEEP_PILOT, "family": "gamma"}, "a gamma pilot is not supported"),
         ({"from_model": "pilot"}, {**ORTHO_PILOT, "formula": "distance ~ Sex + (1 | Subject)"}, "repeated covariate"),
@@ -83,9 +91,26 @@ def test_what_can_be_known_without_a_fit_is_refused_in_one_line(no_fitting, simu
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def _fixtures() -> dict[tuple[str, str, str], float]:
-    ref = pd.read_csv(REFERENCE / "pilot_fixtures.csv", keep_default_na=False)
+def _fixtures(name: str = "pilot_fixtures.csv") -> dict[tuple[str, str, str], float]:
+    ref = pd.read_csv(REFERENCE / name, keep_default_na=False)
     return {(q, g, t): float(v) for q, g, t, v in zip(ref["quantity"], ref["group"], ref["term"], ref["value"])}
+
+
+def _assert_estimates(outcome: dict, ref: dict) -> None:
+    """The outcome's fixed effects, random terms' SDs and correlations and residual SD are
+    lme4's (the fixture's fixef, sd and cor rows)."""
+    got = {
+        ("fixef", "", "(Intercept)"): outcome["intercept"],
+        ("sd", "Residual", "(Intercept)"): outcome["residual_sd"],
+    }
+    got |= {("fixef", "", n): v for n, v in outcome["coefficients"].items()}
+    for r in outcome["model"]["random"]:
+        got |= {("sd", r["group"], t): sd for t, sd in zip(r["terms"], r["sd"])}
+        got |= {("cor", r["group"], f"{r['terms'][0]}.{t}"): c for t, c in zip(r["terms"][1:], r["cor"][0][1:])}
+        assert outcome["random_sd"][r["group"]] == r["sd"][0]
+    assert set(got) == {k for k in ref if k[0] in ("fixef", "sd", "cor")}
+    for key, value in got.items():
+        assert value == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
 
 
 def test_a_cluster_level_factor_becomes_arms_with_lme4s_estimates(tmp_path):
@@ -98,18 +123,7 @@ def test_a_cluster_level_factor_becomes_arms_with_lme4s_estimates(tmp_path):
     assert design["arms"] == {"name": "Sex", "level": "Subject", "labels": ["Female", "Male"], "ratio": [11, 16]}
     assert [ref[("units", "Subject", s)] for s in ("Female", "Male")] == [11, 16]
     assert design["repeated"] == {"name": "age", "values": [8, 10, 12, 14]}
-    o = design["outcomes"]["distance"]
-    got = {
-        ("fixef", "", "(Intercept)"): o["intercept"],
-        ("fixef", "", "age"): o["coefficients"]["age"],
-        ("fixef", "", "SexMale"): o["arm_effects"]["Male"],
-        ("sd", "Subject", "(Intercept)"): o["random_sd"]["Subject"],
-        ("sd", "Subject", "age"): o["random_slopes"]["Subject"]["sd"],
-        ("cor", "Subject", "(Intercept).age"): o["random_slopes"]["Subject"]["cor"],
-        ("sd", "Residual", "(Intercept)"): o["residual_sd"],
-    }
-    for key, value in got.items():
-        assert value == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
+    _assert_estimates(design["outcomes"]["distance"], ref)
     # a batch's design point: the file, the override by the pilot's own name, the extension, the sweep
     point = pilot.resolve(
         {
@@ -119,7 +133,7 @@ def test_a_cluster_level_factor_becomes_arms_with_lme4s_estimates(tmp_path):
         [str(out)],
         "datasets.power.simulate",
     )
-    assert point["outcomes"]["distance"]["arm_effects"] == {"Male": 1.0} and point["levels"][0]["n"] == 60
+    assert point["outcomes"]["distance"]["coefficients"]["SexMale"] == 1.0 and point["levels"][0]["n"] == 60
     assert design["levels"][0]["n"] == 27  # the file itself is untouched
 
 
@@ -211,5 +225,75 @@ def test_a_slope_at_each_level_is_part_of_the_design(no_fitting):
     config = _config({"from_model": "pilot"}, entry)
     config["datasets"]["bp"] = {"path": str(REFERENCE / "data" / "bp_study_seed123.csv")}
     made = check_config(config).config["datasets"]["power"]["simulate"]
-    slopes = made["outcomes"]["bp"]["random_slopes"]
-    assert {g: s["term"] for g, s in slopes.items()} == {"hospital_id": "time", "patient_id": "time"}
+    terms = {r["group"]: r["terms"] for r in made["outcomes"]["bp"]["model"]["random"]}
+    assert terms == {"hospital_id": ["(Intercept)", "time"], "patient_id": ["(Intercept)", "time"]}
+
+
+ORTHO_TRANSFORMS = "distance ~ poly(age, 2) * Sex + (1 + scale(age) | Subject)"
+
+
+def test_a_pilots_transforms_and_levels_are_reused_as_r_predicts(tmp_path):
+    """Orthodont with an orthogonal quadratic by Sex and a slope on scale(age): the design
+    holds lme4's estimates, and its generator's fixed part on new rows, ages up to 16
+    (beyond the pilot's 14), is lme4's predict(re.form = NA): the pilot's poly basis,
+    scale() centre and SD, and factor levels reapplied, not recomputed."""
+    from glmm_steps import outcome_model
+
+    ref = _fixtures("pilot_transforms.csv")
+    design = pilot.fit_design(ORTHO["path"], "pilot", {"dataset": "ortho", "formula": ORTHO_TRANSFORMS})
+    o = design["outcomes"]["distance"]
+    _assert_estimates(o, ref)
+    assert o["model"]["state"]["scale"]["scale(age)"] == {"center": 11.0, "scale": pytest.approx(2.2465, abs=1e-4)}
+    model = outcome_model.from_config(o["model"])
+    rows = pd.DataFrame(
+        [(age, sex) for sex in ("Female", "Male") for age in (8, 10, 12, 14, 16)], columns=["age", "Sex"]
+    )
+    m = outcome_model.matrices(model, rows)
+    eta = m.X @ outcome_model.coefficient_vector(m.fixed_names, o["intercept"], o["coefficients"])
+    expected = [ref[("predict", sex, str(age))] for age, sex in zip(rows["age"], rows["Sex"])]
+    np.testing.assert_allclose(eta, expected, rtol=1e-5)
+
+
+def test_a_studys_own_transforms_get_the_true_values_that_reproduce_the_pilots():
+    """Extended to ages 8..16, a study's poly(age, 2) and scale(age) are computed from the
+    extended rows: the true values in the recovery are the coefficients, SDs and
+    correlation of those columns that reproduce the pilot's fixed and random parts
+    (R: lm() of predict() on the new basis, and A Sigma A')."""
+    from glmm_steps import batch
+    from glmm_steps.engines.base import ModelSpec
+    from glmm_steps.simulate import design_from_config
+
+    ref = _fixtures("pilot_transforms.csv")
+    fitted = pilot.fit_design(ORTHO["path"], "pilot", {"dataset": "ortho", "formula": ORTHO_TRANSFORMS})
+    extended = pilot.apply(fitted, {"extend": {"Subject": 54, "age": [8, 10, 12, 14, 16]}}, "test")
+    design = design_from_config(extended)
+    spec = ModelSpec.from_config("study", {"dataset": "d", "formula": ORTHO_TRANSFORMS})
+    truth = batch.study_truth(design, spec, ["Subject"])
+    assert set(truth.fixed) == {t for q, _, t in ref if q == "study_fixef"}
+    for term, value in truth.fixed.items():
+        assert value == pytest.approx(ref[("study_fixef", "", term)], rel=1e-4), term
+    subject = truth.random["Subject"]
+    assert subject["terms"] == ["(Intercept)", "scale(age)"]
+    for term, sd in zip(subject["terms"], subject["sd"]):
+        assert sd == pytest.approx(ref[("study_sd", "Subject", term)], rel=1e-4), term
+    assert subject["cor"][0][1] == pytest.approx(ref[("study_cor", "Subject", "(Intercept).scale(age)")], rel=1e-4)
+    # the pilot's own rows: the study codes them as the pilot did, so its truth is by name
+    same = batch.study_truth(design_from_config(fitted), spec, ["Subject"])
+    assert same.fixed is None and same.random == {}
+
+
+def test_a_log_response_is_simulated_on_its_scale_and_written_back():
+    """A gaussian pilot of log(Reaction): the outcome column is exp() of draws whose
+    mean is the pilot's linear predictor on the log scale."""
+    from glmm_steps.simulate import design_from_config, simulate
+
+    entry = {"dataset": "sleep", "formula": "log(Reaction) ~ Days + (Days | Subject)"}
+    design = pilot.fit_design(SLEEP["path"], "pilot", entry)
+    o = design["outcomes"]["Reaction"]
+    assert o["model"]["response"] == "log" and 0.01 < o["coefficients"]["Days"] < 0.05
+    data, truth = simulate(design_from_config(pilot.apply(design, {"extend": {"Subject": 400}}, "test")), 3)
+    by_day = np.log(data["Reaction"]).groupby(data["Days"]).mean()
+    slope = np.polyfit(by_day.index.to_numpy(dtype=float), by_day.to_numpy(), 1)[0]
+    # 400 subjects: the slope's SE is about SD(Days slope) / 20
+    assert abs(slope - o["coefficients"]["Days"]) < 4 * o["model"]["random"][0]["sd"][1] / 20
+    assert truth["outcomes"]["Reaction"]["random_effects"]["Subject"]["terms"] == ["(Intercept)", "Days"]

@@ -36,15 +36,16 @@ CONFIG = {
         "pilot_power": {"dataset": "from_pilot", "formula": "Reaction ~ Days + (Days | Subject)"},
     },
 }
-# A pilot with a subject-level factor (Orthodont's Sex, 11 girls and 16 boys): arms per
-# subject, extended to twice the subjects.
-ORTHO_FORMULA = "distance ~ age + Sex + (age | Subject)"
+# A pilot with a subject-level factor (Orthodont's Sex, 11 girls and 16 boys: arms per
+# subject), an orthogonal quadratic by Sex and a slope on scale(age), extended to twice
+# the subjects and a fifth visit at age 16.
+ORTHO_FORMULA = "distance ~ poly(age, 2) * Sex + (1 + scale(age) | Subject)"
 CONFIG["datasets"]["ortho"] = {"path": "Orthodont.csv"}
 CONFIG["datasets"]["from_ortho"] = {
     "replicates": 60,
     "base_seed": 7,
     "batch_size": 60,
-    "simulate": {"from_model": "ortho_pilot", "extend": {"Subject": 54}},
+    "simulate": {"from_model": "ortho_pilot", "extend": {"Subject": 54, "age": [8, 10, 12, 14, 16]}},
 }
 CONFIG["models"]["ortho_pilot"] = {"dataset": "ortho", "formula": ORTHO_FORMULA}
 CONFIG["models"]["ortho_power"] = {"dataset": "from_ortho", "formula": ORTHO_FORMULA, "residuals": {"nsim": 0}}
@@ -105,26 +106,33 @@ def test_the_batches_simulate_the_pilot_with_its_overrides(pilot_run):
     assert len(pd.read_csv(rep / "data.csv")) == 30 * 12
 
 
-def test_a_factor_pilots_arms_are_recovered(pilot_run):
-    """ortho_power's replicates recover Orthodont's lme4 fit: its fixed effects, the
-    arm effect SexMale included, and residual SD within 4 Monte-Carlo SEs (the
+def test_a_transformed_factor_pilot_is_recovered(pilot_run):
+    """ortho_power's replicates recover Orthodont's lme4 fit as its own columns code it:
+    on the extended rows the study's poly(age, 2) basis and scale(age) differ from the
+    pilot's, so the true values are those that reproduce the pilot's fixed and random
+    parts (R's, tests/reference/pilot_transforms.csv); the fixed effects, SexMale and
+    the interactions included, and the residual SD within 4 Monte-Carlo SEs (the
     random-effect SDs of 54 subjects are biased low, as REML's are, so not asserted)."""
     workdir, _, _ = pilot_run
-    ref = pd.read_csv(REFERENCE / "pilot_fixtures.csv", keep_default_na=False)
+    ref = pd.read_csv(REFERENCE / "pilot_transforms.csv", keep_default_na=False)
     value = {(q, g, t): float(v) for q, g, t, v in zip(ref["quantity"], ref["group"], ref["term"], ref["value"])}
     table = pd.read_csv(workdir / "results" / "studies" / "ortho_power" / "recovery.csv", keep_default_na=False)
     table = table.set_index(["group", "term"])
-    expected = {("", t): value[("fixef", "", t)] for t in ("(Intercept)", "age", "SexMale")}
+    expected = {("", t): v for (q, _, t), v in value.items() if q == "study_fixef"}
     expected[("Residual", "sd__Observation")] = value[("sd", "Residual", "(Intercept)")]
+    assert len(expected) == 7
     for key, truth in expected.items():
         row = table.loc[key]
         assert float(row["true_value"]) == pytest.approx(truth, rel=1e-4), key
         assert int(row["n_estimated"]) == 60, key
         assert abs(float(row["mean_estimate"]) - truth) < 4 * float(row["bias_mcse"]), key
+    for term in ("(Intercept)", "scale(age)"):
+        row = table.loc[("Subject", f"sd__{term}")]
+        assert float(row["true_value"]) == pytest.approx(value[("study_sd", "Subject", term)], rel=1e-4)
     design = json.loads((workdir / "results" / "pilots" / "ortho_pilot" / "design.json").read_text())
     assert design["arms"]["labels"] == ["Female", "Male"] and design["arms"]["ratio"] == [11, 16]
     fits = pd.read_csv(next((workdir / "results" / "studies" / "ortho_power").rglob("fits.csv")))
-    assert (fits["nobs"] == 54 * 4).all()
+    assert (fits["nobs"] == 54 * 5).all()
 
 
 def test_rerun_nothing_then_what_a_change_needs(pilot_run):
