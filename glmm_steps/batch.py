@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glmm_steps import extract, families, model_matrix
+from glmm_steps import extract, families, model_matrix, tables
 from glmm_steps.columns import ESTIMATE_COLUMNS, FIT_COLUMNS
 from glmm_steps.engines.base import FitResult, ModelSpec
 from glmm_steps.errors import DataError, GlmmError
@@ -130,14 +130,15 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design, study=N
             **{k: (v[i] if hasattr(v, "__len__") and not isinstance(v, str) else v) for k, v in columns.items()},
             "true_value": fixed_truth.get(term, NAN) if fixed_truth else _fixed_truth(term, outcome, design),
         }
-        for i, term in enumerate(result.fixef["term"].tolist())
+        for i, term in enumerate(tables.column(result.fixef, "term").tolist())
     ]
     # Rows straight from arrays: a study makes these per replicate, and a table per fit
     # (tidy, then to_dict) costs more than the refit itself. Profile intervals of an SD
     # or correlation (intervals: profile) give the recovery table their coverage
     # (variance_components adds them); Wald intervals leave them empty.
     vcs = extract.variance_components(result) if len(getattr(result, "intervals", ())) else result.varcorr
-    for vc in (dict(zip(vcs.columns, r)) for r in zip(*(vcs[c].tolist() for c in vcs.columns))):
+    names = list(vcs.columns)
+    for vc in (dict(zip(names, r)) for r in zip(*(tables.column(vcs, c).tolist() for c in names))):
         base = {
             "effect": "ran_pars",
             "group": vc["group"],

@@ -58,12 +58,12 @@ def fixed_columns(result: FitResult) -> dict[str, Any]:
     method), for callers that need no table: a study's batch makes these per replicate,
     and a table per fit costs more than the refit itself."""
     fe = result.fixef
-    est = fe["estimate"].to_numpy(dtype=float)
-    se = fe["std_error"].to_numpy(dtype=float)
-    df = fe["df"].to_numpy(dtype=float) if "df" in fe.columns else np.full_like(est, np.nan)
+    est = np.array(tables.column(fe, "estimate"), dtype=float)
+    se = np.array(tables.column(fe, "std_error"), dtype=float)
+    df = np.array(tables.column(fe, "df"), dtype=float) if "df" in fe.columns else np.full_like(est, np.nan)
     stat, p, low, high = inference.t_test(est, se, df)
     interval = np.where(np.isnan(df), "z", "t").astype(object)
-    limits = _interval_limits(result, "fixed", fe["term"], None)
+    limits = _interval_limits(result, "fixed", fe)
     if limits is not None:
         low, high = limits
         interval[:] = result.spec.intervals
@@ -83,12 +83,15 @@ def fixed_columns(result: FitResult) -> dict[str, Any]:
     }
 
 
-def _interval_limits(result: FitResult, effect: str, terms: pd.Series, groups: pd.Series | None):
+def _interval_limits(result: FitResult, effect: str, rows_of: pd.DataFrame):
     """(conf_low, conf_high) arrays from the fit's profile/bootstrap ``intervals`` for
-    the rows (group, term), or None when the fit has none of that ``effect``."""
+    the rows of ``rows_of`` (by ``term``, and for ``ran_pars`` by ``group`` and ``term``),
+    or None when the fit has none of that ``effect``."""
     table = getattr(result, "intervals", None)
     if table is None or not len(table) or not (table["effect"] == effect).any():
         return None
+    terms = rows_of["term"]
+    groups = rows_of["group"] if effect == "ran_pars" else None
     rows = table[table["effect"] == effect]
     key = dict(zip(zip(rows["group"], rows["term"]), zip(rows["conf_low"], rows["conf_high"])))
     groups = [""] * len(terms) if groups is None else list(groups)
@@ -113,7 +116,7 @@ def variance_components(result: FitResult) -> pd.DataFrame:
     conf_low and conf_high (the interval of the SD, or of the correlation, when the
     model's ``intervals`` are profile or bootstrap; else empty), method."""
     vc = result.varcorr.reset_index(drop=True)
-    limits = _interval_limits(result, "ran_pars", vc["term"], vc["group"])
+    limits = _interval_limits(result, "ran_pars", vc)
     low, high = limits if limits is not None else (np.full(len(vc), np.nan), np.full(len(vc), np.nan))
     return vc.assign(conf_low=low, conf_high=high, method=result.spec.method)
 

@@ -205,7 +205,8 @@ def test_engine_messages_name_the_users_columns():
 def test_from_columns_builds_the_table_a_dict_builds():
     """tables.from_columns (the refit path's fast constructor) gives the frame
     pd.DataFrame(dict) gives: same values, dtypes, index and column names, and a table
-    built from shared text arrays is changed by copy, not in place."""
+    built from shared text arrays or a shared column index is changed by copy, not in
+    place."""
     import numpy as np
     import pandas as pd
 
@@ -217,9 +218,64 @@ def test_from_columns_builds_the_table_a_dict_builds():
     again = tables.from_columns(columns)
     again.loc[0, "group"] = "other"
     assert fast.loc[0, "group"] == "g" and again.loc[0, "group"] == "other"
+    # the column index is shared between tables, so renaming one must leave the other alone
+    again.rename(columns={"group": "level"}, inplace=True)
+    again["extra"] = 1.0
+    assert list(fast.columns) == ["group", "term", "sd"] and list(again.columns) == ["level", "term", "sd", "extra"]
+    assert list(tables.from_columns(columns).columns) == ["group", "term", "sd"]
     values = np.array([1.0, 2.0])
     table = tables.from_columns({"x": values})
     table.loc[0, "x"] = 5.0
     assert values[0] == 1.0 and table.loc[0, "x"] == 5.0
     with pytest.raises(ValueError, match="different lengths"):
         tables.from_columns({"a": ("x",), "b": (1.0, 2.0)})
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family"),
+    [
+        ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", "gaussian"),
+        ("sleepstudy.csv", "Reaction ~ Days + (Days || Subject)", "gaussian"),
+        ("sleepstudy.csv", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "gaussian"),
+        ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", "gamma"),
+        ("bp_study_seed123.csv", "hypertension ~ time + (1 | hospital_id) + (time | patient_id)", "binomial"),
+    ],
+)
+def test_variance_components_are_mixedlms_varcorr(data, formula, family):
+    """The engine's variance components and singularity, from covariance blocks built
+    once (a study refit needs both), are mixedlm's own VarCorr() and isSingular() to
+    the bit: block names, variances and correlations."""
+    import warnings
+
+    from conftest import REFERENCE
+
+    from glmm_steps.data import model_frame, read_data
+    from glmm_steps.engines import mixedlm_engine as engine
+    from glmm_steps.formula import parse
+    from glmm_steps.model_matrix import build
+
+    parsed = parse(formula)
+    frame, _ = model_frame(read_data(str(REFERENCE / "data" / data)), parsed, data, family=family)
+    spec = ModelSpec.from_config("m", {"dataset": "d", "formula": formula, "family": family})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, columns, groups = engine.engine_model(frame, spec, parsed, build(parsed, frame))
+    table = engine._varcorr(model, groups, columns)
+    table = table[table["group"] != "Residual"]
+    expected = []
+    for name, g in model.VarCorr().groups.items():
+        group, terms = engine._group_name(name, groups), [columns.get(t, t) for t in g.term_names]
+        expected += [(group, t, float(g.cov[i, i])) for i, t in enumerate(terms)]
+        if g.corr is not None:
+            expected += [
+                (group, f"cor({a},{b})", float(g.corr[i, j]))
+                for i, a in enumerate(terms)
+                for j, b in enumerate(terms)
+                if i < j
+            ]
+    got = [
+        (g, t, c if t.startswith("cor(") else v)
+        for g, t, v, c in zip(table["group"], table["term"], table["variance"], table["correlation"])
+    ]
+    assert sorted(got) == sorted(expected) and len(got) > 1
+    assert engine._singular(engine._relative_covariances(model)) == bool(model.isSingular())

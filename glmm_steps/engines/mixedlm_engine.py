@@ -192,23 +192,51 @@ def engine_fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: M
     return model, column_names, group_names, extra
 
 
-def _varcorr(model, names: dict[str, str], columns: dict[str, str] | None = None) -> pd.DataFrame:
+def _relative_covariances(model) -> list[np.ndarray]:
+    """Each random-effect structure's covariance relative to sigma^2 (GLMMs: the
+    covariance), L L' from theta: the blocks mixedlm's ``isSingular()`` and
+    ``VarCorr()`` each rebuild, computed once (a study refit needs both)."""
+    from mixedlm.estimation.reml import _build_lambda_blocks
+
+    theta = np.asarray(model.theta)
+    return [L @ L.T for L in _build_lambda_blocks(theta, model.matrices.random_structures)]
+
+
+def _singular(covariances: list[np.ndarray], tol: float = 1e-4) -> bool:
+    """mixedlm's ``isSingular(tol)`` of the blocks :func:`_relative_covariances` gives:
+    a block's smallest eigenvalue below tol^2."""
+    return any(float(np.min(np.linalg.eigvalsh(c), initial=np.inf)) < tol**2 for c in covariances)
+
+
+def _varcorr(
+    model, names: dict[str, str], columns: dict[str, str] | None = None, covariances: list[np.ndarray] | None = None
+) -> pd.DataFrame:
+    """The variance components (VARCORR_COLUMNS) as mixedlm's ``VarCorr()`` gives them,
+    from ``covariances`` (:func:`_relative_covariances`, computed when not given):
+    each block's name, terms, variances, SDs and correlations."""
+    from mixedlm.utils.variance import _covariance_block_names, cov2sdcor
+
     columns = columns or {}
+    structures = model.matrices.random_structures
+    covariances = covariances if covariances is not None else _relative_covariances(model)
+    scale = float(model.sigma) ** 2 if model.isLMM() else 1.0
     # Rows as tuples and the table from columns: a study makes this for every replicate.
     rows: list[tuple[str, str, float, float, float]] = []
-    vc = model.VarCorr()
-    for mname, grp in vc.groups.items():
+    for mname, struct, relative in zip(_covariance_block_names(structures), structures, covariances):
+        cov = relative * scale
+        # A single term has no correlation to report; mixedlm's cov2sdcor (which also
+        # refuses a non-finite block) costs a third of this table.
+        needs_corr = struct.correlated or struct.cov_type in ("cs", "ar1")
+        corr = cov2sdcor(cov)[1] if needs_corr and (len(cov) > 1 or not np.isfinite(cov).all()) else None
         gname = _group_name(mname, names)
-        terms = [columns.get(t, t) for t in grp.term_names]
+        terms = [columns.get(t, t) for t in struct.term_names]
         for i, t in enumerate(terms):
-            var = float(grp.cov[i, i])
+            var = float(cov[i, i])
             rows.append((gname, t, var, float(np.sqrt(var)), np.nan))
         for i in range(len(terms)):
             for j in range(i + 1, len(terms)):
-                if grp.cov[i, j] != 0 or grp.corr is not None:
-                    rows.append(
-                        (gname, f"cor({terms[i]},{terms[j]})", float(grp.cov[i, j]), np.nan, float(grp.corr[i, j]))
-                    )
+                if cov[i, j] != 0 or corr is not None:
+                    rows.append((gname, f"cor({terms[i]},{terms[j]})", float(cov[i, j]), np.nan, float(corr[i, j])))
     if model.isLMM():
         sigma = float(model.sigma)
         rows.append(("Residual", "(Intercept)", sigma**2, sigma, np.nan))
@@ -753,8 +781,9 @@ class Refitter:
             model, optimizer = self._refit(response)
         ctrl = self.control
         converged = bool(model.converged)
-        singular = bool(model.isSingular())  # at its default tol, 1e-4, lmer()'s boundary_tol too
-        at_boundary = singular if ctrl.boundary_tol == 1e-4 else bool(model.isSingular(tol=ctrl.boundary_tol))
+        covariances = _relative_covariances(model)
+        singular = _singular(covariances)  # at its default tol, 1e-4, lmer()'s boundary_tol too
+        at_boundary = singular if ctrl.boundary_tol == 1e-4 else _singular(covariances, ctrl.boundary_tol)
         # The warnings lmer() and glmer() add after their optimizer (the optimizer does not).
         not_converged = _NOT_CONVERGED
         if self.glmm and not model.pirls_converged:
@@ -771,7 +800,7 @@ class Refitter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hessian_ok, hessian_msg = _hessian(model, deviance, singular) if converged else (None, None)
-        varcorr = _varcorr(model, self.group_names, self.column_names)
+        varcorr = _varcorr(model, self.group_names, self.column_names, covariances)
         # In the order a full fit records them, the singular-fit warning saying which
         # parameter is on the boundary as there (see fit).
         caught_text = [
