@@ -27,7 +27,8 @@ at the Snakefile's parse time, in every job):
   state) with placeholder estimates, so sweeps, job counts and the study models are
   checked as for any design.
 - :func:`design_to_file` (the ``pilot_design`` rule): fits the pilot once and writes
-  its design (structure and estimates, before overrides) as JSON.
+  its design (structure and estimates, before overrides) as JSON, with what it comes
+  from (``pilot_fit``: model entry, data file and checksum, versions, convergence).
 - :func:`point_design` (each batch job): that file with the overrides, the extension
   and the design point's swept values applied.
 
@@ -419,7 +420,28 @@ def fit_design(data_path: str, name: str, entry: dict[str, Any], factors=(), dro
                 if i != j and sd[i] > 0 and sd[j] > 0:
                     cors[(term.group[0], a, b)] = float(cov[i, j] / (sd[i] * sd[j]))
     design["outcomes"] = _outcome(form, matrices, values, sds, cors)
+    design["pilot_fit"] = _provenance(name, entry, data_path, result)
     return design
+
+
+def _provenance(name: str, entry: dict[str, Any], data_path: str, result) -> dict[str, Any]:
+    """What the design's numbers come from: the model entry, the data file and its
+    checksum, the engine and package versions, and how the fit went (a study of a
+    pilot that did not converge, or is singular, says so in its design file)."""
+    from glmm_steps.provenance import package_versions, sha256
+
+    return {
+        "model": name,
+        "entry": dict(entry),
+        "data": str(data_path),
+        "data_sha256": sha256(data_path),
+        "nobs": int(result.nobs),
+        "engine_version": result.engine_version,
+        "packages": package_versions(),
+        "converged": bool(result.converged),
+        "singular": bool(result.singular),
+        "warnings": list(result.warnings),
+    }
 
 
 def design_to_file(data_path: str, name: str, entry: dict[str, Any], factors, drop_missing: bool, output: str) -> dict:

@@ -13,6 +13,7 @@ from conftest import REFERENCE
 from glmm_steps import cli, pilot
 from glmm_steps.config import check_config
 from glmm_steps.errors import ConfigError, GlmmError
+from glmm_steps.provenance import sha256
 
 SLEEP = {"path": str(REFERENCE / "data" / "sleepstudy.csv")}
 ORTHO = {"path": str(REFERENCE / "data" / "Orthodont.csv")}
@@ -120,6 +121,10 @@ def test_a_cluster_level_factor_becomes_arms_with_lme4s_estimates(tmp_path):
     out = tmp_path / "design.json"
     design = pilot.design_to_file(ORTHO["path"], "pilot", {**ORTHO_PILOT, "family": "gaussian"}, [], False, str(out))
     assert pilot.read_design(out) == design
+    fitted = design["pilot_fit"]  # what the numbers come from
+    assert fitted["data_sha256"] == sha256(ORTHO["path"]) and fitted["nobs"] == 108
+    assert fitted["entry"]["formula"] == ORTHO_PILOT["formula"] and fitted["packages"]["mixedlm"]
+    assert fitted["converged"] and not fitted["singular"]
     assert design["arms"] == {"name": "Sex", "level": "Subject", "labels": ["Female", "Male"], "ratio": [11, 16]}
     assert [ref[("units", "Subject", s)] for s in ("Female", "Male")] == [11, 16]
     assert design["repeated"] == {"name": "age", "values": [8, 10, 12, 14]}
