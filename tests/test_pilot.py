@@ -302,3 +302,33 @@ def test_a_log_response_is_simulated_on_its_scale_and_written_back():
     # 400 subjects: the slope's SE is about SD(Days slope) / 20
     assert abs(slope - o["coefficients"]["Days"]) < 4 * o["model"]["random"][0]["sd"][1] / 20
     assert truth["outcomes"]["Reaction"]["random_effects"]["Subject"]["terms"] == ["(Intercept)", "Days"]
+
+
+def test_a_pilot_studys_power_is_rs_for_the_same_design():
+    """The power of poly(age, 2)2:SexMale, set to 1.5 in the pilot's basis as simr's
+    fixef<- sets it, with 90 subjects at ages 8..16: this pipeline's replicates (the
+    pilot's model as generator, refits with Satterthwaite t tests) against 1,000
+    replicates simulated in R independently (predict(newparams) for the fixed part,
+    the pilot's VarCorr for the random part, lmerTest for the test), on the same rows
+    (tests/reference/pilot_power_reference.R): equal within 3 Monte-Carlo SEs of
+    their difference."""
+    from glmm_steps import batch, study
+    from glmm_steps.engines.base import ModelSpec
+    from glmm_steps.simulate import design_from_config, unit_ids
+
+    ref = {q: float(v) for q, v in pd.read_csv(REFERENCE / "pilot_power.csv").itertuples(index=False)}
+    fitted = pilot.fit_design(ORTHO["path"], "pilot", {"dataset": "ortho", "formula": ORTHO_TRANSFORMS})
+    point = {"fixed_effects": {"poly(age, 2)2:SexMale": 1.5}, "extend": {"Subject": 90, "age": [8, 10, 12, 14, 16]}}
+    design = design_from_config(pilot.apply(fitted, point, "test"))
+    rows = pd.read_csv(REFERENCE / "data" / "pilot_power_rows.csv")
+    pd.testing.assert_frame_equal(unit_ids(design), rows, check_dtype=False)  # R simulated these rows
+    spec = ModelSpec.from_config("m", {"dataset": "d", "formula": ORTHO_TRANSFORMS, "residuals": {"nsim": 0}})
+    n = 300
+    estimates, fits = batch.run_batch(design, spec, "n90", [(i, study.replicate_seed(11, i)) for i in range(n)])
+    assert (fits["status"] == "ok").mean() > 0.9 and estimates["test"].eq("Satterthwaite t").any()
+    p = estimates.loc[estimates["term"] == "poly(age, 2)2:SexMale", "p_value"].to_numpy()
+    power = float(np.mean(p < 0.05))
+    se = np.sqrt(power * (1 - power) / n + ref["mcse"] ** 2)
+    print(f"power {power:.3f} (R {ref['power']:.3f}), MC SE of the difference {se:.3f}")
+    assert abs(power - ref["power"]) < 3 * se, (power, ref["power"], se)
+    assert 0.3 < ref["power"] < 0.7  # a power where a wrong effect size would show
