@@ -484,13 +484,27 @@ def _columns_of(name: str, spec: dict[str, Any], design: Design | None) -> tuple
 
 def _check_outcome_model(where: str, design: Design, outcome) -> None:
     """A pilot's model codes the design's rows (an extended visit of 0 under log(visit)
-    does not)."""
+    does not), and a swept coefficient or random-intercept SD is one of the model's
+    (a new key would be drawn by nothing)."""
     from glmm_steps import outcome_model
 
     try:
-        outcome_model.matrices(outcome.model, unit_ids(design))
+        matrices = outcome_model.matrices(outcome.model, unit_ids(design))
     except GlmmError as e:
         raise ConfigError(where, str(e)) from None
+    for name in outcome.coefficients:
+        if name not in matrices.fixed_names:
+            raise ConfigError(
+                f"{where}.coefficients.{name}",
+                f"not a coefficient of the pilot's model ({', '.join(matrices.fixed_names)})",
+            )
+    intercepts = [e.group for e in outcome.model.random if "(Intercept)" in e.terms]
+    for group in outcome.random_sd:
+        if group not in intercepts:
+            raise ConfigError(
+                f"{where}.random_sd.{group}",
+                f"the pilot's model has no random intercept of '{group}' ({', '.join(intercepts) or 'none'})",
+            )
 
 
 def _check_design(name: str, design: Design) -> None:

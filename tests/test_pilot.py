@@ -77,6 +77,16 @@ def test_checking_a_pilot_config_fits_nothing(no_fitting, tmp_path, capsys):
             "one term per grouping factor",
         ),
         (
+            {"from_model": "pilot", "sweep": {"outcomes.Reaction.coefficients.Day": [1, 2]}},
+            SLEEP_PILOT,
+            "coefficients.Day: not a coefficient of the pilot's model",
+        ),
+        (
+            {"from_model": "pilot", "sweep": {"outcomes.Reaction.random_sd.Subject": [1, 2]}},
+            {**SLEEP_PILOT, "formula": "Reaction ~ Days + (0 + Days | Subject)"},
+            "random_sd.Subject: the pilot's model has no random intercept of 'Subject'",
+        ),
+        (
             {"from_model": "pilot", "extend": {"Days": [-1, 0, 1]}},
             {**SLEEP_PILOT, "formula": "Reaction ~ log(Days + 1) + (1 | Subject)"},
             "log(Days + 1) is not a finite number",
@@ -87,8 +97,13 @@ def test_checking_a_pilot_config_fits_nothing(no_fitting, tmp_path, capsys):
     ],
 )
 def test_what_can_be_known_without_a_fit_is_refused_in_one_line(no_fitting, simulate, entry, message):
+    simulate = dict(simulate)
+    sweep = simulate.pop("sweep", None)
+    config = _config(simulate, entry)
+    if sweep:
+        config["datasets"]["power"]["sweep"] = sweep
     with pytest.raises((ConfigError, GlmmError)) as info:
-        check_config(_config(simulate, entry))
+        check_config(config)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
