@@ -53,6 +53,11 @@ def wrapped_title(fig, text: str, fontsize: float = 11) -> None:
     fig.suptitle(_wrapped(fig, text, fontsize), fontsize=fontsize)
 
 
+def wrapped_axes_title(ax, text: str, fontsize: float = 10) -> None:
+    """An axes' title, each line wrapped to its figure's width so none is cut off."""
+    ax.set_title(_wrapped(ax.figure, text, fontsize), fontsize=fontsize)
+
+
 def message(text: str, title: str = ""):
     """A figure that states why there is no plot (a failed fit, no covariate to draw),
     under ``title``; the text's own line breaks (a failure, then the engine's error)

@@ -92,7 +92,7 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     """Power against the swept size (or design point, without one numeric size key),
     with 95% Monte-Carlo intervals, one line per tested effect; with a target, a dashed
     line at it and the smallest size reaching it marked."""
-    from glmm_steps.figures import message_figure, plt, save_png
+    from glmm_steps.figures import message_figure, plt, save_png, wrapped_axes_title
 
     if table.empty:
         message_figure("No power: the study names no fixed effect to test.", path, title)
@@ -102,6 +102,7 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     numeric = len(swept) == 1 and pd.api.types.is_numeric_dtype(table[swept[0]])
     designs = list(dict.fromkeys(table["design"]))
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    starred = False
     for term, r in table.groupby("term", sort=False):
         x = r[swept[0]].to_numpy(dtype=float) if numeric else np.array([designs.index(d) for d in r["design"]])
         err = np.vstack([r["power"] - r["power_low"], r["power_high"] - r["power"]])
@@ -109,6 +110,7 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
         if "smallest_size" in r.columns and np.isfinite(r["smallest_size"].iloc[0]) and numeric:
             at = r[r[swept[0]] == r["smallest_size"].iloc[0]].iloc[0]
             ax.plot([at[swept[0]]], [at["power"]], marker="*", ms=14, color=line[0].get_color(), ls="none")
+            starred = True
     if "target_power" in table.columns:
         ax.axhline(float(table["target_power"].iloc[0]), color="0.5", lw=0.9, ls="--")
     if numeric:
@@ -119,8 +121,12 @@ def power_curve_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("power")
     ax.legend(fontsize=8, frameon=False)
-    # The legend of the target's marks only where there is a target.
-    target = " (dashed: the target; star: the smallest size reaching it)" if "target_power" in table.columns else ""
-    ax.set_title(title + "\npower with 95% Monte-Carlo intervals" + target, fontsize=10)
+    # The legend of the target's marks only where they are drawn.
+    target = ""
+    if "target_power" in table.columns:
+        target = " (dashed: the target; " + (
+            "star: the smallest size reaching it)" if starred else "no swept size reaches it)"
+        )
+    wrapped_axes_title(ax, title + "\npower with 95% Monte-Carlo intervals" + target, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmm_steps.figures import message_figure, plt, save_png
+from glmm_steps.figures import message_figure, plt, save_png, wrapped_axes_title, wrapped_title
 
 NOMINAL = 0.95
 
@@ -88,7 +88,7 @@ def estimates_plot(
         plt.Line2D([], [], color="black", marker="o", ls="", label="mean estimate"),
     ]
     fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
-    fig.suptitle(title + "\nestimates over replicates around the true value", fontsize=11)
+    wrapped_title(fig, title + "\nestimates over replicates around the true value", fontsize=11)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -112,7 +112,7 @@ def coverage_plot(table: pd.DataFrame, designs: list[str], path: str | Path, tit
         _design_axis(ax, designs)
         ax.set_title(term, fontsize=10)
         ax.set_ylabel("coverage of the 95% interval")
-    fig.suptitle(title + "\ncoverage with Monte-Carlo error (+/- 1.96 MCSE); dashed: nominal 95%", fontsize=11)
+    wrapped_title(fig, title + "\ncoverage with Monte-Carlo error (+/- 1.96 MCSE); dashed: nominal 95%", fontsize=11)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -135,7 +135,7 @@ def power_plot(table: pd.DataFrame, designs: list[str], path: str | Path, title:
     _design_axis(ax, designs)
     ax.set_ylabel(f"power (share with p < {alpha:g})")
     ax.legend(fontsize=8, frameon=False)
-    ax.set_title(title + "\npower by design, +/- 1.96 Monte-Carlo SE (dotted: 0.8)", fontsize=10)
+    wrapped_axes_title(ax, title + "\npower by design, +/- 1.96 Monte-Carlo SE (dotted: 0.8)", fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
 

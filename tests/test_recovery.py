@@ -148,7 +148,8 @@ def test_files_round_trip(tables, tmp_path):
 
 def test_power_curve_explains_its_target_marks_only_with_a_target(monkeypatch, tmp_path):
     """The power curve's title names the dashed target line and the star only when the
-    study sets target_power (a plain study's curve had a legend for marks it lacked)."""
+    study sets target_power (a plain study's curve had a legend for marks it lacked),
+    and fits the figure (a long title line was cut off at its right edge)."""
     from matplotlib.text import Text
 
     from glmm_steps import figures, power
@@ -156,7 +157,12 @@ def test_power_curve_explains_its_target_marks_only_with_a_target(monkeypatch, t
     titles = {}
 
     def record(fig, path):
-        titles[path] = " ".join(t.get_text() for t in fig.findobj(Text) if t.get_text())
+        titles[path] = " ".join(" ".join(t.get_text() for t in fig.findobj(Text) if t.get_text()).split())
+        renderer = fig.canvas.get_renderer()
+        fig.canvas.draw()
+        for ax in fig.axes:
+            box = ax.title.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= fig.bbox.width, (ax.title.get_text(), box, fig.bbox.width)
         figures.plt.close(fig)
 
     monkeypatch.setattr(figures, "save_png", record)
@@ -178,3 +184,6 @@ def test_power_curve_explains_its_target_marks_only_with_a_target(monkeypatch, t
         power.power_curve_plot(table, f"curve-{target}", "m")
     assert "star" not in titles["curve-None"] and "dashed" not in titles["curve-None"]
     assert "star: the smallest size reaching it" in titles["curve-0.8"]
+    # a target no swept size reaches: no star drawn, and the title says so
+    power.power_curve_plot(power.power_table(recovery, ["g.n"], 0.95), "curve-0.95", "m")
+    assert "star" not in titles["curve-0.95"] and "no swept size reaches it" in titles["curve-0.95"]
