@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from glmm_steps.errors import ConfigError
 from glmm_steps.formula import Formula, columns_of
@@ -195,6 +194,8 @@ def _label(key: tuple[str, ...], specs: list[str]) -> str:
 def _pairs(
     members, L, beta, V, result, family: str, adjust: str, level: float, by_row: dict, specs: list[str]
 ) -> list[dict]:
+    from scipy import special
+
     # scipy.stats takes a second to import: only when pairs are asked for (the config
     # check and every fit job import this module)
     from scipy.stats import studentized_range

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from glmm_steps.errors import ConfigError
 
@@ -357,6 +356,8 @@ def t_test(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(statistic, two-sided p, conf_low, conf_high) against Student's t with ``df``
     per row (a missing df, NaN or None, is the normal reference: a Wald z test)."""
+    from scipy import special
+
     est = np.asarray(estimate, dtype=float)
     se = np.asarray(std_error, dtype=float)
     df = np.full_like(est, np.nan) if df is None else np.asarray(df, dtype=float)

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from glmm_steps import model_matrix
 from glmm_steps.errors import ConfigError, DataError
@@ -51,6 +50,8 @@ INTERVALS = ("none", "confidence", "prediction")
 
 def inverse_link(family: str, eta: np.ndarray) -> np.ndarray:
     """The mean on the response scale for the linear predictor ``eta``."""
+    from scipy import special
+
     if family == "binomial":
         return special.expit(eta)
     if family == "poisson":
@@ -60,6 +61,8 @@ def inverse_link(family: str, eta: np.ndarray) -> np.ndarray:
 
 def mu_eta(family: str, eta: np.ndarray) -> np.ndarray:
     """d mean / d eta, for delta-method standard errors on the response scale."""
+    from scipy import special
+
     if family == "binomial":
         p = special.expit(eta)
         return p * (1 - p)
@@ -120,6 +123,8 @@ def df_of(result, L: np.ndarray) -> np.ndarray:
 
 def quantile(level: float, df: np.ndarray) -> np.ndarray:
     """The two-sided ``level`` quantile of Student's t with ``df`` (normal where infinite)."""
+    from scipy import special
+
     df = np.asarray(df, dtype=float)
     p = 0.5 + level / 2
     return np.where(np.isfinite(df), special.stdtrit(np.where(np.isfinite(df), df, 1.0), p), special.ndtri(p))

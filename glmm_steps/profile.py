@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from glmm_steps.engines.base import INTERVAL_COLUMNS as PROFILE_COLUMNS  # noqa: F401 (the engines' table)
 from glmm_steps.errors import ConfigError
@@ -82,7 +81,7 @@ def profile_limits(
     (-2 logLik) at a full parameter vector, ``estimate`` its minimiser, ``lower`` and
     ``upper`` the box, ``scale`` a typical size of each parameter's uncertainty (for
     the first steps and the inner optimiser's conditioning). Returns (low, high)."""
-    from scipy import optimize  # as in _minimise
+    from scipy import optimize, special  # as in _minimise: imported where used, not at parse time
 
     estimate = np.asarray(estimate, dtype=float)
     lower = np.asarray(lower, dtype=float)

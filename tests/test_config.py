@@ -337,3 +337,24 @@ def test_new_families_pass_the_check(cfg) -> None:
     # a Poisson model may fit the negative binomial counts (a misspecification study)
     cfg["models"]["adverse_events_glmm"]["family"] = "poisson"
     check_config(cfg)
+
+
+def test_checking_the_default_config_loads_no_fitting_or_plotting_library(root):
+    """What the Snakefile imports and checks at parse time (in every Snakemake start and
+    cluster job) needs no scipy, engine or plotting library; importing them there cost
+    0.2-0.5 s per start (scipy.special alone 0.17 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from glmm_steps import bootstrap, cluster, integrity, paths, process_exit, study\n"
+        "from glmm_steps.config import load_config\n"
+        "from glmm_steps.summary import closing_summary, study_power_lines\n"
+        "plan = load_config('config/config.yaml')\n"
+        "heavy = ('scipy', 'mixedlm', 'statsmodels', 'matplotlib')\n"
+        "print(plan.job_count, sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    count, loaded = out.split(" ", 1)
+    assert int(count) > 0 and loaded.strip() == "[]"
