@@ -67,9 +67,10 @@ def from_columns(columns: dict[str, Any]) -> pd.DataFrame:
 
 
 def column(table: pd.DataFrame, name: str):
-    """The values of ``table``'s column ``name`` as its own array (numpy, or pandas' for
-    text), read only: without building a Series, which costs ten times as much (a
-    study's batch reads a few columns of each refit's tables)."""
+    """The array holding ``table``'s column ``name`` (numpy, or pandas' for text; the
+    names must be unique), not a copy: read it, never write to it. Reached without
+    building a Series, which costs ten times as much (a study's batch reads a few
+    columns of each refit's tables)."""
     # pandas' own accessor behind table[name] (pinned pandas), less the Series.
     return table._get_column_array(table.columns.get_loc(name))
 
