@@ -971,11 +971,18 @@ def check_config(config: dict[str, Any], files: list[str | Path] = ()) -> Plan:
         if "from_model" in spec.get("simulate", {}):
             if "replicates" not in spec:
                 raise ConfigError(f"datasets.{name}.simulate.from_model", "applies to studies (with 'replicates') only")
+            # The pilot's fit gives the levels, covariates, arms and outcomes; a key that
+            # would set them is refused rather than dropped.
+            given = [k for k, v in spec["simulate"].items() if k not in pilot.KEYS and v not in (None, {}, [])]
+            if given:
+                raise ConfigError(
+                    f"datasets.{name}.simulate.{given[0]}",
+                    f"does not apply with from_model (the pilot's fit gives the design; "
+                    f"only {', '.join(pilot.KEYS[1:])} do)",
+                )
             # Nothing is fitted here (this runs at parse time, in every job): the pilot's
             # structure stands in for its design, which the pilot_design job fits.
-            pilots[name] = {
-                k: spec["simulate"][k] for k in ("from_model", "fixed_effects", "extend") if k in spec["simulate"]
-            }
+            pilots[name] = {k: spec["simulate"][k] for k in pilot.KEYS if k in spec["simulate"]}
             spec["simulate"] = pilot.check(
                 spec["simulate"], config["models"], config["datasets"], f"datasets.{name}.simulate"
             )

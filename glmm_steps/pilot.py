@@ -1,9 +1,9 @@
 """A simulated design from a pilot fit (simr's use: ``powerSim`` of a fitted model,
 with ``fixef<-`` and ``extend``).
 
-``simulate: {from_model: <model>, fixed_effects: {...}, extend: {...}}`` takes the named
-model, fitted to its data file, as the generator of a ``simulate:`` design: the
-grouping factors become nested levels (outermost first, by the pilot's nesting), with
+``simulate: {from_model: <model>, fixed_effects: {...}, extend: {...}, missing: {...}}``
+takes the named model, fitted to its data file, as the generator of a ``simulate:``
+design: the grouping factors become nested levels (outermost first, by the pilot's nesting), with
 the pilot's numbers of units (a list when unbalanced), the repeated covariate its
 distinct values, the other variables covariates or treatment arms drawn as in the
 pilot, and the outcome the pilot's fitted model (:mod:`glmm_steps.outcome_model`): its
@@ -12,9 +12,10 @@ levels and contrasts), its fixed effects by lme4's names (``poly(Days, 2)2``,
 ``age:SexMale``), each random term's SDs and correlations, the residual SD.
 ``fixed_effects`` overrides estimates by those names (the effect size to power for);
 ``extend`` sets a level's units (``hospital_id: 20``: 20 hospitals; ``patient_id:
-12``: 12 patients per hospital) or the repeated values (``time: [1, 2, ..., 8]``). The
-design is then checked, swept and simulated like any other, so a study's replicates
-recover the pilot's estimates.
+12``: 12 patients per hospital) or the repeated values (``time: [1, 2, ..., 8]``);
+``missing`` adds dropout or MCAR missingness as in any design. The design is then
+checked, swept and simulated like any other, so a study's replicates recover the
+pilot's estimates.
 
 The work is split so that nothing is fitted while the config is checked (which happens
 at the Snakefile's parse time, in every job):
@@ -72,6 +73,8 @@ import pandas as pd
 from glmm_steps.errors import ConfigError, GlmmError
 
 FAMILIES = ("gaussian", "binomial", "poisson")
+# The keys of a ``simulate:`` mapping made from a pilot fit.
+KEYS = ("from_model", "fixed_effects", "extend", "missing")
 
 
 @dataclass(frozen=True)
@@ -333,9 +336,11 @@ def _override(design: dict[str, Any], term: str, value: float, response: str) ->
 
 def apply(design: dict[str, Any], pilot: dict[str, Any], where: str) -> dict[str, Any]:
     """A copy of the pilot's ``design`` with the ``from_model`` mapping ``pilot``'s
-    ``fixed_effects`` and ``extend`` applied; ``where`` names the mapping in errors
-    (ConfigError)."""
+    ``fixed_effects``, ``extend`` and ``missing`` (dropout, MCAR) applied; ``where``
+    names the mapping in errors (ConfigError)."""
     design = copy.deepcopy(design)
+    if pilot.get("missing"):
+        design["missing"] = copy.deepcopy(pilot["missing"])
     response = next(iter(design["outcomes"]))
     known = ["(Intercept)", *design["outcomes"][response]["coefficients"]]
     for term, value in (pilot.get("fixed_effects") or {}).items():

@@ -87,6 +87,11 @@ def test_checking_a_pilot_config_fits_nothing(no_fitting, tmp_path, capsys):
             "random_sd.Subject: the pilot's model has no random intercept of 'Subject'",
         ),
         (
+            {"from_model": "pilot", "covariates": {"z": {"level": "Subject", "distribution": "binary", "p": 0.5}}},
+            SLEEP_PILOT,
+            "simulate.covariates: does not apply with from_model",
+        ),
+        (
             {"from_model": "pilot", "extend": {"Days": [-1, 0, 1]}},
             {**SLEEP_PILOT, "formula": "Reaction ~ log(Days + 1) + (1 | Subject)"},
             "log(Days + 1) is not a finite number",
@@ -347,3 +352,36 @@ def test_a_pilot_studys_power_is_rs_for_the_same_design():
     print(f"power {power:.3f} (R {ref['power']:.3f}), MC SE of the difference {se:.3f}")
     assert abs(power - ref["power"]) < 3 * se, (power, ref["power"], se)
     assert 0.3 < ref["power"] < 0.7  # a power where a wrong effect size would show
+
+
+def test_a_pilot_study_can_lose_rows_to_dropout(tmp_path):
+    """missing: with from_model (the trialist's dropout) reaches the design, is swept
+    like any key, and its replicates lose rows; the fits run in full (the rows change),
+    their truth still the pilot's."""
+    from glmm_steps import batch, study
+    from glmm_steps.engines.base import ModelSpec
+    from glmm_steps.simulate import design_from_config
+
+    simulate = {"from_model": "pilot", "extend": {"Subject": 40}, "missing": {"dropout": 0.3}}
+    config = _config(simulate)
+    config["datasets"]["power"]["sweep"] = {"missing.dropout": [0.0, 0.3]}
+    plan = check_config(config)
+    assert plan.pilot_of("power_lmm")["missing"] == {"dropout": 0.3, "mcar": 0}
+    out = tmp_path / "design.json"
+    pilot.design_to_file(SLEEP["path"], "pilot", {**SLEEP_PILOT, "family": "gaussian"}, [], False, str(out))
+    nobs = {}
+    for name, point in plan.study_designs["power"].items():
+        spec = pilot.resolve(
+            {"pilot": plan.pilot_of("power_lmm"), "values": point.values}, [str(out)], "datasets.power.simulate"
+        )
+        design = design_from_config(spec)
+        model = ModelSpec.from_config(
+            "m", {"dataset": "power", "formula": SLEEP_PILOT["formula"], "residuals": {"nsim": 0}}
+        )
+        assert batch.refittable(design, model) == (point.values["missing.dropout"] == 0.0)
+        estimates, fits = batch.run_batch(design, model, name, [(i, study.replicate_seed(2, i)) for i in range(3)])
+        assert fits["status"].isin(["ok", "singular"]).all()
+        days = estimates[estimates["term"] == "Days"]
+        assert (days["true_value"] == spec["outcomes"]["Reaction"]["coefficients"]["Days"]).all()
+        nobs[point.values["missing.dropout"]] = fits["nobs"].to_numpy()
+    assert (nobs[0.0] == 40 * 10).all() and (nobs[0.3] < 40 * 10 * 0.6).all()
