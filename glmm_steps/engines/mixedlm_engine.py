@@ -481,11 +481,14 @@ def fit(
     else:
         gradient = [m for m in mixedlm.checkConv(model, check_singular=False).messages if m.startswith("Gradient")]
     converged = converged and not gradient
+    # The covariance blocks once, for the singularity flag and the variance components
+    # alike (as a study refit builds them).
+    covariances = _relative_covariances(model)
+    singular = _singular(covariances)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviance evaluations next to the optimum may warn; the result says it
-        hessian_ok, hessian_msg = _hessian(model, deviance_fn) if converged else (None, None)
-    singular = bool(model.isSingular())
-    varcorr = _varcorr(model, group_names, column_names)
+        hessian_ok, hessian_msg = _hessian(model, deviance_fn, singular) if converged else (None, None)
+    varcorr = _varcorr(model, group_names, column_names, covariances)
     # mixedlm's singular-fit warning says "variance components estimated as zero" even
     # when a correlation is at +-1: say which parameter is on the boundary instead.
     caught_text = [
