@@ -67,7 +67,6 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from glmm_steps.errors import ConfigError, GlmmError
@@ -404,7 +403,6 @@ def fit_design(data_path: str, name: str, entry: dict[str, Any], factors=(), dro
     GlmmError (one line) when the fit fails."""
     from glmm_steps.engines.base import ModelSpec
     from glmm_steps.fit import fit_file
-    from glmm_steps.predict import re_covariance
 
     data = {"path": str(data_path), "factors": list(factors), "drop_missing": drop_missing}
     form = _form({"from_model": name}, {name: entry}, {entry["dataset"]: data}, "pilot")
@@ -416,14 +414,15 @@ def fit_design(data_path: str, name: str, entry: dict[str, Any], factors=(), dro
     values = dict(zip(result.fixef["term"], result.fixef["estimate"].astype(float)))
     vc = result.varcorr
     sds = {(r.group, r.term): float(r.sd) for r in vc.itertuples() if not str(r.term).startswith("cor(")}
-    cors = {}
-    for term, block in zip(form.formula.random, matrices.random):
-        cov = re_covariance(vc, term.group_name, block.names)
-        sd = np.sqrt(np.diag(cov))
-        for i, a in enumerate(block.names):
-            for j, b in enumerate(block.names):
-                if i != j and sd[i] > 0 and sd[j] > 0:
-                    cors[(term.group[0], a, b)] = float(cov[i, j] / (sd[i] * sd[j]))
+    # by (group, a, b) for the row cor(a,b): term names may hold commas (poly(x, 2)1)
+    by_row = {(r.group, r.term): float(r.correlation) for r in vc.itertuples() if str(r.term).startswith("cor(")}
+    cors = {
+        (term.group[0], a, b): by_row[(term.group_name, f"cor({a},{b})")]
+        for term, block in zip(form.formula.random, matrices.random)
+        for a in block.names
+        for b in block.names
+        if (term.group_name, f"cor({a},{b})") in by_row
+    }
     design["outcomes"] = _outcome(form, matrices, values, sds, cors)
     design["pilot_fit"] = _provenance(name, entry, data_path, result)
     return design
