@@ -41,7 +41,9 @@ interactions) over variables where
 
 - of the numeric variables that vary within the innermost unit, the repeated covariate
   is a random slope's variable, else the one with fewest distinct values (the first
-  in the formula on a tie); its distinct values become every innermost unit's values;
+  in the formula on a tie); its distinct values become every innermost unit's values,
+  so it must take no more of them than the largest unit has rows (a schedule the units
+  share, such as visits, not irregular times);
 - every other numeric variable is a covariate, drawn once per unit of the outermost
   level it is constant within (or per row when it varies within the innermost unit):
   binary with the pilot's proportion of 1s when its values are 0 and 1, else normal
@@ -219,6 +221,17 @@ def _structure(frame: pd.DataFrame, form: _Form, where: str) -> dict[str, Any]:
     # of a study, not a measurement that varies by row).
     sloped = [v for v in varying if v in form.slope_columns]
     repeated = sloped[0] if sloped else min(varying, key=lambda v: frame[v].nunique())
+    # Every innermost unit is simulated at each of the repeated values: a schedule the
+    # units share (visits 1..5), not a measurement that differs by unit (irregular
+    # times, one row per patient), which would give each unit hundreds of rows.
+    distinct, most = frame[repeated].nunique(), int(frame.groupby(innermost, observed=True).size().max())
+    if distinct > most:
+        raise ConfigError(
+            where,
+            f"'{repeated}' takes {distinct} distinct values, but no unit of '{innermost}' has more than "
+            f"{most} rows: it is not a repeated covariate on a schedule the units share (e.g. visits 1..5), "
+            "which from_model needs",
+        )
     design: dict[str, Any] = {"levels": [], "repeated": {"name": repeated, "values": []}}
     parent = None
     for g in order:

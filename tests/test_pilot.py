@@ -385,3 +385,19 @@ def test_a_pilot_study_can_lose_rows_to_dropout(tmp_path):
         assert (days["true_value"] == spec["outcomes"]["Reaction"]["coefficients"]["Days"]).all()
         nobs[point.values["missing.dropout"]] = fits["nobs"].to_numpy()
     assert (nobs[0.0] == 40 * 10).all() and (nobs[0.3] < 40 * 10 * 0.6).all()
+
+
+def test_a_covariate_that_is_not_on_a_shared_schedule_is_not_taken_as_repeated(tmp_path):
+    """Irregular measurement times (sleepstudy's days plus a random part of a day: 180
+    distinct values, 10 rows per subject) would give every simulated subject 180 rows:
+    refused in one line when the config is checked, naming the variable."""
+    data = pd.read_csv(SLEEP["path"])
+    data["hours"] = data["Days"] * 24 + np.random.default_rng(3).uniform(0, 12, len(data))
+    path = tmp_path / "sleep.csv"
+    data.to_csv(path, index=False)
+    config = _config({"from_model": "pilot"}, {"dataset": "d", "formula": "Reaction ~ hours + (1 | Subject)"})
+    config["datasets"]["d"] = {"path": str(path)}
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    message = str(info.value)
+    assert "'hours' takes 180 distinct values" in message and "10 rows" in message and "\n" not in message
