@@ -18,6 +18,9 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# pip byte-compiles what it installs, not an editable package: without this, where
+	# PYTHONDONTWRITEBYTECODE is set (CI), every job would compile glmm_steps again.
+	$(BIN)/python -m compileall -q glmm_steps
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -30,9 +30,11 @@ NAN = float("nan")
 
 
 def fit_replicate(
-    design: Design, spec: ModelSpec, seed: int, factors=(), *, random_effects: bool = False
+    design: Design, spec: ModelSpec, seed: int, factors=(), *, random_effects: bool = False, study=None
 ) -> tuple[pd.DataFrame, dict[str, Any], FitResult]:
-    """Simulate the replicate of ``design`` with ``seed`` and fit ``spec`` to it.
+    """Simulate the replicate of ``design`` with ``seed`` and fit ``spec`` to it, its
+    optimizer started at the true parameters (:func:`true_covariance`; ``study`` as
+    :func:`study_truth` gives it for ``spec``), as a batch's refits start.
 
     Returns ``(data, truth, result)`` as :func:`glmm_steps.simulate.simulate` and
     :func:`glmm_steps.fit.fit_model` give them; ``random_effects`` as in fit_model (a
@@ -40,7 +42,12 @@ def fit_replicate(
     data, truth = simulate(design, seed)
     try:
         result = fit_model(
-            data, spec, where=f"{spec.dataset} seed {seed}", factors=factors, random_effects=random_effects
+            data,
+            spec,
+            where=f"{spec.dataset} seed {seed}",
+            factors=factors,
+            random_effects=random_effects,
+            start=true_covariance(spec, truth, design, study),
         )
     except DataError as e:
         # The data checks refuse what the engine would fail on (a grouping factor with one
@@ -56,9 +63,13 @@ def _parsed(text: str):
     return parse(text)
 
 
-def _truth_outcome(spec: ModelSpec, truth: dict[str, Any]) -> dict[str, Any]:
-    formula = _parsed(spec.formula)
-    return truth["outcomes"][formula.outcome]
+def _truth_outcome(spec: ModelSpec, truth: dict[str, Any], study=None) -> dict[str, Any]:
+    """The simulated truth of ``spec``'s outcome, its random effects in the model's own
+    terms where ``study`` (:func:`study_truth`) has them."""
+    outcome = truth["outcomes"][_parsed(spec.formula).outcome]
+    if study is not None and study.random:
+        outcome = {**outcome, "random_effects": {**outcome.get("random_effects", {}), **study.random}}
+    return outcome
 
 
 def _fixed_truth(term: str, outcome: dict[str, Any], design: Design) -> float:
@@ -104,6 +115,39 @@ def _cor_truth(group: str, pair: str, outcome: dict[str, Any]) -> float:
     return NAN
 
 
+def true_covariance(spec: ModelSpec, truth: dict[str, Any], design: Design, study=None):
+    """Where a study's fit starts its optimizer: a function of a group and a list of the
+    model's random terms giving the true covariance of those effects (SDs and
+    correlations as the estimates table's true values, :func:`parameters`), relative
+    to the residual variance for a gaussian model, on glmer's scale for a binomial or
+    Poisson one; its value None where it is unknown (a group such as a:b, which the
+    design does not draw as one). This is what simr's refits start from: lme4's
+    ``refit`` starts at the model's parameters, which there are the simulation's. The
+    optimum is the one the engine's default start reaches, in fewer steps. None (the
+    default start) for the other families."""
+    if spec.family == "gaussian":
+        outcome = _truth_outcome(spec, truth, study)
+        residual = outcome.get("residual_sd")
+    elif spec.family in ("binomial", "poisson"):
+        outcome, residual = _truth_outcome(spec, truth, study), 1.0
+    else:
+        return None
+    if not residual:
+        return None
+
+    def covariance(group: str, terms: list[str]) -> np.ndarray | None:
+        sd = np.array([_sd_truth(group, t, outcome, design) for t in terms]) / float(residual)
+        cov = np.diag(sd**2)
+        for i in range(len(terms)):
+            for j in range(i + 1, len(terms)):
+                cor = _cor_truth(group, f"{terms[i]}.{terms[j]}", outcome)
+                if np.isfinite(cor):
+                    cov[i, j] = cov[j, i] = cor * sd[i] * sd[j]
+        return cov if np.isfinite(cov).all() else None
+
+    return covariance
+
+
 def parameters(result: FitResult, truth: dict[str, Any], design: Design, study=None) -> list[dict[str, Any]]:
     """The estimated parameters of one fit, each next to its true value: fixed effects
     with their tests (:func:`glmm_steps.extract.tidy`: the model's ``inference`` and
@@ -117,10 +161,8 @@ def parameters(result: FitResult, truth: dict[str, Any], design: Design, study=N
     the generator's by name (:func:`study_truth`)."""
     if not result.ok:
         return []
-    outcome = _truth_outcome(result.spec, truth)
+    outcome = _truth_outcome(result.spec, truth, study)
     fixed_truth = study.fixed if study is not None else None
-    if study is not None and study.random:
-        outcome = {**outcome, "random_effects": {**outcome.get("random_effects", {}), **study.random}}
     columns = extract.fixed_columns(result)
     rows = [
         {
@@ -206,8 +248,8 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
     mixedlm model of a simulated outcome, gaussian (lmer), binomial or Poisson (glmer,
     any link, Laplace or ``nagq``), without trials or offset, on a design whose rows
     are the same in every replicate, with Wald intervals. Each refit optimizes from
-    lme4's default start, so its estimates, standard errors, logLik, status and
-    warnings are a full fit's; it runs the full fit's convergence checks (optimizer
+    the start :func:`fit_replicate` gives a full fit, so its estimates, standard
+    errors, logLik, status and warnings are a full fit's; it runs the full fit's convergence checks (optimizer
     flag, gradient, Hessian). A negative binomial model (its theta search refits
     glmer many times) and a Gamma model (its own objective) fit each replicate in
     full. The refit model carries its own Satterthwaite or Kenward-Roger tests (the
@@ -267,11 +309,13 @@ def _checks_pass(family: str, response: np.ndarray) -> bool:
 class _Refits:
     """A batch's replicates by refitting: the design's rows and the model's matrices
     are built once (from the first replicate that fits), then each replicate draws
-    only the modelled outcome and refits it. Returns None where the full path must
-    run (no template yet: the first replicates failed their data checks or fit)."""
+    only the modelled outcome and refits it, from the true parameters
+    (:func:`true_covariance`, ``study`` as :func:`study_truth` gives it), as
+    :func:`fit_replicate` fits. Returns None where the full path must run (no template
+    yet: the first replicates failed their data checks or fit)."""
 
-    def __init__(self, design: Design, spec: ModelSpec, factors):
-        self.design, self.spec, self.factors = design, spec, factors
+    def __init__(self, design: Design, spec: ModelSpec, factors, study=None):
+        self.design, self.spec, self.factors, self.study = design, spec, factors, study
         self.response = parse(spec.formula).response
         self.rows = design_rows(design)
         self.refit = None
@@ -289,7 +333,8 @@ class _Refits:
                 frame, _ = data_mod.model_frame(data, formula, where, self.factors, family=self.spec.family)
                 # The matrices as fit_model builds them (the dataset's factors and contrasts).
                 matrices = model_matrix.build(formula, frame, self.factors, where=where)
-                self.refit = Refitter(frame, self.spec, formula, matrices)
+                start = true_covariance(self.spec, truth, self.design, self.study)
+                self.refit = Refitter(frame, self.spec, formula, matrices, start)
             except (GlmmError, *engine_errors()):
                 return None
             self.truth = truth
@@ -353,29 +398,32 @@ def run_batch(
 
     Where :func:`refittable`, and unless ``refit`` is False, replicates refit one
     template with their new response (the same estimates, tests, convergence and
-    Hessian checks as a full fit, without the per-replicate work the tables do not
-    read: fitted values, conditional modes, AIC/BIC).
+    Hessian checks as a full fit from the same start, :func:`fit_replicate`, without
+    the per-replicate work the tables do not read: fitted values, conditional modes,
+    AIC/BIC).
 
     Returns ``(estimates, fits)``: ESTIMATE_COLUMNS, one row per replicate and parameter,
     and FIT_COLUMNS, one row per replicate. ``report(done, failed)`` is called after
     each replicate (see :func:`glmm_steps.logs.progress`)."""
     estimates, fits, failed = [], [], 0
 
-    def fitter(model: ModelSpec):
-        refits = _Refits(design, model, factors) if refit and refittable(design, model) else None
+    def fitter(model: ModelSpec, study):
+        refits = _Refits(design, model, factors, study) if refit and refittable(design, model) else None
 
         def one(seed: int):
             fast = refits(seed) if refits is not None else None
-            return fast if fast is not None else fit_replicate(design, model, seed, factors)[1:]
+            return fast if fast is not None else fit_replicate(design, model, seed, factors, study=study)[1:]
 
         return one
 
-    fit_full = fitter(spec)
     truth_of_model = study_truth(design, spec, factors)
+    fit_full = fitter(spec, truth_of_model)
     # test: lrt compares ML fits: the model's own fit where it is one, else an ML refit.
     reml = spec.family == "gaussian" and spec.reml
-    fit_full_ml = fitter(ml_spec(spec)) if compare_with is not None and reml else None
-    fit_other = fitter(ml_spec(compare_with)) if compare_with is not None else None
+    fit_full_ml = fitter(ml_spec(spec), truth_of_model) if compare_with is not None and reml else None
+    fit_other = None
+    if compare_with is not None:
+        fit_other = fitter(ml_spec(compare_with), study_truth(design, compare_with, factors))
     for done, (index, seed) in enumerate(replicates, start=1):
         truth, result = fit_full(seed)
         keys = {"model": spec.name, "design": design_name, "replicate": index, "seed": seed}
@@ -427,7 +475,9 @@ def replicate_to_files(
     from glmm_steps.plot import plot_fit
 
     spec = ModelSpec.from_config(model, model_entry)
-    data, truth, result = fit_replicate(design_from_config(simulate_spec), spec, seed, factors, random_effects=True)
+    design = design_from_config(simulate_spec)
+    study = study_truth(design, spec, factors)
+    data, truth, result = fit_replicate(design, spec, seed, factors, random_effects=True, study=study)
     write_replicate(data, truth, outputs["data"], outputs["truth"])
     record = extract.extract(result, outputs, seed=seed, data_path=outputs["data"])
     plot_fit(

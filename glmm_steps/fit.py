@@ -35,6 +35,7 @@ def fit_model(
     random_effects: bool = True,
     state: dict | None = None,
     answers: dict | None = None,
+    start=None,
 ) -> FitResult:
     """Fit ``spec`` to the data frame ``frame`` (all columns; only the formula's are used).
     ``factors`` is the dataset's ``factors:`` list (column names, or mappings that also set
@@ -47,6 +48,8 @@ def fit_model(
     ``answers`` (the model's config entry; None: skip, as refits for verify and compare
     do) asks for the answers (:func:`glmm_steps.answers.add_answers`): ICC and R², the
     effect-plot table, and the tables of its ``predict:`` and ``emmeans:`` keys.
+    ``start``: the true covariances a study's fit starts its optimizer at
+    (:func:`glmm_steps.batch.true_covariance`; None: the engine's default start).
 
     Returns a FitResult whose ``notes`` say what was done to the data. Data problems
     (missing column, text response, a response the family cannot model, ...) raise
@@ -58,10 +61,16 @@ def fit_model(
         frame, formula, where, factors, family=spec.family, drop_missing=drop_missing
     )
     design = model_matrix.build(formula, model_frame, factors, state=state, where=where)
-    start = time.perf_counter()
+    began = time.perf_counter()
     try:
         result = get_engine(spec.engine)(
-            model_frame, spec, formula, random_effects=random_effects, design=design, ddf=answers is not None
+            model_frame,
+            spec,
+            formula,
+            random_effects=random_effects,
+            design=design,
+            ddf=answers is not None,
+            start=start,
         )
     except GlmmError:
         raise
@@ -70,7 +79,7 @@ def fit_model(
     result.notes = notes + result.notes
     result.transform_state = design.state
     result.term_columns = design.term_columns
-    result.wall_time_s = time.perf_counter() - start
+    result.wall_time_s = time.perf_counter() - began
     if result.ok and spec.residual_nsim > 0:
         _add_residuals(result, design)
     if answers is not None:

@@ -172,6 +172,86 @@ def test_designs_without_missing_data_refit_and_match_full_fits():
     assert truth["sd__time"] == 0.3 and truth["cor__(Intercept).time"] == 0.5
 
 
+@pytest.mark.parametrize(
+    ("keys", "formula"),
+    [
+        ({}, "y ~ time + (1 | hospital) + (1 | patient)"),
+        (
+            {"outcome": {"random_slopes": {"patient": {"term": "time", "sd": 0.3, "cor": 0.5}}}},
+            "y ~ time + (1 | hospital) + (1 + time | patient)",
+        ),
+        (
+            {"outcome": {"random_slopes": {"patient": {"term": "time", "sd": 0.3, "cor": 0.0}}}},
+            "y ~ time + (1 | hospital) + (1 + time || patient)",
+        ),
+        (
+            {
+                "crossed": [{"name": "rater", "n": 3}],
+                "outcome": {"random_sd": {"hospital": 0.2, "patient": 1.0, "rater": 0.5}},
+            },
+            "y ~ time + (1 | hospital) + (1 | patient) + (1 | rater)",
+        ),
+    ],
+    ids=["intercepts", "correlated-slope", "uncorrelated-slope", "crossed"],
+)
+def test_study_fits_start_at_the_truth_and_reach_the_default_starts_optimum(keys, formula):
+    """A study's gaussian fits start the optimizer at the true covariances (as simr's
+    refits start at the model's parameters): theta is the Cholesky factor of the true
+    covariance relative to the residual variance, in mixedlm's order. The optimum is
+    the one a fit from mixedlm's default start reaches."""
+    from mixedlm.estimation.reml import _build_lambda_blocks
+
+    from glmm_steps.fit import fit_model
+
+    design = design_from_config(_design(**copy.deepcopy(keys)))
+    model = ModelSpec.from_config("m", {"dataset": "d", "formula": formula, "residuals": {"nsim": 0}})
+    refits = batch._Refits(design, model, ())
+    refits(study.replicate_seed(9, 0))
+    refitter, outcome = refits.refit, refits.truth["outcomes"]["y"]
+    structures = refitter.model.matrices.random_structures
+    for struct, block in zip(structures, _build_lambda_blocks(refitter.start, structures)):
+        group = refitter.group_names[struct.grouping_factor]
+        terms = [refitter.column_names.get(t, t) for t in struct.term_names]
+        sd = np.array([batch._sd_truth(group, t, outcome, design) for t in terms])
+        cov = np.diag(sd**2)
+        if len(terms) == 2 and struct.correlated:
+            cov[0, 1] = cov[1, 0] = 0.5 * sd[0] * sd[1]
+        np.testing.assert_allclose(block @ block.T, cov / outcome["residual_sd"] ** 2, rtol=1e-12)
+    for i in range(6):
+        seed = study.replicate_seed(9, i)
+        _, _, from_truth = batch.fit_replicate(design, model, seed)
+        default = fit_model(simulate(design, seed)[0], model, random_effects=False)
+        assert from_truth.ok and default.ok and from_truth.singular == default.singular
+        assert abs(from_truth.loglik - default.loglik) < 1e-6
+        np.testing.assert_allclose(from_truth.fixef["estimate"], default.fixef["estimate"], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(from_truth.varcorr["sd"], default.varcorr["sd"], rtol=1e-3, atol=1e-5)
+
+
+def test_a_study_fit_without_a_true_covariance_takes_the_default_start():
+    """A group the design does not draw as one (hospital:patient), or a negative
+    binomial model (its own theta search), has no true covariance to start from; a
+    binomial model's is on glmer's scale, not relative to a residual variance."""
+    design = design_from_config(_design())
+    truth = simulate(design, 1)[1]
+    nested = ModelSpec.from_config(
+        "m", {"dataset": "d", "formula": "y ~ time + (1 | hospital:patient)", "residuals": {"nsim": 0}}
+    )
+    refits = batch._Refits(design, nested, ())
+    refits(study.replicate_seed(9, 0))
+    assert refits.refit.start is None
+    start = batch.true_covariance(nested, truth, design)
+    assert start("hospital:patient", ["(Intercept)"]) is None
+    np.testing.assert_allclose(start("hospital", ["(Intercept)"]), [[1.0]])
+    design = design_from_config(_design(outcome={"random_sd": {"hospital": 0.5, "patient": 1.0}, "residual_sd": 2.0}))
+    truth = simulate(design, 1)[1]
+    gaussian = ModelSpec.from_config("m", {"dataset": "d", "formula": "y ~ (1 | hospital)"})
+    np.testing.assert_allclose(batch.true_covariance(gaussian, truth, design)("hospital", ["(Intercept)"]), [[1 / 16]])
+    binomial = ModelSpec.from_config("m", {"dataset": "d", "family": "binomial", "formula": "y ~ (1 | hospital)"})
+    np.testing.assert_allclose(batch.true_covariance(binomial, truth, design)("hospital", ["(Intercept)"]), [[0.25]])
+    nb = ModelSpec.from_config("m", {"dataset": "d", "family": "negative_binomial", "formula": "y ~ (1 | hospital)"})
+    assert batch.true_covariance(nb, truth, design) is None
+
+
 @pytest.mark.parametrize("test", ["wald", "satterthwaite", "kenward_roger"])
 def test_refit_path_gives_the_study_test_of_a_full_fit(test):
     """`test:` (issue 14) chooses the fixed effects' test; the refit path computes
@@ -230,6 +310,57 @@ def test_glmm_refits_equal_full_fits(family, intercept, replicates):
     assert (fixed["test"] == "Wald z").all() and fixed["std_error"].notna().all()
     if intercept < -5:
         assert full_fits["error"].str.contains("has the same value (0) on every row", regex=False).sum() == 2
+
+
+def test_glmm_study_fits_start_at_the_truth_and_redo_a_fit_whose_pirls_fails_from_there():
+    """A binomial or Poisson study's fits start their joint optimization at the true
+    variances without glmer's nAGQ = 0 first stage, as lme4's refit of a GLMM starts
+    at the model's parameters, and reach the optimum of a fit from mixedlm's default
+    start. From those variances the inner PIRLS solver fails on replicate 10 of this
+    Poisson design (a logLik of -5e15 where the default start's fit has -324): that fit
+    is redone from the default start, by the refit path as by the full one, and so
+    gets its numbers and its warning (PIRLS did not converge there either)."""
+    from mixedlm.models.glmer_fit import GlmerMod
+
+    from glmm_steps.engines import mixedlm_engine
+    from glmm_steps.fit import fit_model
+    from glmm_steps.formula import parse
+    from glmm_steps.model_matrix import build
+
+    design = design_from_config(_design(outcome={"family": "poisson", "intercept": 0.5, "residual_sd": None}))
+    model = ModelSpec.from_config(
+        "m",
+        {
+            "dataset": "d",
+            "family": "poisson",
+            "formula": "y ~ time + (1 | hospital) + (1 | patient)",
+            "residuals": {"nsim": 0},
+        },
+    )
+    seeds = [study.replicate_seed(4, i) for i in (0, 10)]
+    data, truth = simulate(design, seeds[1])
+    formula = parse(model.formula)
+    text, frame, columns, groups = mixedlm_engine.engine_inputs(formula, build(formula, data), data)
+    glmer = GlmerMod(text, frame, family=mixedlm_engine._family("poisson", "log"))
+    theta = mixedlm_engine.start_theta(
+        glmer.matrices.random_structures, groups, columns, batch.true_covariance(model, truth, design)
+    )
+    np.testing.assert_allclose(theta, [1.0, 1.0])
+    glmer.control = mixedlm_engine.glmer_control(started=True)
+    with pytest.warns(UserWarning, match="inner PIRLS solver did not converge"):
+        assert not glmer.fit(start=theta).pirls_converged
+    for seed in seeds:
+        _, _, from_truth = batch.fit_replicate(design, model, seed)
+        default = fit_model(simulate(design, seed)[0], model, random_effects=False)
+        assert from_truth.ok and from_truth.warnings == default.warnings
+        assert abs(from_truth.loglik - default.loglik) < 1e-6
+        np.testing.assert_allclose(from_truth.fixef["estimate"], default.fixef["estimate"], rtol=1e-5)
+        np.testing.assert_allclose(from_truth.varcorr["sd"], default.varcorr["sd"], rtol=1e-4)
+    replicates = list(enumerate(seeds))
+    fast, fast_fits = batch.run_batch(design, model, "base", replicates)
+    full, full_fits = batch.run_batch(design, model, "base", replicates, refit=False)
+    pd.testing.assert_frame_equal(fast_fits, full_fits)
+    pd.testing.assert_frame_equal(fast, full, rtol=1e-8)
 
 
 def test_glmm_lrt_refits_equal_full_fits():

@@ -1,8 +1,11 @@
 """Fitting engines behind one small interface.
 
-An engine is a function ``fit(frame, spec, formula, *, random_effects=True) -> FitResult``
-(``random_effects=False``: skip the conditional modes) registered in ``ENGINES``;
-the rest of the workflow only sees :class:`~glmm_steps.engines.base.FitResult`.
+An engine is a function ``fit(frame, spec, formula, *, random_effects=True, design=None,
+ddf=False, start=None) -> FitResult`` (``random_effects=False``: skip the conditional
+modes; ``design``: the shared model matrix; ``ddf``: the df parts of marginal means;
+``start``: a study's true covariances to start the optimizer at, where the engine
+can) returned by :func:`get_engine`; the rest of the workflow only sees
+:class:`~glmm_steps.engines.base.FitResult`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import contextlib
 import io
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,6 @@ def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: di
     search over log(theta) of the Laplace logLik, each theta a glmer fit started from
     the previous one's covariance parameters. Returns (model, theta, evaluations)."""
     import mixedlm
-    from mixedlm.models.control import GlmerControl
 
     poisson = mixedlm.glmer(engine_text, frame, family=_family("poisson", "log"), nAGQ=spec.nagq, **kwargs)
     y = np.asarray(poisson.matrices.y, dtype=float)
@@ -79,7 +79,7 @@ def _glmer_nb(engine_text: str, frame: pd.DataFrame, spec: ModelSpec, kwargs: di
                 family=_family("negative_binomial", "log", theta),
                 nAGQ=spec.nagq,
                 start=start["theta"],
-                control=GlmerControl(nAGQ0initStep=False),
+                control=glmer_control(started=True),
                 **kwargs,
             )
         start["theta"] = np.asarray(model.theta, dtype=float)
@@ -157,6 +157,36 @@ def _group_name(name: str, groups: dict[str, str]) -> str:
     return groups.get(base, name) if k.isdigit() else name
 
 
+# A study's covariance of a group's random effects on the given terms, relative to the
+# residual variance (glmm_steps.batch.true_covariance), or None where it is not known.
+Covariance = Callable[[str, list[str]], "np.ndarray | None"]
+
+
+def start_theta(structures, group_names: dict[str, str], columns: dict[str, str], covariance: Covariance):
+    """mixedlm's theta for the relative covariances ``covariance`` gives, per random-effect
+    structure (its group and terms by their user names): the lower Cholesky factor's
+    entries row by row for a correlated block, the SDs for an uncorrelated one. None
+    when any block is unknown, not positive definite, or of another covariance type,
+    so that the optimizer takes its default start instead."""
+    parts = []
+    for struct in structures:
+        if getattr(struct, "cov_type", "us") != "us":
+            return None
+        terms = [columns.get(t, t) for t in struct.term_names]
+        cov = covariance(_group_name(struct.grouping_factor, group_names), terms)
+        if cov is None or not np.isfinite(cov).all() or (np.diag(cov) <= 0).any():
+            return None
+        if not struct.correlated:
+            parts.append(np.sqrt(np.diag(cov)))
+            continue
+        try:
+            factor = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            return None
+        parts.append(factor[np.tril_indices(len(terms))])
+    return np.concatenate(parts) if parts else None
+
+
 def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix, reml: bool | None = None):
     """Fit mixedlm to ``design`` as the fit step does (trials as weights, the offset),
     by REML as ``spec`` says unless ``reml`` is given. Returns ``(model, column_names,
@@ -166,11 +196,25 @@ def engine_model(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design:
     return engine_fit(frame, spec, formula, design, reml)[:3]
 
 
-def engine_fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix, reml: bool | None = None):
+def engine_fit(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    formula: Formula,
+    design: ModelMatrix,
+    reml: bool | None = None,
+    start: Covariance | None = None,
+):
     """:func:`engine_model` plus what the family's fit adds, as a dict: ``nb_theta`` and
     ``nb_evals`` for the negative binomial (lme4's glmer.nb outer loop over theta),
     ``gamma_objective`` for a Gamma GLMM (lme4's objective, for the convergence checks
-    and sigma). Every family is fitted on the same prepared data (:func:`engine_inputs`)."""
+    and sigma). Every family is fitted on the same prepared data (:func:`engine_inputs`).
+    ``start``: a gaussian, binomial or Poisson model without trials or offset starts
+    its optimizer at the theta of these covariances (:func:`start_theta`; a study's
+    true parameters, as a :class:`Refitter` given them does) instead of mixedlm's
+    default start; a GLMM then optimizes jointly from there (with beta at its
+    conditional optimum), without glmer's first stage at nAGQ = 0, as lme4's
+    ``refit`` of a GLMM does, and is fitted again from the default start where its
+    inner PIRLS solver fails from there (:func:`_converged`)."""
     import mixedlm
 
     text, data, column_names, group_names = engine_inputs(formula, design, frame)
@@ -181,8 +225,12 @@ def engine_fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: M
         off = frame[formula.offset].to_numpy(dtype=float)
         kwargs["offset"] = np.log(off) if formula.offset_log else off
     extra: dict = {}
-    if spec.family == "gaussian":
-        model = mixedlm.lmer(text, data, REML=spec.reml if reml is None else reml, **kwargs)
+    reml = spec.reml if reml is None else reml
+    if spec.family in REFIT_FAMILIES and start is not None and not kwargs:
+        # lmer() or glmer() in its two steps, so that the start can follow the model's structures.
+        model = _model_from_start(text, data, spec, reml, start, group_names, column_names)
+    elif spec.family == "gaussian":
+        model = mixedlm.lmer(text, data, REML=reml, **kwargs)
     elif spec.family == "negative_binomial":
         model, extra["nb_theta"], extra["nb_evals"] = _glmer_nb(text, data, spec, kwargs)
     elif spec.family == "gamma":
@@ -190,6 +238,59 @@ def engine_fit(frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: M
     else:
         model = mixedlm.glmer(text, data, family=_family(spec.family, spec.link), nAGQ=spec.nagq, **kwargs)
     return model, column_names, group_names, extra
+
+
+def _model_from_start(text: str, data: pd.DataFrame, spec: ModelSpec, reml: bool, start: Covariance, groups, columns):
+    """lmer() or glmer() (binomial, Poisson) of ``text`` with the optimizer started at
+    the theta of ``start`` (:func:`start_theta`; mixedlm's default start where that is
+    None). A GLMM with a start skips glmer's nAGQ = 0 stage (:func:`glmer_control`)."""
+    from mixedlm.models.glmer_fit import GlmerMod
+    from mixedlm.models.lmer_fit import LmerMod
+
+    if spec.family == "gaussian":
+        model = LmerMod(text, data, REML=reml)
+        return model.fit(start=start_theta(model.matrices.random_structures, groups, columns, start))
+    family = _family(spec.family, spec.link)
+    model = GlmerMod(text, data, family=family)
+    theta = start_theta(model.matrices.random_structures, groups, columns, start)
+    if theta is not None:
+        model.control = glmer_control(started=True)  # the control glmer() would be given
+        fitted, caught = _quietly(lambda: model.fit(start=theta, nAGQ=spec.nagq))
+        if _converged(fitted):
+            _replay(caught)
+            return fitted
+        model = GlmerMod(text, data, family=family)
+    return model.fit(nAGQ=spec.nagq)
+
+
+def _converged(fit) -> bool:
+    """Whether a GLMM's optimizer and inner PIRLS solver converged. From a given start,
+    without glmer's nAGQ = 0 first stage, PIRLS can fail where that stage would have
+    led it (a Poisson model started at large variances): such a fit is redone from
+    mixedlm's default start, in both the full and the refit path."""
+    return bool(fit.converged) and bool(fit.pirls_converged)
+
+
+def _quietly(fit: Callable):
+    """``fit()`` with its warnings recorded, not issued: ``(result, warnings)``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        return fit(), caught
+
+
+def _replay(caught) -> None:
+    """Issue the warnings :func:`_quietly` recorded, for a fit that is kept."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def glmer_control(started: bool):
+    """glmer()'s default control; for a fit ``started`` at given parameters, without the
+    first stage at nAGQ = 0 that finds a start (lme4's ``refit`` of a GLMM starts its
+    joint optimization at the model's parameters)."""
+    from mixedlm.models.control import GlmerControl
+
+    return GlmerControl(nAGQ0initStep=False) if started else GlmerControl()
 
 
 def _relative_covariances(model) -> list[np.ndarray]:
@@ -436,11 +537,13 @@ def fit(
     random_effects: bool = True,
     design: ModelMatrix | None = None,
     ddf: bool = False,
+    start: Covariance | None = None,
 ) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with mixedlm;
     ``random_effects=False`` leaves ``ranef`` empty (the conditional variances cost more
     than the fit itself). ``design`` is the model matrix of :func:`glmm_steps.model_matrix.build`
-    (built here with default factor coding when not given).
+    (built here with default factor coding when not given). ``start``: where a gaussian
+    model's optimizer starts (:func:`engine_fit`).
 
     ``ddf=True`` also computes the df parts of a gaussian fit that marginal means and
     predictions take their df from (:func:`_ddf_parts`).
@@ -455,7 +558,7 @@ def fit(
     # them: capture those with the warnings so they land in fit_stats.json.
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
         warnings.simplefilter("always")
-        model, column_names, group_names, family_fit = engine_fit(frame, spec, formula, design)
+        model, column_names, group_names, family_fit = engine_fit(frame, spec, formula, design, start=start)
     names = [column_names.get(n, n) for n in model.matrices.fixed_names]
     observed = design.response
     if spec.family == "gaussian":
@@ -648,14 +751,27 @@ class Refitter:
     (``LMMOptimizer.with_response``, which mixedlm's own bootstrap refits with); a
     binomial or Poisson GLMM gets a glmer optimizer of the template's matrices with the
     new response (as mixedlm's ``refit``; its native problem holds the response). Each
-    call optimizes afresh from lme4's default start with lmer()'s or glmer()'s
-    optimizer settings, so its numbers are those of a full :func:`fit` of the same
-    data. Only what a study's tables read is computed per call: fixed effects and
+    call optimizes afresh with lmer()'s or glmer()'s optimizer settings, so its numbers
+    are those of a full :func:`fit` of the same data from the same start: given
+    ``start`` (a study's true covariances, see :func:`start_theta`), there, as lme4's
+    ``refit`` starts at the model's own parameters, which in simr are the
+    simulation's (a GLMM without glmer's nAGQ = 0 stage, and redone from the default
+    start where its PIRLS fails, as :func:`engine_fit`); else at mixedlm's default
+    start. Either way a replicate's numbers do not depend on which replicate built the
+    template. Only what
+    a study's tables read is computed per call: fixed effects and
     standard errors (and a linear model's Satterthwaite or Kenward-Roger tests),
     variance components, logLik, convergence (optimizer flag, gradient and Hessian
     checks, as :func:`fit`) and singularity; no fitted values or conditional modes."""
 
-    def __init__(self, frame: pd.DataFrame, spec: ModelSpec, formula: Formula, design: ModelMatrix | None = None):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        spec: ModelSpec,
+        formula: Formula,
+        design: ModelMatrix | None = None,
+        start: Covariance | None = None,
+    ):
         import mixedlm
 
         if spec.family not in REFIT_FAMILIES or formula.trials or formula.offset or formula.response != formula.outcome:
@@ -669,11 +785,8 @@ class Refitter:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
             warnings.simplefilter("always")
             if self.glmm:
-                from mixedlm.models.control import GlmerControl
-
                 self.family = _family(spec.family, spec.link)
                 self.model = mixedlm.glmer(text, data, family=self.family, nAGQ=spec.nagq)
-                self.control = GlmerControl()  # what glmer() fits with when given none
             else:
                 self.model = mixedlm.lmer(text, data, REML=spec.reml)
                 self.control = self.model.control
@@ -687,6 +800,10 @@ class Refitter:
         self.spec, self.frame = spec, frame
         self.names = [self.column_names.get(n, n) for n in self.model.matrices.fixed_names]
         self.version = mixedlm.__version__
+        structures = self.model.matrices.random_structures
+        self.start = None if start is None else start_theta(structures, self.group_names, self.column_names, start)
+        if self.glmm:
+            self.control = glmer_control(started=False)  # what glmer() fits with when given none
         ctrl = self.control
         # The matrices the template fitted (after mixedlm's model checks), and the
         # optimizer call lmer() or glmer() makes.
@@ -704,9 +821,9 @@ class Refitter:
 
     def _refit(self, response: np.ndarray):
         """The refitted mixedlm result and the optimizer that fitted it (its deviance
-        evaluator, for the checks and tests). As lmer() and glmer() fit, from lme4's
-        default start (start=None, not the template's optimum: a replicate's numbers do
-        not depend on which replicate built the template)."""
+        evaluator, for the checks and tests), as lmer() and glmer() fit, from the start
+        the class docstring describes (never the template's optimum: a replicate's
+        numbers do not depend on which replicate built the template)."""
         response = np.asarray(response, dtype=float)
         template, ctrl = self.model, self.control
         if self.glmm:
@@ -716,15 +833,25 @@ class Refitter:
             from mixedlm.models.glmer import GlmerResult
 
             matrices = dataclasses.replace(template.matrices, y=response)
-            optimizer = GLMMOptimizer(
-                matrices,
-                self.family,
-                nAGQ=template.nAGQ,
-                pirls_maxiter=ctrl.pirls_maxiter,
-                pirls_tol=ctrl.tolPwrss,
-                nAGQ0initStep=ctrl.nAGQ0initStep,
-            )
-            opt = optimizer.optimize(start=None, **self.settings)
+
+            def optimized(start):
+                optimizer = GLMMOptimizer(
+                    matrices,
+                    self.family,
+                    nAGQ=template.nAGQ,
+                    pirls_maxiter=ctrl.pirls_maxiter,
+                    pirls_tol=ctrl.tolPwrss,
+                    nAGQ0initStep=glmer_control(start is not None).nAGQ0initStep,
+                )
+                return optimizer, optimizer.optimize(start=start, **self.settings)
+
+            # As a full fit from the same start does (_model_from_start).
+            attempt = None if self.start is None else _quietly(lambda: optimized(self.start.copy()))
+            if attempt is not None and _converged(attempt[0][1]):
+                _replay(attempt[1])
+                optimizer, opt = attempt[0]
+            else:
+                optimizer, opt = optimized(None)
             model = GlmerResult(
                 formula=template.formula,
                 matrices=matrices,
@@ -747,7 +874,7 @@ class Refitter:
         from mixedlm.models.lmer import LmerResult
 
         optimizer = self.optimizer.with_response(response)
-        opt = optimizer.optimize(start=None, **self.settings)
+        opt = optimizer.optimize(start=None if self.start is None else self.start.copy(), **self.settings)
         model = LmerResult(
             formula=template.formula,
             matrices=optimizer.matrices,

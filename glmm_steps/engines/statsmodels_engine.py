@@ -636,6 +636,7 @@ def fit(
     random_effects: bool = True,
     design: ModelMatrix | None = None,
     ddf: bool = False,
+    start=None,
 ) -> FitResult:
     """Fit ``spec`` to ``frame`` (from :func:`glmm_steps.data.model_frame`) with
     statsmodels: MixedLM for gaussian models, a Bayesian GLMM for binomial/Poisson
@@ -645,7 +646,9 @@ def fit(
     they cost little, so they are computed and dropped). ``design``: the shared model
     matrix (built here with default factor coding when not given). ``ddf`` is accepted
     for the engine interface and ignored: statsmodels' marginal means and predictions
-    are asymptotic (normal reference)."""
+    are asymptotic (normal reference). So is ``start`` (a study's true covariances,
+    where the mixedlm engine starts its optimizer): statsmodels starts from its own
+    values."""
     X, y, terms = _design(frame, formula, design if design is not None else build(formula, frame))
     if spec.family == "gaussian":
         result = _fit_lmm(frame, spec, formula, X, y, terms)
