@@ -1,7 +1,9 @@
 """How much a simulation study costs through the pipeline compared with a plain loop.
 
 Runs, in one invocation, a study of the reference design (bp ~ time + (1 | hospital_id)
-+ (1 | patient_id), 10 hospitals x 10 patients x 5 visits) two ways:
++ (1 | patient_id), 10 hospitals x 10 patients x 5 visits; ``--outcome hypertension``
+or ``adverse_events``: the default config's binary or count outcome of the same design,
+a logit or log GLMM) two ways:
 
 1. a plain Python loop in this process over the same glmm_steps functions a batch job
    calls (simulate, fit, tidy each replicate; then the recovery table and plots);
@@ -21,10 +23,11 @@ and a job fit alike; snakemake runs without these settings, as a user's would.
 
 The model's test is ``--test`` (default satterthwaite, a gaussian model's default:
 lmerTest's t tests; the R loop then computes them with lmerTest too, and both print
-the mean Satterthwaite df of the time slope) or wald (z tests; R: lme4's summary).
+the mean Satterthwaite df of the time slope) or wald (z tests; R: lme4's summary); a
+GLMM's is Wald z (R: glmer's summary of each refit).
 
     python benchmarks/study_throughput.py [--replicates 1000] [--batch-size 500] [--cores 2]
-        [--test satterthwaite]
+        [--test satterthwaite] [--outcome bp]
 """
 
 from __future__ import annotations
@@ -58,13 +61,15 @@ from glmm_steps.engines.base import ModelSpec  # noqa: E402
 from glmm_steps.extract import write_csv  # noqa: E402
 from glmm_steps.simulate import design_from_config, design_rows, draw_response  # noqa: E402
 
-MODEL = "bp_lmm"
+MODEL = "study_model"
 
 
-def study_config(replicates: int, batch_size: int, test: str = "satterthwaite") -> dict:
+def study_config(replicates: int, batch_size: int, test: str = "satterthwaite", outcome: str = "bp") -> dict:
     """The benchmark's config: the default config's reference design as a study whose
-    model tests its fixed effects with ``test``."""
+    model of ``outcome`` (its family from the design) tests its fixed effects with
+    ``test`` (a GLMM: wald)."""
     reference = read_yaml(ROOT / "config" / "config.yaml")["datasets"]["bp_study"]["simulate"]
+    family = reference["outcomes"][outcome]["family"]
     return {
         "max_jobs": 100_000,
         "datasets": {
@@ -73,9 +78,10 @@ def study_config(replicates: int, batch_size: int, test: str = "satterthwaite") 
         "models": {
             MODEL: {
                 "dataset": "reference",
-                "formula": "bp ~ time + (1 | hospital_id) + (1 | patient_id)",
+                "formula": f"{outcome} ~ time + (1 | hospital_id) + (1 | patient_id)",
+                "family": family,
                 "power_terms": ["time"],
-                "test": test,
+                "test": test if family == "gaussian" else "wald",
                 # no simulation residual tests: a power study's replicates refit
                 "residuals": {"nsim": 0},
             }
@@ -114,11 +120,11 @@ def run_loop(config_path: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table, estimates
 
 
-def run_r_loop(config_path: Path, out: Path, test: str) -> str | None:
+def run_r_loop(config_path: Path, out: Path, test: str, outcome: str) -> str | None:
     """The same replicates in an R lme4 refit loop (benchmarks/study_throughput.R), when
-    Rscript is present: the Python simulator's responses go to R as one column each;
-    ``test`` satterthwaite takes lmerTest's tests of each refit. Returns R's output, or
-    None without R."""
+    Rscript is present: the Python simulator's responses of ``outcome`` go to R as one
+    column each; ``test`` satterthwaite takes lmerTest's tests of each refit; a GLMM
+    is refitted with glmer's family. Returns R's output, or None without R."""
     rscript = shutil.which("Rscript")
     if rscript is None:
         return None
@@ -128,12 +134,13 @@ def run_r_loop(config_path: Path, out: Path, test: str) -> str | None:
     rows = design_rows(design)
     frame = rows[0].copy()
     seeds = [seed for _, seed in plan.replicate_seeds(MODEL, 0, n - 1)]
-    responses = {f"y{i + 1}": draw_response(design, "bp", seed, rows) for i, seed in enumerate(seeds)}
+    responses = {f"y{i + 1}": draw_response(design, outcome, seed, rows) for i, seed in enumerate(seeds)}
+    family = plan.config["models"][MODEL]["family"]
     frame = pd.concat([frame, pd.DataFrame(responses)], axis=1)
     path = out / "responses.csv"
     frame.to_csv(path, index=False, float_format="%.17g")
     proc = subprocess.run(
-        [rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path), test],
+        [rscript, str(ROOT / "benchmarks" / "study_throughput.R"), str(path), test, family],
         capture_output=True,
         text=True,
         check=False,
@@ -176,17 +183,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--test", choices=["satterthwaite", "wald"], default="satterthwaite")
+    parser.add_argument("--outcome", choices=["bp", "hypertension", "adverse_events"], default="bp")
     args = parser.parse_args()
+    if args.outcome != "bp":
+        args.test = "wald"  # a GLMM's tests are Wald z, as glmer's
 
     workdir = Path(tempfile.mkdtemp(prefix="study_throughput_"))
     try:
         config_path = workdir / "config.yaml"
         config_path.write_text(
-            yaml.safe_dump(study_config(args.replicates, args.batch_size, args.test), sort_keys=False)
+            yaml.safe_dump(study_config(args.replicates, args.batch_size, args.test, args.outcome), sort_keys=False)
         )
         n_batches = -(-args.replicates // args.batch_size)
         print(
-            f"study: {args.replicates} replicates of the reference design, {n_batches} batch jobs of "
+            f"study: {args.replicates} replicates of the reference design's {args.outcome}, {n_batches} batch jobs of "
             f"{args.batch_size}, --cores {args.cores}, test {args.test}; load average before: "
             f"{os.getloadavg()[0]:.2f}"
         )
@@ -201,7 +211,7 @@ def main() -> None:
             f"({1000 * loop / args.replicates:.1f} ms per replicate)"
         )
 
-        r_output = run_r_loop(config_path, loop_dir, args.test)
+        r_output = run_r_loop(config_path, loop_dir, args.test, args.outcome)
         slope = loop_table.loc[loop_table["term"] == "time", "mean_estimate"].iloc[0]
         print(r_output if r_output is not None else "R lme4 loop: Rscript not found, skipped")
         print(f"Python mean time estimate: {slope:.10g}")
