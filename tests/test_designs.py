@@ -363,6 +363,37 @@ def test_glmm_study_fits_start_at_the_truth_and_redo_a_fit_whose_pirls_fails_fro
     pd.testing.assert_frame_equal(fast, full, rtol=1e-8)
 
 
+def test_a_fit_from_a_start_that_does_not_converge_is_redone_from_the_default_start():
+    """from_start keeps a fit from the given theta only where its optimizer (and a
+    GLMM's PIRLS) converged, with that fit's warnings; otherwise the default start's
+    fit, without the discarded one's warnings."""
+    import warnings
+    from types import SimpleNamespace
+
+    from glmm_steps.engines.mixedlm_engine import from_start
+
+    def fit_with(converged_from_theta: bool, pirls: bool = True):
+        def fit(theta):
+            warnings.warn(f"from {'the start' if theta is not None else 'the default'}")
+            ok = converged_from_theta if theta is not None else False
+            return SimpleNamespace(theta=theta, converged=ok, pirls_converged=pirls or theta is None)
+
+        return fit
+
+    theta = np.array([0.4, 0.2])
+    cases = [(True, True, "the start"), (False, True, "the default"), (True, False, "the default")]
+    for converged, pirls, expected in cases:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = from_start(fit_with(converged, pirls), theta, lambda r: r)
+        assert [str(w.message) for w in caught] == [f"from {expected}"]
+        assert (result.theta is None) == (expected == "the default")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert from_start(fit_with(True), None, lambda r: r).theta is None
+    assert [str(w.message) for w in caught] == ["from the default"]
+
+
 def test_glmm_lrt_refits_equal_full_fits():
     """`test: lrt` of a binomial study model: both models refit their templates, with the
     likelihood-ratio rows of full fits."""

@@ -213,8 +213,9 @@ def engine_fit(
     true parameters, as a :class:`Refitter` given them does) instead of mixedlm's
     default start; a GLMM then optimizes jointly from there (with beta at its
     conditional optimum), without glmer's first stage at nAGQ = 0, as lme4's
-    ``refit`` of a GLMM does, and is fitted again from the default start where its
-    inner PIRLS solver fails from there (:func:`_converged`)."""
+    ``refit`` of a GLMM does. A fit that does not converge from there (a GLMM's
+    inner PIRLS solver included) is done again from the default start
+    (:func:`from_start`)."""
     import mixedlm
 
     text, data, column_names, group_names = engine_inputs(formula, design, frame)
@@ -243,32 +244,46 @@ def engine_fit(
 def _model_from_start(text: str, data: pd.DataFrame, spec: ModelSpec, reml: bool, start: Covariance, groups, columns):
     """lmer() or glmer() (binomial, Poisson) of ``text`` with the optimizer started at
     the theta of ``start`` (:func:`start_theta`; mixedlm's default start where that is
-    None). A GLMM with a start skips glmer's nAGQ = 0 stage (:func:`glmer_control`)."""
+    None, or where the fit from it did not converge: :func:`from_start`). A GLMM with
+    a start skips glmer's nAGQ = 0 stage (:func:`glmer_control`)."""
     from mixedlm.models.glmer_fit import GlmerMod
     from mixedlm.models.lmer_fit import LmerMod
 
-    if spec.family == "gaussian":
-        model = LmerMod(text, data, REML=reml)
-        return model.fit(start=start_theta(model.matrices.random_structures, groups, columns, start))
-    family = _family(spec.family, spec.link)
-    model = GlmerMod(text, data, family=family)
-    theta = start_theta(model.matrices.random_structures, groups, columns, start)
+    family = None if spec.family == "gaussian" else _family(spec.family, spec.link)
+
+    def new_model():
+        return LmerMod(text, data, REML=reml) if family is None else GlmerMod(text, data, family=family)
+
+    # The first fit uses the model whose structures give the start; a second one (from
+    # the default start) a fresh model, as fit() replaces its matrices by checked ones.
+    models = [new_model()]
+    theta = start_theta(models[0].matrices.random_structures, groups, columns, start)
+
+    def fitted(theta):
+        model = models.pop() if models else new_model()
+        if family is None:
+            return model.fit(start=theta)
+        model.control = glmer_control(started=theta is not None)  # the control glmer() would be given
+        return model.fit(start=theta, nAGQ=spec.nagq)
+
+    return from_start(fitted, theta, lambda f: f)
+
+
+def from_start(fit: Callable, theta, optimum: Callable):
+    """``fit(theta)``, kept where its optimizer converged (and a GLMM's inner PIRLS
+    solver: ``optimum(result)`` is the object with ``converged`` and, for a GLMM,
+    ``pirls_converged``); else, and where ``theta`` is None, ``fit(None)``: mixedlm's
+    default start. From a given start a GLMM goes without glmer's nAGQ = 0 first stage,
+    and its PIRLS can fail where that stage would have led it (a Poisson model started
+    at large variances); the refit and full paths redo such a fit alike. The discarded
+    fit's warnings are dropped."""
     if theta is not None:
-        model.control = glmer_control(started=True)  # the control glmer() would be given
-        fitted, caught = _quietly(lambda: model.fit(start=theta, nAGQ=spec.nagq))
-        if _converged(fitted):
+        result, caught = _quietly(lambda: fit(theta.copy()))
+        found = optimum(result)
+        if bool(found.converged) and bool(getattr(found, "pirls_converged", True)):
             _replay(caught)
-            return fitted
-        model = GlmerMod(text, data, family=family)
-    return model.fit(nAGQ=spec.nagq)
-
-
-def _converged(fit) -> bool:
-    """Whether a GLMM's optimizer and inner PIRLS solver converged. From a given start,
-    without glmer's nAGQ = 0 first stage, PIRLS can fail where that stage would have
-    led it (a Poisson model started at large variances): such a fit is redone from
-    mixedlm's default start, in both the full and the refit path."""
-    return bool(fit.converged) and bool(fit.pirls_converged)
+            return result
+    return fit(None)
 
 
 def _quietly(fit: Callable):
@@ -755,9 +770,9 @@ class Refitter:
     are those of a full :func:`fit` of the same data from the same start: given
     ``start`` (a study's true covariances, see :func:`start_theta`), there, as lme4's
     ``refit`` starts at the model's own parameters, which in simr are the
-    simulation's (a GLMM without glmer's nAGQ = 0 stage, and redone from the default
-    start where its PIRLS fails, as :func:`engine_fit`); else at mixedlm's default
-    start. Either way a replicate's numbers do not depend on which replicate built the
+    simulation's (a GLMM without glmer's nAGQ = 0 stage; a fit that does not converge
+    from there redone from the default start, as :func:`engine_fit` does); else at
+    mixedlm's default start. Either way a replicate's numbers do not depend on which replicate built the
     template. Only what
     a study's tables read is computed per call: fixed effects and
     standard errors (and a linear model's Satterthwaite or Kenward-Roger tests),
@@ -846,12 +861,7 @@ class Refitter:
                 return optimizer, optimizer.optimize(start=start, **self.settings)
 
             # As a full fit from the same start does (_model_from_start).
-            attempt = None if self.start is None else _quietly(lambda: optimized(self.start.copy()))
-            if attempt is not None and _converged(attempt[0][1]):
-                _replay(attempt[1])
-                optimizer, opt = attempt[0]
-            else:
-                optimizer, opt = optimized(None)
+            optimizer, opt = from_start(optimized, self.start, lambda pair: pair[1])
             model = GlmerResult(
                 formula=template.formula,
                 matrices=matrices,
@@ -873,8 +883,11 @@ class Refitter:
             return model, optimizer
         from mixedlm.models.lmer import LmerResult
 
-        optimizer = self.optimizer.with_response(response)
-        opt = optimizer.optimize(start=None if self.start is None else self.start.copy(), **self.settings)
+        def optimized(start):
+            optimizer = self.optimizer.with_response(response)
+            return optimizer, optimizer.optimize(start=start, **self.settings)
+
+        optimizer, opt = from_start(optimized, self.start, lambda pair: pair[1])
         model = LmerResult(
             formula=template.formula,
             matrices=optimizer.matrices,
