@@ -125,13 +125,10 @@ def true_covariance(spec: ModelSpec, truth: dict[str, Any], design: Design, stud
     ``refit`` starts at the model's parameters, which there are the simulation's. The
     optimum is the one the engine's default start reaches, in fewer steps. None (the
     default start) for the other families."""
-    if spec.family == "gaussian":
-        outcome = _truth_outcome(spec, truth, study)
-        residual = outcome.get("residual_sd")
-    elif spec.family in ("binomial", "poisson"):
-        outcome, residual = _truth_outcome(spec, truth, study), 1.0
-    else:
+    if spec.family not in ("gaussian", "binomial", "poisson"):
         return None
+    outcome = _truth_outcome(spec, truth, study)
+    residual = outcome.get("residual_sd") if spec.family == "gaussian" else 1.0
     if not residual:
         return None
 
@@ -249,8 +246,8 @@ def refittable(design: Design, spec: ModelSpec) -> bool:
     any link, Laplace or ``nagq``), without trials or offset, on a design whose rows
     are the same in every replicate, with Wald intervals. Each refit optimizes from
     the start :func:`fit_replicate` gives a full fit, so its estimates, standard
-    errors, logLik, status and warnings are a full fit's; it runs the full fit's convergence checks (optimizer
-    flag, gradient, Hessian). A negative binomial model (its theta search refits
+    errors, logLik, status and warnings are a full fit's; it runs the full fit's
+    convergence checks (optimizer flag, gradient, Hessian). A negative binomial model (its theta search refits
     glmer many times) and a Gamma model (its own objective) fit each replicate in
     full. The refit model carries its own Satterthwaite or Kenward-Roger tests (the
     Refitter computes them from the refitted lmer, as a full fit does); profile

@@ -157,8 +157,9 @@ def _group_name(name: str, groups: dict[str, str]) -> str:
     return groups.get(base, name) if k.isdigit() else name
 
 
-# A study's covariance of a group's random effects on the given terms, relative to the
-# residual variance (glmm_steps.batch.true_covariance), or None where it is not known.
+# A study's covariance of a group's random effects on the given terms (relative to the
+# residual variance for a linear model, on glmer's scale for a GLMM), or None where it is
+# not known: glmm_steps.batch.true_covariance.
 Covariance = Callable[[str, list[str]], "np.ndarray | None"]
 
 
@@ -856,7 +857,7 @@ class Refitter:
                     nAGQ=template.nAGQ,
                     pirls_maxiter=ctrl.pirls_maxiter,
                     pirls_tol=ctrl.tolPwrss,
-                    nAGQ0initStep=glmer_control(start is not None).nAGQ0initStep,
+                    nAGQ0initStep=ctrl.nAGQ0initStep and start is None,  # as glmer_control
                 )
                 return optimizer, optimizer.optimize(start=start, **self.settings)
 
