@@ -57,6 +57,8 @@ TEMPLATES = {
     # simulate: {from_model: <model>}: the pilot model's fitted design (glmm_steps.pilot)
     "pilot_design": "{results}/pilots/{model}/design.json",
     "power": _STUDY + "/power.csv",
+    # what made the recovery and power tables: config, seeds, code, packages, checksums
+    "study_manifest": _STUDY + "/manifest.json",
     "recovery_plot": _STUDY + "/plots/{plot}.png",
     "replicate_data": _REPLICATE + "/data.csv",
     "replicate_truth": _REPLICATE + "/truth.json",

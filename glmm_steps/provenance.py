@@ -91,18 +91,21 @@ def relative(path: str | Path, results: str | Path) -> str:
 def build_manifest(
     *,
     model: str,
-    version_key: str,
+    version_key: str | None,
     config_excerpt: dict[str, Any],
-    seeds: list,
+    seeds: list | dict[str, int],
     inputs: list[str],
     outputs: list[str],
     repo: str | Path,
     results: str | Path = "results",
 ) -> dict[str, Any]:
-    """The provenance record of one model version (see module docstring).
+    """The provenance record of one model version (see module docstring), or of a
+    study model's tables (``version_key`` None: studies are not versioned; ``seeds``
+    its base seed and number of replicates).
 
-    ``inputs`` are the data files fitted, ``outputs`` every file the version holds;
-    both are recorded relative to the results folder ``results``."""
+    ``inputs`` are the data files fitted (a study: its batch tables), ``outputs`` every
+    file the version holds; both are recorded relative to the results folder
+    ``results``."""
     return {
         "model": model,
         "version": version_key,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -195,16 +196,35 @@ def recovery_to_files(
     power_terms: list[str] | None,
     designs: dict[str, dict[str, float]],
     target_power: float | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The recovery step: read a study model's batch tables and write its recovery
     table (``outputs["table"]``) and power table (``outputs["power_table"]``), as
     :func:`study_tables` makes them from the same arguments; prints the target-power
-    answer (:func:`glmm_steps.power.summary_lines`). Returns the recovery table."""
+    answer (:func:`glmm_steps.power.summary_lines`). With ``provenance`` (``model``,
+    ``config_excerpt``, ``seeds``, ``inputs`` beyond the batch tables (a pilot's
+    design file), ``results``, ``repo``), also writes the study's manifest
+    (``outputs["manifest"]``, :func:`glmm_steps.provenance.build_manifest`): what made
+    both tables, with the SHA-256 of the batch tables and of the tables themselves.
+    Returns the recovery table."""
     from glmm_steps import power, tables
+    from glmm_steps import provenance as provenance_mod
 
     _, table, powers = study_tables(estimate_paths, fit_paths, alpha, power_terms, designs, target_power)
     tables.write_result(table, outputs["table"])
     tables.write_result(powers, outputs["power_table"])
+    if provenance is not None:
+        manifest = provenance_mod.build_manifest(
+            model=provenance["model"],
+            version_key=None,
+            config_excerpt=provenance["config_excerpt"],
+            seeds=provenance["seeds"],
+            inputs=[*provenance["inputs"], *estimate_paths, *fit_paths],
+            outputs=[outputs["table"], outputs["power_table"]],
+            repo=provenance["repo"],
+            results=provenance["results"],
+        )
+        provenance_mod.write_manifest(manifest, outputs["manifest"])
     for line in power.summary_lines(powers):
         print(line)
     return table

@@ -49,6 +49,23 @@ def study_summary_params():
     }
 
 
+def study_provenance(w, output):
+    """What a study model's manifest records beside its files (glmm_steps.recovery.recovery_to_files):
+    the model's and its dataset's config entries, the replicates' base seed and number,
+    and the results folder (the manifest's paths are relative to it)."""
+    dataset = PLAN.config["datasets"][PLAN.dataset_of(w.model)]
+    pilot = PLAN.pilot_of(w.model)
+    if pilot:  # as written: the config check holds a stand-in design in its place
+        dataset = {**dataset, "simulate": pilot}
+    return {
+        "model": w.model,
+        "config_excerpt": {"model": PLAN.config["models"][w.model], "dataset": dataset},
+        "seeds": {"base_seed": dataset["base_seed"], "replicates": dataset["replicates"]},
+        # {results}/studies/{model}/manifest.json
+        "results": os.path.dirname(os.path.dirname(os.path.dirname(output.manifest))),
+    }
+
+
 def extract_outputs(fmt):
     """The extract step's outputs, predictions and random effects as `fmt` files."""
     return {t: out(t, model="{model}", version="{version}", replicate="{replicate}", fmt=fmt) for t in paths.TABLES}

@@ -53,13 +53,17 @@ rule study_batch:
 rule recovery:
     input:
         **study_batch_files(),
+        pilot=pilot_design,
     output:
         table=out("recovery", model="{model}"),
         power_table=out("power", model="{model}"),
+        # what made both tables (config, seeds, code, packages, SHA-256 of the batches)
+        manifest=out("study_manifest", model="{model}"),
     log:
         out("log", rule="recovery", name="{model}"),
     params:
         **study_summary_params(),
+        provenance=study_provenance,
     script:
         "../scripts/recovery.py"
 

@@ -13,6 +13,7 @@ import yaml
 from conftest import REFERENCE, job_counts, run_snakemake
 
 from glmm_steps.config import load_config
+from glmm_steps.provenance import sha256
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +97,10 @@ def test_the_batches_simulate_the_pilot_with_its_overrides(pilot_run):
     assert len(fits) == 8 and (fits["nobs"] == 30 * 12).all()
     table = pd.read_csv(study / "recovery.csv").set_index("term")
     assert table.loc["Days", "true_value"] == 5.0
+    # the study's manifest names the pilot's design file among what made its tables
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert manifest["inputs"]["pilots/pilot/design.json"] == sha256(workdir / "results/pilots/pilot/design.json")
+    assert manifest["config"]["dataset"]["simulate"]["from_model"] == "pilot"
     # one replicate rerun alone simulates the same design from the pilot's file
     rep = study / "base" / "replicates" / "rep-1"
     run_snakemake(workdir, str(rep.relative_to(workdir) / "fixed_effects.csv"), "--configfile", str(config))

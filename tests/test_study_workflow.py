@@ -105,6 +105,29 @@ def test_one_replicate_on_demand_matches_its_batch_row(study_run):
         assert list(rows[col]) == list(rerun[col]), col
 
 
+def test_the_study_manifest_says_what_made_its_tables(study_run):
+    """A study's manifest (written by its recovery job) records the model's and
+    dataset's config entries, the base seed and number of replicates, the code and
+    package versions, and the SHA-256 of every batch table it summarised and of the
+    recovery and power tables, by path relative to the results folder."""
+    from glmm_steps.provenance import PACKAGES, sha256, verify_outputs
+
+    workdir, _, _ = study_run
+    results = workdir / "results"
+    manifest = json.loads((results / "studies/y_lmm/manifest.json").read_text())
+    assert manifest["model"] == "y_lmm" and manifest["version"] is None
+    assert manifest["config"]["model"]["formula"] == STUDY["models"]["y_lmm"]["formula"]
+    assert manifest["config"]["dataset"]["sweep"] == STUDY["datasets"]["tiny"]["sweep"]
+    assert manifest["seeds"] == {"base_seed": 11, "replicates": 6}
+    assert set(manifest["packages"]) == set(PACKAGES) and manifest["packages"]["mixedlm"]
+    batches = sorted(str(p.relative_to(results)) for p in (results / "studies/y_lmm").glob("*/batches/*/*.csv"))
+    assert len(batches) == 8 and sorted(manifest["inputs"]) == batches
+    assert sorted(manifest["outputs"]) == ["studies/y_lmm/power.csv", "studies/y_lmm/recovery.csv"]
+    for rel, digest in {**manifest["inputs"], **manifest["outputs"]}.items():
+        assert sha256(results / rel) == digest, rel
+    assert verify_outputs(results / "studies/y_lmm/manifest.json", results) == []
+
+
 def test_second_run_does_nothing(study_run):
     workdir, config, _ = study_run
     proc = run_snakemake(workdir, "--configfile", str(config))
